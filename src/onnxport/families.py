@@ -1,0 +1,122 @@
+"""What makes each family different, as data.
+
+Every framework implementation, the exporters and the runtime read these
+records instead of branching on family names. Everything RoFormer-specific (or
+PreLayerNorm-specific) is visible here in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .configs import EncoderConfig, RobertaPreLayerNormConfig, RoFormerConfig, XLMRobertaConfig
+
+
+@dataclass(frozen=True)
+class Family:
+    model_type: str
+    config_class: type[EncoderConfig]
+    class_prefix: str
+    # Attribute holding the base model inside head models; the prefix of HF parameter names.
+    base_model_prefix: str
+    # "post": LayerNorm(x + sublayer(x)) as in BERT/RoBERTa.
+    # "pre":  x + sublayer(LayerNorm(x)), plus one final LayerNorm after the last layer.
+    norm_placement: str
+    # "learned": a position table indexed from pad_token_id + 1 (RoBERTa), plus the
+    #            config's position_embedding_type (absolute / relative_key / relative_key_query).
+    # "rotary":  sinusoidal rotary embedding applied to queries and keys (and values when rotary_value).
+    position_scheme: str
+    has_pooler: bool
+    # "roberta": lm_head.{dense, layer_norm, decoder, bias}, GELU transform.
+    # "bert":    cls.predictions.{transform.dense, transform.LayerNorm, decoder, bias}, hidden_act transform.
+    lm_head_layout: str
+    # Activation between the two classifier layers: "tanh" (RoBERTa) or the config's hidden_act (RoFormer).
+    classifier_activation: str
+    # Whether the classifier heads honour config.classifier_dropout (RoBERTa) or always use hidden_dropout_prob.
+    classifier_dropout_from_config: bool
+    # Multiple choice reduces each choice to one vector: "pooler" output (RoBERTa) or the "last" token (RoFormer).
+    multiple_choice_summary: str
+    # Whether the tokenizer and the ONNX graph carry token_type_ids (Optimum's convention).
+    uses_token_type_ids: bool
+
+    @property
+    def rotary(self) -> bool:
+        return self.position_scheme == "rotary"
+
+    @property
+    def pre_norm(self) -> bool:
+        return self.norm_placement == "pre"
+
+    @property
+    def lm_head_prefix(self) -> str:
+        return "lm_head" if self.lm_head_layout == "roberta" else "cls.predictions"
+
+    @property
+    def lm_decoder_weight_key(self) -> str:
+        return f"{self.lm_head_prefix}.decoder.weight"
+
+
+XLM_ROBERTA = Family(
+    model_type="xlm-roberta",
+    config_class=XLMRobertaConfig,
+    class_prefix="XLMRoberta",
+    base_model_prefix="roberta",
+    norm_placement="post",
+    position_scheme="learned",
+    has_pooler=True,
+    lm_head_layout="roberta",
+    classifier_activation="tanh",
+    classifier_dropout_from_config=True,
+    multiple_choice_summary="pooler",
+    uses_token_type_ids=False,
+)
+
+ROBERTA_PRELAYERNORM = Family(
+    model_type="roberta-prelayernorm",
+    config_class=RobertaPreLayerNormConfig,
+    class_prefix="RobertaPreLayerNorm",
+    base_model_prefix="roberta_prelayernorm",
+    norm_placement="pre",
+    position_scheme="learned",
+    has_pooler=True,
+    lm_head_layout="roberta",
+    classifier_activation="tanh",
+    classifier_dropout_from_config=True,
+    multiple_choice_summary="pooler",
+    uses_token_type_ids=False,
+)
+
+ROFORMER = Family(
+    model_type="roformer",
+    config_class=RoFormerConfig,
+    class_prefix="RoFormer",
+    base_model_prefix="roformer",
+    norm_placement="post",
+    position_scheme="rotary",
+    has_pooler=False,
+    lm_head_layout="bert",
+    classifier_activation="hidden_act",
+    classifier_dropout_from_config=False,
+    multiple_choice_summary="last",
+    uses_token_type_ids=True,
+)
+
+FAMILIES: dict[str, Family] = {f.model_type: f for f in (XLM_ROBERTA, ROBERTA_PRELAYERNORM, ROFORMER)}
+
+# Head name suffixes, in the order transformers lists them.
+HEADS = (
+    "Model",
+    "ForCausalLM",
+    "ForMaskedLM",
+    "ForSequenceClassification",
+    "ForMultipleChoice",
+    "ForTokenClassification",
+    "ForQuestionAnswering",
+)
+
+
+def family_of(config: EncoderConfig) -> Family:
+    try:
+        return FAMILIES[config.model_type]
+    except KeyError:
+        raise ValueError(f"No model family for model_type {config.model_type!r}; expected one of {sorted(FAMILIES)}.")
