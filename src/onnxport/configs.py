@@ -141,8 +141,9 @@ class EncoderConfig:
             value = getattr(self, field)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"{field} must be in [0, 1), got {value!r}.")
-        if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
-            raise ConfigError(f"classifier_dropout must be None or in [0, 1), got {self.classifier_dropout!r}.")
+        classifier_dropout = getattr(self, "classifier_dropout", None)
+        if classifier_dropout is not None and not 0.0 <= classifier_dropout < 1.0:
+            raise ConfigError(f"classifier_dropout must be None or in [0, 1), got {classifier_dropout!r}.")
         if self.add_cross_attention and not self.is_decoder:
             raise ConfigError("add_cross_attention=True needs is_decoder=True (cross-attention is a decoder feature).")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
@@ -281,8 +282,6 @@ class RoFormerConfig(EncoderConfig):
         "pad_token_id": 0,
         "rotary_value": False,
         "use_cache": True,
-        # Not in RoFormerConfig's signature, but read by transformers' heads through getattr.
-        "classifier_dropout": None,
     }
 
     def _post_init(self) -> None:
