@@ -104,7 +104,8 @@ def check_inputs(
                 f"token_type_ids must lie in [0, {config.type_vocab_size - 1}] (type_vocab_size), found [{low}, {high}]."
             )
     if position_ids_shape is not None:
-        if len(position_ids_shape) not in (1, 2) or position_ids_shape[-1] not in (None, seq) and seq is not None:
+        # (batch, sequence) or a (1, sequence) / (sequence,) row broadcast over the batch
+        if len(position_ids_shape) not in (1, 2) or not _same(position_ids_shape[-1:], (seq,)):
             raise InputError(f"position_ids must have shape (batch, sequence) {_fmt(shape)}, got {tuple(position_ids_shape)}.")
     if position_range is not None:
         low, high = position_range
