@@ -1,0 +1,68 @@
+"""Tokenizers of the three families, slow (Python) and fast (`tokenizers`, Rust), with transformers' call API.
+
+No deep-learning framework is imported here; `return_tensors="pt"|"tf"|"jax"` imports it on demand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Union
+
+from .base import BatchEncoding, FastTokenizerBase, SlowTokenizerBase, TokenizerBase
+from .roberta import RobertaTokenizer, RobertaTokenizerFast
+from .roformer import RoFormerTokenizer, RoFormerTokenizerFast
+from .xlm_roberta import XLMRobertaTokenizer, XLMRobertaTokenizerFast
+
+# (slow, fast) per transformers tokenizer_class (without "Fast") and per config.json model_type.
+TOKENIZERS_BY_CLASS_NAME = {
+    "XLMRobertaTokenizer": (XLMRobertaTokenizer, XLMRobertaTokenizerFast),
+    "RobertaTokenizer": (RobertaTokenizer, RobertaTokenizerFast),
+    "RoFormerTokenizer": (RoFormerTokenizer, RoFormerTokenizerFast),
+}
+TOKENIZERS_BY_MODEL_TYPE = {
+    "xlm-roberta": TOKENIZERS_BY_CLASS_NAME["XLMRobertaTokenizer"],
+    "roberta-prelayernorm": TOKENIZERS_BY_CLASS_NAME["RobertaTokenizer"],
+    "roberta": TOKENIZERS_BY_CLASS_NAME["RobertaTokenizer"],
+    "roformer": TOKENIZERS_BY_CLASS_NAME["RoFormerTokenizer"],
+}
+
+
+def _json_field(path: Path, field: str):
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get(field)
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise ValueError(f"{path} is not a valid JSON object ({error})") from error
+
+
+class AutoTokenizer:
+    """Pick the tokenizer class of a directory from tokenizer_config.json's `tokenizer_class`, else from
+    config.json's `model_type`."""
+
+    @classmethod
+    def from_pretrained(cls, directory: Union[str, os.PathLike], use_fast: bool = True, **kwargs) -> TokenizerBase:
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise OSError(f"{directory} is not a directory; AutoTokenizer.from_pretrained needs a local directory")
+        class_name = _json_field(directory / "tokenizer_config.json", "tokenizer_class")
+        model_type = _json_field(directory / "config.json", "model_type")
+        # A generic class name (e.g. "PreTrainedTokenizerFast") says nothing; config.json's model_type may.
+        pair = TOKENIZERS_BY_CLASS_NAME.get((class_name or "").removesuffix("Fast")) or \
+            TOKENIZERS_BY_MODEL_TYPE.get(model_type)
+        if pair is None:
+            raise ValueError(
+                f"cannot tell the tokenizer of {directory}: tokenizer_config.json's tokenizer_class is {class_name!r} "
+                f"and config.json's model_type is {model_type!r}; supported are tokenizer_class "
+                f"{sorted(TOKENIZERS_BY_CLASS_NAME)} or model_type {sorted(TOKENIZERS_BY_MODEL_TYPE)}"
+            )
+        return pair[1 if use_fast else 0].from_pretrained(directory, **kwargs)
+
+
+__all__ = [
+    "AutoTokenizer", "BatchEncoding", "FastTokenizerBase", "RoFormerTokenizer", "RoFormerTokenizerFast",
+    "RobertaTokenizer", "RobertaTokenizerFast", "SlowTokenizerBase", "TokenizerBase", "XLMRobertaTokenizer",
+    "XLMRobertaTokenizerFast",
+]

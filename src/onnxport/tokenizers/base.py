@@ -1,0 +1,760 @@
+"""The transformers tokenizer call API, written once for all six tokenizers.
+
+`TokenizerBase` owns everything a user touches that is not family-specific:
+argument resolution (padding / truncation strategies, max_length defaults),
+output assembly into a `BatchEncoding`, tensor conversion, decode, special-token
+attributes, and tokenizer_config.json / special_tokens_map.json I/O.
+
+Two engines sit below it:
+- `SlowTokenizerBase`: truncation, overflow, special tokens and padding in
+  Python, mirroring transformers' Python tokenizers (overflow comes back as
+  `overflowing_tokens` / `num_truncated_tokens`, offsets are not available).
+- `FastTokenizerBase`: the same options handed to the `tokenizers` (Rust)
+  backend, as transformers' fast tokenizers do (overflow windows become rows
+  with `overflow_to_sample_mapping`).
+
+A family supplies only data (file names, special tokens, pair layout) and the
+piece that really differs: how text becomes tokens (slow) or how the Rust
+pipeline is assembled from vocabulary files (fast).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+import numpy as np
+
+# transformers' sentinel for "no known limit"; truncation/padding to model_max_length is skipped above it.
+VERY_LARGE_INTEGER = int(1e30)
+LARGE_INTEGER = int(1e20)
+
+PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
+TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
+TENSOR_TYPES = ("np", "pt", "tf", "jax")
+SPECIAL_TOKEN_ATTRIBUTES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def as_tensor(values: Any, tensor_type: str):
+    """One key's values as the requested framework's tensor; the framework is imported only here."""
+    try:
+        if tensor_type == "np":
+            array = np.asarray(values)
+            if array.dtype == object:  # older numpy builds ragged object arrays instead of raising
+                raise ValueError("inhomogeneous shape")
+            return array
+        if tensor_type == "pt":
+            import torch
+
+            return torch.tensor(values)
+        if tensor_type == "tf":
+            import tensorflow as tf
+
+            return tf.constant(values)
+        import jax.numpy as jnp
+
+        return jnp.array(values)
+    except ValueError as error:
+        raise ValueError(
+            f"could not build a {tensor_type} tensor ({error}): the sequences have different lengths; "
+            "pass padding=True (and truncation=True)"
+        ) from error
+
+
+class BatchEncoding(dict):
+    """The tokenizer output: a dict of model inputs with attribute access (`enc.input_ids`)."""
+
+    def __init__(self, data=None, encodings=None, tensor_type: Optional[str] = None):
+        super().__init__(data or {})
+        self._encodings = encodings
+        if tensor_type is not None:
+            self.convert_to_tensors(tensor_type)
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def encodings(self):
+        """The Rust `tokenizers.Encoding` per row (fast tokenizers only), else None."""
+        return self._encodings
+
+    def tokens(self, batch_index: int = 0) -> list[str]:
+        return self._require_encodings().__getitem__(batch_index).tokens
+
+    def word_ids(self, batch_index: int = 0) -> list[Optional[int]]:
+        return self._require_encodings().__getitem__(batch_index).word_ids
+
+    def _require_encodings(self):
+        if self._encodings is None:
+            raise ValueError("tokens()/word_ids() need a fast tokenizer (the *Fast classes)")
+        return self._encodings
+
+    def convert_to_tensors(self, tensor_type: str) -> "BatchEncoding":
+        if tensor_type not in TENSOR_TYPES:
+            raise ValueError(f"return_tensors={tensor_type!r} is not supported; use one of {TENSOR_TYPES} or None")
+        for key, values in self.items():
+            self[key] = as_tensor(values, tensor_type)
+        return self
+
+
+def resolve_padding_and_truncation(padding, truncation, max_length, pad_to_multiple_of, model_max_length, pad_token):
+    """Map the user's padding/truncation arguments to (padding, truncation, max_length) strategy names.
+
+    The rules are transformers': max_length alone implies 'longest_first'; without max_length the
+    model_max_length is used unless it is the "unknown" sentinel, in which case that strategy is dropped.
+    """
+    if max_length is not None and padding is False and truncation is None:
+        truncation = "longest_first"
+    if padding is True:
+        padding = "longest"
+    elif padding is False or padding is None:
+        padding = "do_not_pad"
+    padding = getattr(padding, "value", padding)  # accept transformers' enums too
+    if padding not in PADDING_STRATEGIES:
+        raise ValueError(
+            f"padding={padding!r} is not a padding strategy; use True, False or one of {PADDING_STRATEGIES}"
+        )
+    if truncation is True:
+        truncation = "longest_first"
+    elif truncation is False or truncation is None:
+        truncation = "do_not_truncate"
+    truncation = getattr(truncation, "value", truncation)
+    if truncation not in TRUNCATION_STRATEGIES:
+        raise ValueError(
+            f"truncation={truncation!r} is not a truncation strategy; use True, False or one of {TRUNCATION_STRATEGIES}"
+        )
+    if max_length is None:
+        limit_known = model_max_length <= LARGE_INTEGER
+        if padding == "max_length":
+            padding, max_length = ("max_length", model_max_length) if limit_known else ("do_not_pad", None)
+        if truncation != "do_not_truncate":
+            truncation, max_length = (truncation, model_max_length) if limit_known else ("do_not_truncate", None)
+    if padding != "do_not_pad" and pad_token is None:
+        raise ValueError("padding needs a pad token; set tokenizer.pad_token (e.g. to tokenizer.eos_token) first")
+    if (
+        truncation != "do_not_truncate"
+        and padding != "do_not_pad"
+        and pad_to_multiple_of is not None
+        and max_length is not None
+        and max_length % pad_to_multiple_of
+    ):
+        raise ValueError(f"max_length={max_length} must be a multiple of pad_to_multiple_of={pad_to_multiple_of}")
+    return padding, truncation, max_length
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error}); fix or delete the file and save the tokenizer again"
+        ) from error
+
+
+def copy_files_into(directory: Path, *sources: str) -> list[Path]:
+    """Copy vocabulary files into a save directory (no-op when saving over the source)."""
+    written = []
+    for source in sources:
+        target = directory / Path(source).name
+        if Path(source).resolve() != target.resolve():
+            shutil.copyfile(source, target)
+        written.append(target)
+    return written
+
+
+def _token_content(value) -> Optional[str]:
+    """A special token as written in config files: a string or an AddedToken dict."""
+    if isinstance(value, dict):
+        return value.get("content")
+    return None if value is None else str(value)
+
+
+class TokenizerBase:
+    """Shared API. Subclasses set the class attributes below and implement the engine hooks."""
+
+    # --- family data -------------------------------------------------------------------------
+    vocab_files: dict[str, str] = {}  # init argument -> file name in a pretrained directory
+    default_special_tokens: dict[str, str] = {}
+    model_input_names = ["input_ids", "attention_mask"]
+    separators_between_pair = 1  # RoBERTa-style models put two separators between the texts of a pair
+    second_sequence_type_id = 0  # BERT-style models mark the second text with token type 1
+    lstrip_special_tokens = ("mask_token",)  # eat the space before these ("the <mask>" predicts " word")
+    transformers_class_name = ""  # written as tokenizer_config.json's "tokenizer_class"
+    init_config_keys: tuple[str, ...] = ()  # family options kept in tokenizer_config.json
+
+    padding_side = "right"
+    truncation_side = "right"
+    pad_token_type_id = 0
+
+    def __init__(self, model_max_length: int = VERY_LARGE_INTEGER, padding_side: str = "right",
+                 truncation_side: str = "right", clean_up_tokenization_spaces: bool = False, **kwargs):
+        for side_name, side in (("padding_side", padding_side), ("truncation_side", truncation_side)):
+            if side not in ("left", "right"):
+                raise ValueError(f"{side_name}={side!r}; use 'left' or 'right'")
+        self.model_max_length = VERY_LARGE_INTEGER if model_max_length is None else int(model_max_length)
+        self.padding_side = padding_side
+        self.truncation_side = truncation_side
+        self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
+        self._special_tokens = {}
+        for attribute in SPECIAL_TOKEN_ATTRIBUTES:
+            value = kwargs.pop(attribute, self.default_special_tokens.get(attribute))
+            self._special_tokens[attribute] = _token_content(value)
+        kwargs.pop("tokenizer_class", None)
+        kwargs.pop("added_tokens_decoder", None)
+        self.init_kwargs = kwargs  # unused extras from config files are kept, not rejected
+
+    # --- special tokens ------------------------------------------------------------------------
+    def __getattr__(self, name):
+        # bos_token, pad_token_id, ... are views of one dict so config I/O handles them in one place.
+        specials = self.__dict__.get("_special_tokens")
+        if specials is not None:
+            if name in specials:
+                return specials[name]
+            if name.endswith("_id") and name[:-3] in specials:
+                token = specials[name[:-3]]
+                return None if token is None else self.convert_tokens_to_ids(token)
+        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        specials = self.__dict__.get("_special_tokens")
+        if specials is not None and name in specials:
+            specials[name] = _token_content(value)
+            self._special_tokens_changed()
+        else:
+            super().__setattr__(name, value)
+
+    def _special_tokens_changed(self):
+        """Engines that cache special ids refresh them here."""
+
+    @property
+    def special_tokens_map(self) -> dict[str, str]:
+        return {name: token for name, token in self._special_tokens.items() if token is not None}
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        return list(dict.fromkeys(self.special_tokens_map.values()))
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        return self.convert_tokens_to_ids(self.all_special_tokens)
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        return 2 + (self.separators_between_pair if pair else 0)
+
+    # --- vocabulary views ---------------------------------------------------------------------------
+    def convert_tokens_to_ids(self, tokens: Union[str, Iterable[str]]):
+        if isinstance(tokens, str):
+            return self._token_to_id(tokens)
+        return [self._token_to_id(token) for token in tokens]
+
+    def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False):
+        if isinstance(ids, (int, np.integer)):
+            return self._id_to_token(int(ids))
+        skipped = set(self.all_special_ids) if skip_special_tokens else ()
+        return [self._id_to_token(int(i)) for i in ids if int(i) not in skipped]
+
+    # --- encoding ----------------------------------------------------------------------------------
+    def __call__(self, text=None, text_pair=None, add_special_tokens: bool = True, padding=False, truncation=None,
+                 max_length: Optional[int] = None, stride: int = 0, pad_to_multiple_of: Optional[int] = None,
+                 padding_side: Optional[str] = None, return_tensors: Optional[str] = None,
+                 return_token_type_ids: Optional[bool] = None, return_attention_mask: Optional[bool] = None,
+                 return_overflowing_tokens: bool = False, return_special_tokens_mask: bool = False,
+                 return_offsets_mapping: bool = False, return_length: bool = False, verbose: bool = True,
+                 **kwargs) -> BatchEncoding:
+        if kwargs:
+            raise TypeError(f"unexpected keyword arguments {sorted(kwargs)}")
+        if text is None:
+            raise ValueError("text is required: a string, a list of strings, or a list of (text, pair) tuples")
+        batched = isinstance(text, (list, tuple))
+        if batched:
+            if text_pair is not None:
+                if not isinstance(text_pair, (list, tuple)) or len(text_pair) != len(text):
+                    raise ValueError("text_pair must be a list with one pair text per text in the batch")
+                pairs = list(zip(text, text_pair))
+            else:
+                pairs = [tuple(item) if isinstance(item, (list, tuple)) else (item, None) for item in text]
+        else:
+            pairs = [(text, text_pair)]
+        for first, second in pairs:
+            if not isinstance(first, str) or not (second is None or isinstance(second, str)):
+                raise TypeError(f"expected str inputs, got {type(first).__name__} / {type(second).__name__}")
+        if return_tensors is not None and return_tensors not in TENSOR_TYPES:
+            raise ValueError(f"return_tensors={return_tensors!r} is not supported; use one of {TENSOR_TYPES} or None")
+        padding_side = padding_side or self.padding_side
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side={padding_side!r}; use 'left' or 'right'")
+        padding, truncation, max_length = resolve_padding_and_truncation(
+            padding, truncation, max_length, pad_to_multiple_of, self.model_max_length, self.pad_token
+        )
+        if return_token_type_ids is None:
+            return_token_type_ids = "token_type_ids" in self.model_input_names
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        options = dict(
+            add_special_tokens=add_special_tokens, padding=padding, truncation=truncation, max_length=max_length,
+            stride=stride, pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side,
+            return_token_type_ids=return_token_type_ids, return_attention_mask=return_attention_mask,
+            return_overflowing_tokens=return_overflowing_tokens, return_special_tokens_mask=return_special_tokens_mask,
+            return_offsets_mapping=return_offsets_mapping, return_length=return_length,
+        )
+        columns, encodings = self._encode_batch(pairs, **options)
+        # An unbatched call returns one row without the batch axis, unless tensors or overflow rows were asked for.
+        if not batched and return_tensors is None and not self._overflow_adds_rows(return_overflowing_tokens):
+            columns = {key: self._unbatch(values) for key, values in columns.items()}
+        return BatchEncoding(columns, encodings, tensor_type=return_tensors)
+
+    def encode(self, text, text_pair=None, add_special_tokens: bool = True, **kwargs) -> list[int]:
+        return self(text, text_pair, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
+
+    def encode_plus(self, text, text_pair=None, **kwargs) -> BatchEncoding:
+        return self(text, text_pair, **kwargs)
+
+    def batch_encode_plus(self, batch_text_or_text_pairs, **kwargs) -> BatchEncoding:
+        return self(list(batch_text_or_text_pairs), **kwargs)
+
+    def _overflow_adds_rows(self, return_overflowing_tokens: bool) -> bool:
+        return False
+
+    @staticmethod
+    def _unbatch(values: list):
+        return values[0]
+
+    # --- decoding ----------------------------------------------------------------------------------
+    def decode(self, token_ids, skip_special_tokens: bool = False,
+               clean_up_tokenization_spaces: Optional[bool] = None, **kwargs) -> str:
+        if hasattr(token_ids, "tolist"):  # numpy / torch / tf / jax arrays, without importing the framework
+            token_ids = token_ids.tolist()
+        elif hasattr(token_ids, "numpy"):
+            token_ids = token_ids.numpy().tolist()
+        if isinstance(token_ids, int):
+            token_ids = [token_ids]
+        text = self._decode_ids([int(i) for i in token_ids], skip_special_tokens)
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
+        return self.clean_up_tokenization(text) if clean_up_tokenization_spaces else text
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: Optional[bool] = None, **kwargs) -> list[str]:
+        if hasattr(sequences, "tolist"):
+            sequences = sequences.tolist()
+        return [self.decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in sequences]
+
+    @staticmethod
+    def clean_up_tokenization(text: str) -> str:
+        """Undo the spaces a word-level join leaves before punctuation and English contractions."""
+        for spaced, joined in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                               (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+            text = text.replace(spaced, joined)
+        return text
+
+    # --- files -------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, directory: Union[str, os.PathLike], **kwargs):
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise OSError(f"{directory} is not a directory; from_pretrained needs a local tokenizer directory")
+        config = {}
+        special_map = directory / SPECIAL_TOKENS_MAP_FILE
+        if special_map.is_file():
+            config.update(_read_json(special_map))
+        tokenizer_config = directory / TOKENIZER_CONFIG_FILE
+        if tokenizer_config.is_file():
+            config.update(_read_json(tokenizer_config))
+        config.update(kwargs)
+        files = {arg: directory / name for arg, name in cls._file_names().items() if (directory / name).is_file()}
+        if not cls._has_required_files(files):
+            wanted = " or ".join(cls._file_names().values())
+            raise FileNotFoundError(
+                f"no vocabulary for {cls.__name__} in {directory}: expected {wanted}; "
+                "save the tokenizer there with save_pretrained or copy its vocabulary files in"
+            )
+        return cls(**{arg: str(path) for arg, path in files.items()}, **config)
+
+    @classmethod
+    def _file_names(cls) -> dict[str, str]:
+        return dict(cls.vocab_files)
+
+    @classmethod
+    def _has_required_files(cls, files: dict) -> bool:
+        return all(arg in files for arg in cls.vocab_files)
+
+    def save_pretrained(self, directory: Union[str, os.PathLike]) -> tuple[str, ...]:
+        directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise OSError(f"{directory} exists and is not a directory")
+        directory.mkdir(parents=True, exist_ok=True)
+        special_tokens = dict(self.special_tokens_map)
+        for name in self.lstrip_special_tokens:
+            # Saved as an AddedToken dict so transformers also restores the space-eating flag.
+            if name in special_tokens:
+                special_tokens[name] = {"content": special_tokens[name], "lstrip": True, "normalized": False,
+                                        "rstrip": False, "single_word": False}
+        config = {
+            **{key: value for key, value in self.init_kwargs.items() if not key.endswith("_file")},
+            **{key: getattr(self, key) for key in self.init_config_keys},
+            **special_tokens,
+            "model_max_length": self.model_max_length,
+            "padding_side": self.padding_side,
+            "truncation_side": self.truncation_side,
+            "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
+            "tokenizer_class": self.transformers_class_name,
+        }
+        written = [directory / TOKENIZER_CONFIG_FILE, directory / SPECIAL_TOKENS_MAP_FILE]
+        written[0].write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        written[1].write_text(json.dumps(special_tokens, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        written += self._save_vocabulary(directory)
+        return tuple(str(path) for path in written)
+
+    # --- engine / family hooks -----------------------------------------------------------------
+    def _encode_batch(self, pairs, **options) -> tuple[dict[str, list], Optional[list]]:
+        raise NotImplementedError
+
+    def _decode_ids(self, ids: list[int], skip_special_tokens: bool) -> str:
+        raise NotImplementedError
+
+    def _token_to_id(self, token: str) -> int:
+        raise NotImplementedError
+
+    def _id_to_token(self, index: int) -> Optional[str]:
+        raise NotImplementedError
+
+    def _save_vocabulary(self, directory: Path) -> list[Path]:
+        raise NotImplementedError
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(vocab_size={self.vocab_size}, model_max_length={self.model_max_length}, "
+                f"padding_side={self.padding_side!r}, special_tokens={self.special_tokens_map})")
+
+
+class SlowTokenizerBase(TokenizerBase):
+    """Python engine. Families implement `_tokenize` (text without special tokens -> tokens),
+    `_token_to_id`, `_id_to_token`, `convert_tokens_to_string` and `get_vocab`."""
+
+    do_lower_case = False
+
+    def tokenize(self, text: str, **kwargs) -> list[str]:
+        text = self._prepare_text(text)
+        specials = set(self.all_special_tokens)
+        if not specials:
+            return self._tokenize(text.lower() if self.do_lower_case else text)
+        # Special tokens written in the text are kept whole (longest match first, like a trie).
+        pattern = "(" + "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)) + ")"
+        parts = re.split(pattern, text)
+        lstrip = {self._special_tokens[name] for name in self.lstrip_special_tokens}
+        for i in range(1, len(parts), 2):  # odd positions hold the special tokens
+            if parts[i] in lstrip and parts[i - 1]:
+                parts[i - 1] = parts[i - 1].rstrip()
+        tokens = []
+        for i, part in enumerate(parts):
+            if i % 2:
+                tokens.append(part)
+            elif part:
+                tokens.extend(self._tokenize(part.lower() if self.do_lower_case else part))
+        return tokens
+
+    def _prepare_text(self, text: str) -> str:
+        return text
+
+    def _tokenize(self, text: str) -> list[str]:
+        raise NotImplementedError
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        raise NotImplementedError
+
+    def get_vocab(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.get_vocab())
+
+    def _decode_ids(self, ids, skip_special_tokens):
+        tokens = self.convert_ids_to_tokens(ids, skip_special_tokens=skip_special_tokens)
+        return self.convert_tokens_to_string([token for token in tokens if token is not None])
+
+    def build_inputs_with_special_tokens(self, ids: list[int], pair_ids: Optional[list[int]] = None) -> list[int]:
+        return self._with_special_tokens(ids, pair_ids)[0]
+
+    def _with_special_tokens(self, ids, pair_ids):
+        """(input_ids, token_type_ids, special_tokens_mask) for `[cls] A [sep]` / `[cls] A [sep]{n} B [sep]`."""
+        cls_id, sep_id = self.cls_token_id, self.sep_token_id
+        input_ids = [cls_id, *ids, sep_id]
+        special_mask = [1] + [0] * len(ids) + [1]
+        type_ids = [0] * len(input_ids)
+        if pair_ids is not None:
+            extra_separators = self.separators_between_pair - 1
+            input_ids += [sep_id] * extra_separators + pair_ids + [sep_id]
+            special_mask += [1] * extra_separators + [0] * len(pair_ids) + [1]
+            type_ids += [self.second_sequence_type_id] * (extra_separators + len(pair_ids) + 1)
+        return input_ids, type_ids, special_mask
+
+    def _truncate(self, ids, pair_ids, num_to_remove, strategy, stride):
+        """Cut `num_to_remove` tokens per `strategy`; returns (ids, pair_ids, overflowing window)."""
+        if num_to_remove <= 0:
+            return ids, pair_ids, []
+        from_left = self.truncation_side == "left"
+
+        def cut(sequence, count):
+            kept = sequence[count:] if from_left else sequence[:-count]
+            window_len = min(len(sequence), stride + count)
+            return kept, (sequence[:window_len] if from_left else sequence[-window_len:])
+
+        if strategy == "only_first" or (strategy == "longest_first" and pair_ids is None):
+            if len(ids) <= num_to_remove:
+                raise ValueError(
+                    f"cannot truncate: {num_to_remove} tokens must go but the first text has only {len(ids)}; "
+                    "use truncation='longest_first' or 'only_second', or a larger max_length"
+                )
+            ids, overflow = cut(ids, num_to_remove)
+            return ids, pair_ids, overflow
+        if strategy == "only_second":
+            if pair_ids is None or len(pair_ids) <= num_to_remove:
+                length = "no second text" if pair_ids is None else f"only {len(pair_ids)} tokens in the second text"
+                raise ValueError(
+                    f"cannot truncate: {num_to_remove} tokens must go but there are {length}; "
+                    "use truncation='longest_first' or 'only_first', or a larger max_length"
+                )
+            pair_ids, overflow = cut(pair_ids, num_to_remove)
+            return ids, pair_ids, overflow
+        # longest_first on a pair: trim the longer text down to the shorter, then both alternately.
+        first_remove = min(abs(len(pair_ids) - len(ids)), num_to_remove)
+        second_remove = num_to_remove - first_remove
+        if len(ids) > len(pair_ids):
+            from_ids, from_pair = first_remove + second_remove // 2, second_remove - second_remove // 2
+        else:
+            from_ids, from_pair = second_remove // 2, first_remove + second_remove - second_remove // 2
+        if from_ids:
+            ids = cut(ids, from_ids)[0]
+        if from_pair:
+            pair_ids = cut(pair_ids, from_pair)[0]
+        return ids, pair_ids, []
+
+    def _encode_batch(self, pairs, *, add_special_tokens, padding, truncation, max_length, stride,
+                      pad_to_multiple_of, padding_side, return_token_type_ids, return_attention_mask,
+                      return_overflowing_tokens, return_special_tokens_mask, return_offsets_mapping, return_length):
+        if return_offsets_mapping:
+            raise NotImplementedError(
+                f"return_offsets_mapping needs the Rust backend; use {type(self).__name__}Fast "
+                f"instead of {type(self).__name__}"
+            )
+        if return_overflowing_tokens and truncation == "longest_first" and any(b is not None for _, b in pairs):
+            raise ValueError(
+                "overflowing tokens of a pair cannot be returned with truncation='longest_first'; "
+                "use 'only_first' or 'only_second'"
+            )
+        rows = []
+        for first, second in pairs:
+            ids = self.convert_tokens_to_ids(self.tokenize(first))
+            pair_ids = None if second is None else self.convert_tokens_to_ids(self.tokenize(second))
+            specials = self.num_special_tokens_to_add(pair_ids is not None) if add_special_tokens else 0
+            total = len(ids) + (len(pair_ids) if pair_ids is not None else 0) + specials
+            overflow = []
+            if truncation != "do_not_truncate" and max_length and total > max_length:
+                ids, pair_ids, overflow = self._truncate(ids, pair_ids, total - max_length, truncation, stride)
+            if add_special_tokens:
+                input_ids, type_ids, special_mask = self._with_special_tokens(ids, pair_ids)
+            else:
+                input_ids = ids + (pair_ids or [])
+                type_ids, special_mask = [0] * len(input_ids), [0] * len(input_ids)
+            row = {}
+            if return_overflowing_tokens:
+                row["overflowing_tokens"] = overflow
+                row["num_truncated_tokens"] = total - max_length if max_length else total
+            row["input_ids"] = input_ids
+            if return_token_type_ids:
+                row["token_type_ids"] = type_ids
+            if return_special_tokens_mask:
+                row["special_tokens_mask"] = special_mask
+            if return_attention_mask:
+                row["attention_mask"] = [1] * len(input_ids)
+            rows.append(row)
+        target = None
+        if padding == "longest":
+            target = max((len(row["input_ids"]) for row in rows), default=0)
+        elif padding == "max_length":
+            target = max_length
+        if target is not None and pad_to_multiple_of and target % pad_to_multiple_of:
+            target = (target // pad_to_multiple_of + 1) * pad_to_multiple_of
+        if target is not None:
+            pad_values = {"input_ids": self.pad_token_id, "token_type_ids": self.pad_token_type_id,
+                          "special_tokens_mask": 1, "attention_mask": 0}
+            for row in rows:
+                missing = target - len(row["input_ids"])
+                if missing > 0:
+                    for key, value in pad_values.items():
+                        if key in row:
+                            fill = [value] * missing
+                            row[key] = fill + row[key] if padding_side == "left" else row[key] + fill
+        if return_length:
+            for row in rows:
+                row["length"] = len(row["input_ids"])
+        columns = {key: [row[key] for row in rows] for key in rows[0]} if rows else {"input_ids": []}
+        return columns, None
+
+
+class FastTokenizerBase(TokenizerBase):
+    """`tokenizers` (Rust) engine. Families implement `_build_backend(**files_and_options)`."""
+
+    def __init__(self, tokenizer_file: Optional[str] = None, **kwargs):
+        super().__init__(**{key: value for key, value in kwargs.items() if key not in self.vocab_files})
+        from tokenizers import Tokenizer
+
+        if tokenizer_file is not None:
+            try:
+                backend = Tokenizer.from_file(str(tokenizer_file))
+            except Exception as error:  # the Rust loader raises a bare Exception on bad JSON
+                raise ValueError(
+                    f"{tokenizer_file} is not a valid tokenizer.json ({error}); delete it to rebuild from the "
+                    "vocabulary files, or save the tokenizer again"
+                ) from error
+        else:
+            files = {arg: kwargs.get(arg) for arg in self.vocab_files}
+            missing = [self.vocab_files[arg] for arg, path in files.items() if path is None]
+            if missing:
+                raise FileNotFoundError(f"{type(self).__name__} needs tokenizer_file or {', '.join(missing)}")
+            backend = self._build_backend(**files)
+        self.vocab_file_paths = {arg: kwargs.get(arg) for arg in self.vocab_files if kwargs.get(arg)}
+        self._tokenizer = self._prepare_backend(backend)
+        self._configured = None
+
+    @classmethod
+    def _file_names(cls):
+        return {**cls.vocab_files, "tokenizer_file": TOKENIZER_FILE}
+
+    @classmethod
+    def _has_required_files(cls, files):
+        return "tokenizer_file" in files or super()._has_required_files(files)
+
+    def _build_backend(self, **files):
+        raise NotImplementedError
+
+    def _prepare_backend(self, backend):
+        """Runtime-only adjustments after loading (RoFormer swaps in its jieba pre-tokenizer)."""
+        return backend
+
+    def _serialized_backend(self) -> str:
+        return self._tokenizer.to_str()
+
+    @property
+    def backend_tokenizer(self):
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tokenizer.get_vocab_size(with_added_tokens=False)
+
+    def __len__(self) -> int:
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def get_vocab(self) -> dict[str, int]:
+        return self._tokenizer.get_vocab(with_added_tokens=True)
+
+    def _token_to_id(self, token):
+        index = self._tokenizer.token_to_id(token)
+        return self.unk_token_id if index is None else index
+
+    def _id_to_token(self, index):
+        return self._tokenizer.id_to_token(index)
+
+    def tokenize(self, text: str, pair: Optional[str] = None, add_special_tokens: bool = False, **kwargs) -> list[str]:
+        return self._tokenizer.encode(text, pair, add_special_tokens=add_special_tokens).tokens
+
+    def _decode_ids(self, ids, skip_special_tokens):
+        return self._tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def _overflow_adds_rows(self, return_overflowing_tokens):
+        return return_overflowing_tokens
+
+    @staticmethod
+    def _unbatch(values):
+        # transformers' fast tokenizers drop the batch axis only of per-token lists ("length" stays [n]).
+        return values[0] if values and isinstance(values[0], list) else values
+
+    def _configure(self, truncation, max_length, stride, padding, pad_to_multiple_of, padding_side):
+        """Set the backend's truncation/padding, skipping the Rust round trip when nothing changed."""
+        wanted = (truncation, max_length, stride, padding, pad_to_multiple_of, padding_side,
+                  self.truncation_side, self.pad_token_id, self.pad_token)
+        if wanted == self._configured:
+            return
+        if truncation == "do_not_truncate":
+            self._tokenizer.no_truncation()
+        else:
+            try:
+                self._tokenizer.enable_truncation(max_length, stride=stride, strategy=truncation,
+                                                  direction=self.truncation_side)
+            except Exception as error:
+                raise ValueError(f"invalid truncation settings: {error}") from error
+        if padding == "do_not_pad":
+            self._tokenizer.no_padding()
+        else:
+            self._tokenizer.enable_padding(
+                direction=padding_side, pad_id=self.pad_token_id, pad_type_id=self.pad_token_type_id,
+                pad_token=self.pad_token, length=max_length if padding == "max_length" else None,
+                pad_to_multiple_of=pad_to_multiple_of,
+            )
+        self._configured = wanted
+
+    def _special_tokens_changed(self):
+        self.__dict__["_configured"] = None
+
+    def _encode_batch(self, pairs, *, add_special_tokens, padding, truncation, max_length, stride,
+                      pad_to_multiple_of, padding_side, return_token_type_ids, return_attention_mask,
+                      return_overflowing_tokens, return_special_tokens_mask, return_offsets_mapping, return_length):
+        self._configure(truncation, max_length, stride, padding, pad_to_multiple_of, padding_side)
+        inputs = [first if second is None else (first, second) for first, second in pairs]
+        # encode_batch_fast skips offset tracking; used whenever offsets are not asked for.
+        encode = self._tokenizer.encode_batch
+        if not return_offsets_mapping and hasattr(self._tokenizer, "encode_batch_fast"):
+            encode = self._tokenizer.encode_batch_fast
+        try:
+            encodings = encode(inputs, add_special_tokens=add_special_tokens)
+        except Exception as error:
+            if "runcat" in str(error):  # the Rust "Truncation error: ..." when a strategy cannot fit the pair
+                raise ValueError(
+                    f"cannot truncate to max_length={max_length} with truncation={truncation!r} ({error}); "
+                    "use truncation='longest_first' or a larger max_length"
+                ) from error
+            raise
+        if return_overflowing_tokens:
+            rows, sample_of_row = [], []
+            for sample, encoding in enumerate(encodings):
+                windows = [encoding, *encoding.overflowing]
+                rows += windows
+                sample_of_row += [sample] * len(windows)
+            encodings = rows
+        columns = {"input_ids": [e.ids for e in encodings]}
+        if return_token_type_ids:
+            columns["token_type_ids"] = [e.type_ids for e in encodings]
+        if return_attention_mask:
+            columns["attention_mask"] = [e.attention_mask for e in encodings]
+        if return_special_tokens_mask:
+            columns["special_tokens_mask"] = [e.special_tokens_mask for e in encodings]
+        if return_offsets_mapping:
+            columns["offset_mapping"] = [e.offsets for e in encodings]
+        if return_length:
+            columns["length"] = [len(e.ids) for e in encodings]
+        if return_overflowing_tokens:
+            columns["overflow_to_sample_mapping"] = sample_of_row
+        return columns, encodings
+
+    def _save_vocabulary(self, directory):
+        # Truncation/padding are per-call settings, not part of the saved tokenizer.
+        saved = json.loads(self._serialized_backend())
+        saved["truncation"] = saved["padding"] = None
+        tokenizer_file = directory / TOKENIZER_FILE
+        tokenizer_file.write_text(json.dumps(saved, ensure_ascii=False, indent=2), encoding="utf-8")
+        return [tokenizer_file] + self._save_slow_vocabulary(directory)
+
+    def _save_slow_vocabulary(self, directory: Path) -> list[Path]:
+        """The vocabulary files the slow class reads, when they can be produced."""
+        return []
