@@ -34,11 +34,18 @@ def roberta_position_ids(input_ids: torch.Tensor, padding_idx: int, past_length:
     return incremental.long() + padding_idx
 
 
+# Set by onnxport.exporters.pt during torch.onnx.export so each rotary application
+# becomes one onnxport.RotaryEmbedding node instead of a dozen slicing ops.
+ROTARY_EXPORT_HOOK = None
+
+
 def apply_rotary(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved feature pairs (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin).
 
     ``sin``/``cos`` hold one angle per pair, shape (..., seq, head_dim / 2).
     """
+    if ROTARY_EXPORT_HOOK is not None and torch.onnx.is_in_onnx_export():
+        return ROTARY_EXPORT_HOOK(x, sin, cos)
     sin_pos = torch.repeat_interleave(sin, 2, dim=-1)
     cos_pos = torch.repeat_interleave(cos, 2, dim=-1)
     rotated_half = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).reshape_as(x)

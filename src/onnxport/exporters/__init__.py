@@ -1,0 +1,341 @@
+"""Export an HF-format checkpoint to an ONNX directory: ``export(checkpoint_dir, out_dir, framework, task)``.
+
+Stages (each logged on the ``onnxport`` logger): read config -> check task ->
+build the io spec (``io_spec.py``) -> front-end conversion -> artifact clean-up
+(``artifact.py``) -> save + ONNX checker -> validation (``validate.py``) ->
+config, tokenizer files and ``onnxport.json``.
+
+Front-end interface (how ``tf.py`` / ``flax.py`` plug in)
+--------------------------------------------------------
+A front end is a module ``onnxport.exporters.<framework>`` with ONE function::
+
+    def convert(job: ExportJob) -> Converted
+
+``job`` carries the resolved ``config`` (task overrides applied, e.g.
+``is_decoder=True`` for text-generation), ``family``, the ``spec`` (input and
+output names / dtypes / dynamic axes, in graph order), the ``opset``, an
+``example`` input dict (numpy, shapes ``validate.EXAMPLE_SHAPE``), a scratch
+``workdir`` and ``allow_missing_weights``. The front end must:
+
+* load its reference model of ``spec.head`` from ``checkpoint_dir`` (raise
+  ``ExportError`` when the checkpoint lacks weights of that head, unless
+  ``allow_missing_weights``);
+* return ``Converted(model, run_native, versions)``: ``model`` an
+  ``onnx.ModelProto`` whose graph inputs/outputs are exactly ``spec.inputs`` /
+  ``spec.outputs`` (names, order, dtypes; every ``str`` dimension dynamic),
+  default-domain opset ``job.opset``; ``run_native(inputs) -> {output name:
+  numpy}`` runs the native model on an io-spec input dict (used by validation);
+  ``versions`` e.g. ``{"tensorflow": "2.21.0", "tf2onnx": "1.17.0"}``;
+* emit every rotary application (RoFormer queries, keys, values when
+  ``rotary_value``) as ONE node ``onnxport.RotaryEmbedding`` with inputs
+  ``(x, cos, sin)`` — x (batch, heads, seq, head_dim); cos/sin
+  (batch|1, 1, seq, head_dim/2) exactly as the reference encoders' ``apply_rotary``
+  receives them (past offset already applied) — see ``rotary_op.py``; the
+  front end need not attach the function body: ``artifact.finalize`` does.
+  (tf2onnx: a custom-op handler or ``rotary_op.make_node``; jax2onnx: a
+  primitive plugin emitting ``rotary_op.make_node``.)
+
+Everything else — no Dropout, weights stored once, IR version, determinism,
+external data, checker, validation, files beside the model — is generic here.
+Also declare the front end in ``FRONT_ENDS`` below (required modules, pip extra).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+logger = logging.getLogger("onnxport")
+
+DEFAULT_OPSET = 17
+
+# Known tokenizer files copied beside the model when the checkpoint has them.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
+)
+SPEC_FILE = "onnxport.json"
+
+
+class ExportError(RuntimeError):
+    """The export cannot proceed; the message says what to change."""
+
+
+class FrameworkNotInstalledError(ExportError, ImportError):
+    pass
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    module: str  # onnxport.exporters.<module>
+    required: tuple[str, ...]  # importable modules it needs
+    pip_extra: str
+    display: str
+
+
+FRONT_ENDS: dict[str, FrontEnd] = {
+    "pt": FrontEnd("pt", ("torch", "onnx"), "onnxport[pt]", "PyTorch"),
+    "tf": FrontEnd("tf", ("tensorflow", "tf2onnx", "onnx"), "onnxport[tf]", "TensorFlow"),
+    "flax": FrontEnd("flax", ("jax", "flax", "jax2onnx", "onnx"), "onnxport[flax]", "Flax"),
+}
+
+
+@dataclass
+class ExportJob:
+    checkpoint_dir: str
+    config: Any  # onnxport.configs.EncoderConfig
+    family: Any  # onnxport.families.Family
+    spec: Any  # io_spec.IOSpec
+    opset: int
+    example: dict[str, np.ndarray]
+    workdir: str
+    allow_missing_weights: bool = False
+
+
+@dataclass
+class Converted:
+    model: Any  # onnx.ModelProto
+    run_native: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ExportReport:
+    out_dir: str
+    model_path: str
+    framework: str
+    task: str
+    with_past: bool
+    opset: int
+    spec: Any
+    files: list[str]
+    validation: Optional[Any]  # validate.ValidationReport
+    seconds: dict[str, float]
+    custom_nodes: int
+
+    @property
+    def max_abs_diff(self) -> Optional[float]:
+        return None if self.validation is None else self.validation.max_abs_diff
+
+
+def _front_end(framework: str):
+    if framework not in FRONT_ENDS:
+        raise ExportError(f"Unknown framework {framework!r}; choose one of {', '.join(FRONT_ENDS)}.")
+    fe = FRONT_ENDS[framework]
+    missing = [m for m in fe.required if importlib.util.find_spec(m) is None]
+    if missing:
+        raise FrameworkNotInstalledError(
+            f"Exporting from {fe.display} needs {', '.join(missing)}, which is not installed; "
+            f"install it with: pip install '{fe.pip_extra}'"
+        )
+    if importlib.util.find_spec(f"{__name__}.{fe.module}") is None:
+        raise ExportError(f"The {fe.display} front end is not available in this version of onnxport.")
+    return importlib.import_module(f"{__name__}.{fe.module}")
+
+
+def _prepare_out_dir(out_dir: str, force: bool) -> None:
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if not force:
+            raise ExportError(
+                f"Output directory {out_dir!r} exists and is not empty; choose another one or pass force=True "
+                "(--force) to overwrite the export files in it."
+            )
+        from .artifact import EXTERNAL_DATA_FILE, MODEL_FILE
+
+        for name in (MODEL_FILE, EXTERNAL_DATA_FILE, SPEC_FILE, "config.json", *TOKENIZER_FILES):
+            path = os.path.join(out_dir, name)
+            if os.path.isfile(path):
+                os.remove(path)
+    os.makedirs(out_dir, exist_ok=True)
+
+
+def _task_from_architectures(config, family) -> str:
+    """The task of the checkpoint's own head (``architectures`` in config.json), e.g. ForMaskedLM -> fill-mask."""
+    from .io_spec import TASKS, task_for_head
+
+    for arch in config.architectures or ():
+        head = arch[len(family.class_prefix):] if arch.startswith(family.class_prefix) else ""
+        if any(t.head == head for t in TASKS.values()):
+            return task_for_head(head)
+    raise ExportError(f"Cannot infer the task from the checkpoint's architectures; pass task=, one of {', '.join(TASKS)}.")
+
+
+def export(
+    checkpoint_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    framework: str = "pt",
+    task: Optional[str] = None,
+    opset: Optional[int] = None,
+    with_past: bool = False,
+    validate: bool = True,
+    force: bool = False,
+    atol: Optional[float] = None,
+    external_data_threshold: Optional[int] = None,
+    allow_missing_weights: bool = False,
+    copy_tokenizer: bool = True,
+) -> ExportReport:
+    """Export ``checkpoint_dir`` for ``task`` from ``framework`` into ``out_dir``; see the module docstring."""
+    from .. import __version__
+    from ..configs import AutoConfig
+    from ..families import family_of
+    from . import artifact, io_spec, rotary_op
+    from . import validate as validation
+
+    checkpoint_dir, out_dir = os.fspath(checkpoint_dir), os.fspath(out_dir)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def stage(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = round(now - clock, 3)
+        clock = now
+
+    # Cheap checks first, so mistakes fail before any heavy import.
+    if task is not None:
+        io_spec.get_task(task)
+    logger.info("[1/7] reading %s", checkpoint_dir)
+    if not os.path.isdir(checkpoint_dir):
+        raise ExportError(f"Checkpoint directory {checkpoint_dir!r} does not exist.")
+    config = AutoConfig.from_pretrained(checkpoint_dir)
+    family = family_of(config)
+    task = task or _task_from_architectures(config, family)
+    io_spec.check_task(task, family, with_past, config)
+    front_end = _front_end(framework)
+    _prepare_out_dir(out_dir, force)
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    if task == "text-generation" and not config.is_decoder:
+        logger.info("text-generation: setting is_decoder=True (causal self-attention)")
+        config.is_decoder = True
+    if task == "text-generation":
+        config.use_cache = True
+    spec = io_spec.build_io_spec(task, config, with_past)
+    shape = validation.EXAMPLE_SHAPE
+    past = shape["past"] if with_past else 0
+    sequence = min(shape["sequence"], config.max_sequence_length - past)
+    example = io_spec.make_inputs(spec, shape["batch"], sequence, past=past, num_choices=shape["num_choices"], seed=0)
+    stage("read")
+
+    with tempfile.TemporaryDirectory(prefix="onnxport-export-") as workdir:
+        logger.info("[2/7] converting %s %s (%s) to ONNX opset %d", family.model_type, task, framework, opset)
+        job = ExportJob(checkpoint_dir, config, family, spec, opset, example, workdir, allow_missing_weights)
+        converted = front_end.convert(job)
+        stage("convert")
+
+        logger.info("[3/7] cleaning up the graph")
+        model = artifact.finalize(converted.model, producer_version=__version__,
+                                  graph_name=f"{family.class_prefix}_{task}".replace("-", "_"))
+        _check_signature(model, spec)
+        custom_nodes = len(rotary_op.rotary_nodes(model))
+        stage("finalize")
+
+        logger.info("[4/7] saving to %s", out_dir)
+        threshold = artifact.EXTERNAL_DATA_THRESHOLD if external_data_threshold is None else external_data_threshold
+        files = artifact.save(model, out_dir, threshold)
+        del model
+        model_path = os.path.join(out_dir, artifact.MODEL_FILE)
+        logger.info("[5/7] ONNX checker (full, with shape inference)")
+        artifact.check(model_path)
+        stage("save")
+
+        report_validation = None
+        if validate:
+            logger.info("[6/7] validating against the native model")
+            report_validation = validation.validate(model_path, spec, converted.run_native, atol=atol,
+                                                    raise_on_failure=False)
+            stage("validate")
+
+    logger.info("[7/7] writing config, tokenizer files and %s", SPEC_FILE)
+    config.architectures = [family.class_prefix + spec.head]
+    config.save_pretrained(out_dir)
+    files.append(os.path.join(out_dir, "config.json"))
+    if copy_tokenizer:
+        for name in TOKENIZER_FILES:
+            source = os.path.join(checkpoint_dir, name)
+            if os.path.isfile(source):
+                shutil.copyfile(source, os.path.join(out_dir, name))
+                files.append(os.path.join(out_dir, name))
+    metadata = {
+        "onnxport_version": __version__,
+        "framework": framework,
+        "task": task,
+        "with_past": with_past,
+        "model_type": family.model_type,
+        "architecture": family.class_prefix + spec.head,
+        "opset": opset,
+        "custom_ops": [{"domain": rotary_op.DOMAIN, "op_type": rotary_op.OP_TYPE, "version": rotary_op.VERSION,
+                        "count": custom_nodes}] if custom_nodes else [],
+        "io_spec": spec.to_dict(),
+        "validation": None if report_validation is None else report_validation.to_dict(),
+        "versions": _versions(converted.versions),
+        "files": sorted(os.path.basename(f) for f in files),
+    }
+    with open(os.path.join(out_dir, SPEC_FILE), "w", encoding="utf-8") as fh:
+        json.dump(metadata, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    files.append(os.path.join(out_dir, SPEC_FILE))
+    stage("write")
+
+    report = ExportReport(out_dir, model_path, framework, task, with_past, opset, spec, files,
+                          report_validation, seconds, custom_nodes)
+    if report_validation is not None and not report_validation.passed:
+        raise validation.ValidationError(
+            "The exported model differs from the native model beyond tolerance:\n"
+            f"{report_validation.table()}\nThe export is kept for inspection in {out_dir}."
+        )
+    logger.info("exported %s in %.1fs (%s)", model_path, sum(seconds.values()), seconds)
+    return report
+
+
+def _check_signature(model, spec) -> None:
+    """The graph's inputs/outputs are the io spec's, in order: the contract every front end keeps."""
+    got_in = [i.name for i in model.graph.input]
+    got_out = [o.name for o in model.graph.output]
+    if got_in != spec.input_names or got_out != spec.output_names:
+        raise ExportError(
+            f"The converted graph's signature does not match the io spec:\n inputs {got_in} vs {spec.input_names}\n"
+            f" outputs {got_out} vs {spec.output_names}"
+        )
+
+
+def _versions(front_end_versions: dict[str, str]) -> dict[str, str]:
+    import onnx
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "onnx": onnx.__version__}
+    try:
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    versions.update(front_end_versions)
+    return dict(sorted(versions.items()))
+
+
+def load_spec(export_dir: str | os.PathLike):
+    """The io spec of an export directory (for the runtime)."""
+    from .io_spec import IOSpec
+
+    with open(os.path.join(os.fspath(export_dir), SPEC_FILE), encoding="utf-8") as fh:
+        return IOSpec.from_dict(json.load(fh)["io_spec"])
+
+
+__all__ = ["export", "ExportError", "FrameworkNotInstalledError", "ExportJob", "Converted", "ExportReport",
+           "FRONT_ENDS", "load_spec", "DEFAULT_OPSET"]

@@ -1,0 +1,154 @@
+"""PyTorch front end: ``torch.onnx.export`` of the onnxport reference models.
+
+Uses the TorchScript exporter (``dynamo=False``): it needs no extra package
+(the dynamo exporter needs onnxscript), handles the models' dynamic shapes
+(past length, choices) through tracing, and lets a ``torch.autograd.Function``
+with a ``symbolic`` emit exactly one ``onnxport.RotaryEmbedding`` node per
+rotary application. The reference encoder calls that function only while
+exporting (``encoder.ROTARY_EXPORT_HOOK``); eager runs are untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from typing import Iterator
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from . import Converted, ExportError, ExportJob
+from .rotary_op import DOMAIN, OP_TYPE, VERSION
+
+logger = logging.getLogger("onnxport")
+
+# Opsets the TorchScript exporter writes and our graphs need (LayerNormalization is 17+;
+# 14+ keeps the decomposed form valid). torch 2.x stops at 20.
+MIN_OPSET, MAX_OPSET = 14, 20
+
+
+def convert(job: ExportJob) -> Converted:
+    """The front-end contract (see ``exporters/__init__.py``): raw ONNX model + a native runner."""
+    from .. import checkpoints
+    from ..reference_models.pt import model_class
+
+    if not MIN_OPSET <= job.opset <= MAX_OPSET:
+        raise ExportError(f"The PyTorch exporter writes opsets {MIN_OPSET}..{MAX_OPSET}, not {job.opset}.")
+    cls = model_class(job.family.model_type, job.spec.head)
+    model = cls(job.config)
+    report = model.load_state_dict_numpy(checkpoints.load_state_dict(job.checkpoint_dir))
+    # A base model exported from a head checkpoint (e.g. MLM) lacks only the pooler, as in transformers;
+    # last_hidden_state is still the checkpoint's, so allow it with a warning.
+    pooler_only = [k for k in report.missing if job.spec.head == "Model" and k.startswith("pooler.")]
+    if pooler_only:
+        logger.warning("The checkpoint has no pooler weights: pooler_output will be randomly initialised.")
+    missing = [k for k in report.missing if k not in pooler_only]
+    if missing and not job.allow_missing_weights:
+        raise ExportError(
+            f"The checkpoint has no weights for {', '.join(missing)} of {cls.__name__}; the export would "
+            f"carry randomly initialised layers. Export a task matching the checkpoint (it holds "
+            f"{job.config.architectures or 'an unknown architecture'}) or pass allow_missing_weights=True."
+        )
+    model.eval()
+    wrapper = _IOWrapper(model, job.spec).eval()
+
+    path = os.path.join(job.workdir, "raw.onnx")
+    example = tuple(torch.from_numpy(np.ascontiguousarray(job.example[name])) for name in job.spec.input_names)
+    with _rotary_as_custom_op(), warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings about Python ints: shapes are traced, values checked by validation
+        torch.onnx.export(
+            wrapper,
+            example,
+            path,
+            dynamo=False,
+            input_names=job.spec.input_names,
+            output_names=job.spec.output_names,
+            dynamic_axes=job.spec.dynamic_axes(),
+            opset_version=job.opset,
+            do_constant_folding=True,
+            export_params=True,
+            keep_initializers_as_inputs=False,
+            training=torch.onnx.TrainingMode.EVAL,
+            custom_opsets={DOMAIN: VERSION} if job.family.rotary else None,
+        )
+    raw = onnx.load(path)  # loads external data torch may have written for > 2 GB models
+    _strip_wrapper_prefix(raw)
+
+    def run_native(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = tuple(torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in job.spec.input_names)
+        with torch.no_grad():
+            outputs = wrapper(*args)
+        return {name: out.detach().cpu().numpy() for name, out in zip(job.spec.output_names, outputs)}
+
+    return Converted(model=raw, run_native=run_native, versions={"torch": torch.__version__})
+
+
+class _IOWrapper(nn.Module):
+    """Positional io_spec inputs -> the model's HF keyword call -> outputs in io_spec order."""
+
+    def __init__(self, model, spec) -> None:
+        super().__init__()
+        self.model = model
+        self.spec = spec
+
+    def forward(self, *args):
+        spec = self.spec
+        feeds = dict(zip(spec.input_names, args))
+        kwargs = {"return_dict": True}
+        if spec.with_past:
+            kwargs["past_key_values"] = tuple((feeds.pop(k), feeds.pop(v)) for k, v in spec.past_names())
+            kwargs["use_cache"] = True
+        out = self.model(**feeds, **kwargs)
+        return tuple(_pick(out, name) for name in spec.output_names)
+
+
+def _strip_wrapper_prefix(model: onnx.ModelProto) -> None:
+    """Parameters traced through the wrapper are named ``model.<HF name>``; keep the HF names."""
+    rename = {i.name: i.name[len("model."):] for i in model.graph.initializer if i.name.startswith("model.")}
+    for init in model.graph.initializer:
+        init.name = rename.get(init.name, init.name)
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+
+
+def _pick(out, name: str):
+    if name.startswith("present."):
+        _, layer, kind = name.split(".")
+        return out.past_key_values[int(layer)][0 if kind == "key" else 1]
+    return getattr(out, name)
+
+
+class RotaryEmbeddingFunction(torch.autograd.Function):
+    """Eager math while tracing (so shapes flow on); one ``onnxport.RotaryEmbedding`` node in the graph."""
+
+    @staticmethod
+    def forward(ctx, x, sin, cos):
+        # The op's defining formula (rotary_op docstring), equal to reference apply_rotary.
+        x_even, x_odd = x[..., 0::2], x[..., 1::2]
+        y_even = x_even * cos - x_odd * sin
+        y_odd = x_odd * cos + x_even * sin
+        return torch.stack([y_even, y_odd], dim=-1).reshape_as(x)
+
+    @staticmethod
+    def symbolic(g, x, sin, cos):
+        y = g.op(f"{DOMAIN}::{OP_TYPE}", x, cos, sin)  # the op's input order is (X, cos, sin)
+        y.setType(x.type())
+        return y
+
+
+@contextlib.contextmanager
+def _rotary_as_custom_op() -> Iterator[None]:
+    from ..reference_models.pt import encoder
+
+    previous = encoder.ROTARY_EXPORT_HOOK
+    encoder.ROTARY_EXPORT_HOOK = RotaryEmbeddingFunction.apply
+    try:
+        yield
+    finally:
+        encoder.ROTARY_EXPORT_HOOK = previous
