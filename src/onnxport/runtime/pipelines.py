@@ -1,0 +1,341 @@
+"""``pipeline(task, export_dir)``: text in, answers out, on ONNX Runtime only.
+
+Batches are sorted by length and padded per batch (not to a global maximum),
+then results are returned in input order. Arithmetic lives in ``postprocess``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from . import postprocess as pp
+from .models import MODEL_CLASSES_BY_TASK, OnnxModelBase, read_export_dir
+
+# Pipeline task names -> the export task whose graph serves them.
+PIPELINE_TASKS = {
+    "feature-extraction": "feature-extraction",
+    "fill-mask": "fill-mask",
+    "text-classification": "text-classification",
+    "sentiment-analysis": "text-classification",
+    "token-classification": "token-classification",
+    "ner": "token-classification",
+    "question-answering": "question-answering",
+    "multiple-choice": "multiple-choice",
+    "text-generation": "text-generation",
+}
+
+
+class Pipeline:
+    def __init__(self, model: OnnxModelBase, batch_size: int = 32, max_length: Optional[int] = None) -> None:
+        if model.tokenizer is None:
+            raise ValueError(
+                f"{model.export_dir} has no tokenizer files; export from a checkpoint directory that holds the "
+                "tokenizer (or copy them into the export directory) to use pipelines."
+            )
+        self.model = model
+        self.tokenizer = model.tokenizer
+        self.batch_size = batch_size
+        self.max_length = min(max_length or model.config.max_sequence_length, model.config.max_sequence_length)
+
+    # -- batching ----------------------------------------------------------------------------
+    def _encode(self, texts: Sequence[Any], **kwargs: Any):
+        pairs = [t if isinstance(t, tuple) else (t, None) for t in texts]
+        firsts = [p[0] for p in pairs]
+        seconds = [p[1] for p in pairs]
+        return self.tokenizer(
+            firsts, text_pair=seconds if any(s is not None for s in seconds) else None,
+            padding=True, truncation=True, max_length=self.max_length, return_tensors="np", **kwargs,
+        )
+
+    def _feeds(self, encoding) -> dict[str, np.ndarray]:
+        names = set(self.model.spec.input_names)
+        return {k: np.asarray(v) for k, v in encoding.items() if k in names}
+
+    def _in_length_order(self, texts: Sequence[Any], run_batch) -> list[Any]:
+        """Run ``run_batch(texts)`` over length-sorted batches; results in input order."""
+        def length(t):
+            return sum(len(x) for x in t if x) if isinstance(t, tuple) else len(t)
+
+        order = sorted(range(len(texts)), key=lambda i: length(texts[i]))
+        results: list[Any] = [None] * len(texts)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            for index, result in zip(chunk, run_batch([texts[i] for i in chunk])):
+                results[index] = result
+        return results
+
+    @staticmethod
+    def _as_list(inputs: Any) -> tuple[list[Any], bool]:
+        if isinstance(inputs, (str, tuple, dict)):
+            return [inputs], True
+        return list(inputs), False
+
+
+class FeatureExtractionPipeline(Pipeline):
+    def __call__(self, inputs, pooling: str = "cls", normalize: bool = False):
+        if pooling not in ("cls", "mean", "none"):
+            raise ValueError(f"pooling={pooling!r} is not one of 'cls', 'mean', 'none'.")
+        texts, single = self._as_list(inputs)
+
+        def run(batch):
+            enc = self._encode(batch)
+            hidden = self.model(**self._feeds(enc))["last_hidden_state"]
+            mask = np.asarray(enc["attention_mask"])
+            if pooling == "none":
+                return [h[m.astype(bool)] for h, m in zip(hidden, mask)]
+            if pooling == "cls":
+                vectors = hidden[:, 0]
+            else:
+                weights = mask[..., None].astype(hidden.dtype)
+                vectors = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1.0)
+            if normalize:
+                vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+            return list(vectors)
+
+        results = self._in_length_order(texts, run)
+        return results[0] if single else results
+
+
+class TextClassificationPipeline(Pipeline):
+    def __call__(self, inputs, top_k: Optional[int] = 1, function_to_apply: Optional[str] = None):
+        texts, single = self._as_list(inputs)
+        texts = [(t["text"], t.get("text_pair")) if isinstance(t, dict) else t for t in texts]
+        config = self.model.config
+
+        def run(batch):
+            logits = self.model(**self._feeds(self._encode(batch)))["logits"]
+            scores = pp.classification_scores(logits, config.problem_type, config.num_labels, function_to_apply)
+            return [pp.top_labels(row, config.id2label, top_k) for row in scores]
+
+        results = self._in_length_order(texts, run)
+        if top_k == 1:
+            results = [r[0] for r in results]
+        return results[0] if single else results
+
+
+class FillMaskPipeline(Pipeline):
+    def __call__(self, inputs, top_k: int = 5, targets: Optional[Sequence[str]] = None):
+        texts, single = self._as_list(inputs)
+        mask_id = self.tokenizer.mask_token_id
+        target_ids = None
+        if targets is not None:
+            target_ids = []
+            for target in [targets] if isinstance(targets, str) else targets:
+                ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+                if not ids:
+                    raise ValueError(f"Target {target!r} tokenizes to nothing.")
+                target_ids.append(ids[0])
+
+        def run(batch):
+            enc = self._encode(batch)
+            ids = np.asarray(enc["input_ids"])
+            logits = self.model(**self._feeds(enc))["logits"]
+            attention = np.asarray(enc["attention_mask"]).astype(bool)
+            out = []
+            for row_ids, row_logits, row_mask, text in zip(ids, logits, attention, batch):
+                positions = np.nonzero(row_ids == mask_id)[0]
+                if len(positions) == 0:
+                    raise ValueError(f"No {self.tokenizer.mask_token} token in {text!r}.")
+                per_mask = []
+                for pos in positions:
+                    cand_ids, probs = pp.fill_mask_candidates(row_logits[pos], top_k, target_ids)
+                    entries = []
+                    for token_id, prob in zip(cand_ids, probs):
+                        filled = row_ids.copy()
+                        filled[pos] = token_id
+                        real = filled[row_mask]
+                        entries.append({
+                            "score": float(prob), "token": int(token_id),
+                            "token_str": self.tokenizer.decode([int(token_id)]),
+                            "sequence": self.tokenizer.decode(real.tolist(), skip_special_tokens=True),
+                        })
+                    per_mask.append(entries)
+                out.append(per_mask[0] if len(per_mask) == 1 else per_mask)
+            return out
+
+        results = self._in_length_order(texts, run)
+        return results[0] if single else results
+
+
+def _tokens_to_string(tokenizer):
+    if hasattr(tokenizer, "convert_tokens_to_string"):
+        return tokenizer.convert_tokens_to_string
+    decoder = tokenizer.backend_tokenizer.decoder
+    return (lambda tokens: decoder.decode(tokens)) if decoder is not None else (lambda tokens: " ".join(tokens))
+
+
+def _subword_prefix(tokenizer) -> Optional[str]:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return getattr(getattr(backend, "model", None), "continuing_subword_prefix", None)
+
+
+class TokenClassificationPipeline(Pipeline):
+    def __call__(self, inputs, aggregation_strategy: str = "none", ignore_labels: Sequence[str] = ("O",)):
+        texts, single = self._as_list(inputs)
+        tok = self.tokenizer
+        to_string = _tokens_to_string(tok)
+        prefix = _subword_prefix(tok)
+        id2label = self.model.config.id2label
+
+        def run(batch):
+            enc = self._encode(batch, return_offsets_mapping=True, return_special_tokens_mask=True)
+            logits = self.model(**self._feeds(enc))["logits"]
+            results = []
+            for i, text in enumerate(batch):
+                mask = np.asarray(enc["attention_mask"][i]).astype(bool)
+                special = np.asarray(enc["special_tokens_mask"][i]) | ~mask
+                results.append(pp.token_entities(
+                    text, enc["input_ids"][i], logits[i], enc["offset_mapping"][i], special, id2label,
+                    convert_ids_to_tokens=lambda j: tok.convert_ids_to_tokens(int(j)),
+                    convert_tokens_to_string=to_string, aggregation_strategy=aggregation_strategy,
+                    continuing_subword_prefix=prefix, unk_token_id=tok.unk_token_id, ignore_labels=ignore_labels,
+                ))
+            return results
+
+        results = self._in_length_order(texts, run)
+        return results[0] if single else results
+
+
+class QuestionAnsweringPipeline(Pipeline):
+    def __call__(self, question=None, context=None, top_k: int = 1, doc_stride: int = 128,
+                 max_answer_len: int = 15, max_seq_len: Optional[int] = None, handle_impossible_answer: bool = False,
+                 align_to_words: bool = True):
+        if question is None or context is None:
+            raise ValueError("question-answering needs question=... and context=...")
+        single = isinstance(question, str)
+        questions = [question] if single else list(question)
+        contexts = [context] * len(questions) if isinstance(context, str) else list(context)
+        if len(questions) != len(contexts):
+            raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts.")
+        max_seq_len = min(max_seq_len or min(384, self.max_length), self.max_length)
+        if doc_stride >= max_seq_len // 2:
+            doc_stride = max_seq_len // 4  # keep windows advancing; transformers would error instead
+        answers = [self._answer(q, c, top_k, doc_stride, max_answer_len, max_seq_len, handle_impossible_answer,
+                                align_to_words) for q, c in zip(questions, contexts)]
+        return answers[0] if single else answers
+
+    def _answer(self, question, context, top_k, doc_stride, max_answer_len, max_seq_len, handle_impossible,
+                align_to_words):
+        enc = self.tokenizer(
+            question, text_pair=context, truncation="only_second", max_length=max_seq_len, stride=doc_stride,
+            return_overflowing_tokens=True, return_offsets_mapping=True, padding=True, return_tensors="np",
+        )
+        out = self.model(**self._feeds(enc))
+        candidates: dict[str, dict] = {}
+        null_score = 1e6
+        for window in range(len(enc["input_ids"])):
+            sequence_ids = enc.encodings[window].sequence_ids
+            context_mask = np.array([s == 1 for s in sequence_ids]) & np.asarray(enc["attention_mask"][window]).astype(bool)
+            # Word alignment can map several token spans to one answer, so look further down the list.
+            pre_top_k = top_k * 2 + 10 if align_to_words else top_k
+            spans, null = pp.answer_spans(out["start_logits"][window], out["end_logits"][window], context_mask,
+                                          max_answer_len, pre_top_k)
+            null_score = min(null_score, null)
+            offsets = enc["offset_mapping"][window]
+            encoding = enc.encodings[window]
+            for s, e, score in spans:
+                start_char, end_char = int(offsets[s][0]), int(offsets[e][1])
+                if align_to_words:  # widen to whole words, as transformers does by default
+                    start_word, end_word = encoding.token_to_word(s), encoding.token_to_word(e)
+                    if start_word is not None and end_word is not None:
+                        start_char = encoding.word_to_chars(start_word, sequence_index=1)[0]
+                        end_char = encoding.word_to_chars(end_word, sequence_index=1)[1]
+                text = context[start_char:end_char]
+                if text in candidates:  # the same answer found through another span: its probabilities add up
+                    candidates[text]["score"] += score
+                else:
+                    candidates[text] = {"score": score, "start": start_char, "end": end_char, "answer": text}
+        answers = list(candidates.values())
+        if handle_impossible:
+            answers.append({"score": null_score, "start": 0, "end": 0, "answer": ""})
+        answers.sort(key=lambda a: -a["score"])
+        best = answers[:top_k]
+        return best[0] if top_k == 1 and best else best
+
+
+class MultipleChoicePipeline(Pipeline):
+    """Scores each choice as a continuation of a prompt: ``{"scores": [...], "best": index}``."""
+
+    def __call__(self, prompt: str, choices: Sequence[str]):
+        if not choices:
+            raise ValueError("multiple-choice needs at least one choice.")
+        enc = self.tokenizer([prompt] * len(choices), text_pair=list(choices), padding=True, truncation=True,
+                             max_length=self.max_length, return_tensors="np")
+        feeds = {k: v[None] for k, v in self._feeds(enc).items()}
+        logits = self.model(**feeds)["logits"][0]
+        probs = pp.softmax(logits.astype(np.float64))
+        return {"scores": [float(p) for p in probs], "logits": [float(x) for x in logits], "best": int(np.argmax(logits))}
+
+
+class TextGenerationPipeline(Pipeline):
+    def __call__(self, inputs, max_new_tokens: int = 20, do_sample: bool = False, temperature: float = 1.0,
+                 top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
+                 eos_token_id: Optional[int] = None, return_full_text: bool = True):
+        texts, single = self._as_list(inputs)
+        rng = np.random.default_rng(seed)
+        eos = self.tokenizer.eos_token_id if eos_token_id is None else eos_token_id
+        results = []
+        for text in texts:  # one sequence at a time: no padding inside the cache
+            ids = np.asarray(self.tokenizer(text, add_special_tokens=False, return_tensors="np")["input_ids"])
+            if ids.shape[1] == 0:
+                ids = np.array([[self.tokenizer.bos_token_id or self.tokenizer.cls_token_id]])
+            new = self.generate_ids(ids, max_new_tokens, rng, do_sample, temperature, top_k, top_p, eos)
+            generated = self.tokenizer.decode(new.tolist(), skip_special_tokens=True)
+            results.append({"generated_text": (text + generated) if return_full_text else generated,
+                            "generated_token_ids": new.tolist()})
+        return results[0] if single else results
+
+    def generate_ids(self, ids: np.ndarray, max_new_tokens: int, rng, do_sample=False, temperature=1.0,
+                     top_k=None, top_p=None, eos_token_id=None) -> np.ndarray:
+        """Decode up to ``max_new_tokens`` after ``ids`` (1, n); uses the cache when the export has one."""
+        limit = self.model.config.max_sequence_length
+        if ids.shape[1] >= limit:
+            raise ValueError(f"The prompt has {ids.shape[1]} tokens; the model takes at most {limit}.")
+        max_new_tokens = min(max_new_tokens, limit - ids.shape[1])
+        new: list[int] = []
+        past = None
+        step_ids = ids
+        sequence = ids
+        for _ in range(max_new_tokens):
+            if self.model.spec.with_past:
+                out = self.model(input_ids=step_ids, past_key_values=past)
+                past = out["past_key_values"]
+            else:
+                out = self.model(input_ids=sequence)
+            token = int(pp.next_tokens(out["logits"][:, -1], rng, do_sample, temperature, top_k, top_p)[0])
+            new.append(token)
+            if eos_token_id is not None and token == eos_token_id:
+                break
+            step_ids = np.array([[token]], dtype=np.int64)
+            sequence = np.concatenate([sequence, step_ids], axis=1)
+        return np.array(new, dtype=np.int64)
+
+
+PIPELINE_CLASSES = {
+    "feature-extraction": FeatureExtractionPipeline,
+    "fill-mask": FillMaskPipeline,
+    "text-classification": TextClassificationPipeline,
+    "token-classification": TokenClassificationPipeline,
+    "question-answering": QuestionAnsweringPipeline,
+    "multiple-choice": MultipleChoicePipeline,
+    "text-generation": TextGenerationPipeline,
+}
+
+
+def pipeline(task: str, export_dir: str | os.PathLike, provider: str = "auto", batch_size: int = 32,
+             max_length: Optional[int] = None, **model_kwargs: Any) -> Pipeline:
+    """A pipeline for ``task`` served from ``export_dir`` (which must have been exported for that task)."""
+    if task not in PIPELINE_TASKS:
+        raise ValueError(f"Unknown pipeline task {task!r}; valid: {', '.join(PIPELINE_TASKS)}.")
+    export_task = PIPELINE_TASKS[task]
+    _, spec = read_export_dir(export_dir)
+    if spec.task != export_task:
+        raise ValueError(
+            f"{export_dir} was exported for {spec.task!r}; the {task!r} pipeline needs an export for {export_task!r} "
+            f"(onnxport export CHECKPOINT OUT --task {export_task})."
+        )
+    model = MODEL_CLASSES_BY_TASK[export_task].from_pretrained(export_dir, provider, **model_kwargs)
+    return PIPELINE_CLASSES[export_task](model, batch_size=batch_size, max_length=max_length)
