@@ -329,3 +329,19 @@ def test_pipelines_import_no_framework(served):
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert len(json.loads(out)) == 2
+
+
+def test_cli_run_prints_json(served, capsys):
+    from onnxport.cli import main
+
+    _, export_dir = served("roformer", "text-classification")
+    assert main(["run", export_dir, "hello world", "今天天气非常好", "--top-k", "2", "--provider", "cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = pipeline("text-classification", export_dir, provider="cpu")(["hello world", "今天天气非常好"], top_k=2)
+    assert printed == json.loads(json.dumps(expected))
+    _, qa_dir = served("xlm-roberta", "question-answering")
+    assert main(["run", qa_dir, "--question", "where is the fox", "--context", "the fox is in paris"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["answer"] == "the fox is in paris"[answer["start"]:answer["end"]]
+    assert main(["run", qa_dir, "some text"]) == 1
+    assert "needs --question and --context" in capsys.readouterr().err

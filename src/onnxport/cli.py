@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="build tiny models of each family, run every head, print a table")
     _add_export_parser(commands)
+    _add_run_parser(commands)
     args = parser.parse_args(argv)
     level = logging.INFO if args.verbose or args.command == "export" else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(message)s")
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo_main()
     if args.command == "export":
         return _export(args)
+    if args.command == "run":
+        return _run(args)
     return 2
 
 
@@ -55,6 +58,76 @@ def _export(args) -> int:
     if report.validation is not None:
         print(report.validation.table())
     print(f"exported {report.task} ({report.framework}, opset {report.opset}) to {report.out_dir}")
+    return 0
+
+
+def _add_run_parser(commands) -> None:
+    p = commands.add_parser("run", help="serve an export directory through its pipeline and print JSON")
+    p.add_argument("export_dir", help="directory written by `onnxport export`")
+    p.add_argument("texts", nargs="*", help="input texts (question-answering: use --question/--context)")
+    p.add_argument("--task", help="pipeline task (default: the task the directory was exported for)")
+    p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    p.add_argument("--top-k", type=int, default=None, help="fill-mask / text-classification / question-answering")
+    p.add_argument("--aggregation", default="simple", help="token-classification: none|simple|first|average|max")
+    p.add_argument("--question", help="question-answering question")
+    p.add_argument("--context", help="question-answering context")
+    p.add_argument("--choices", nargs="+", help="multiple-choice: the choices (the first TEXT is the prompt)")
+    p.add_argument("--pooling", default="cls", choices=("cls", "mean", "none"), help="feature-extraction pooling")
+    p.add_argument("--normalize", action="store_true", help="feature-extraction: L2-normalise vectors")
+    p.add_argument("--max-new-tokens", type=int, default=20, help="text-generation")
+    p.add_argument("--sample", action="store_true", help="text-generation: sample instead of greedy")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def _jsonable(value):
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _run(args) -> int:
+    import json
+
+    from .runtime import pipeline
+    from .runtime.models import read_export_dir
+
+    try:
+        task = args.task or read_export_dir(args.export_dir)[1].task
+        pipe = pipeline(task, args.export_dir, provider=args.provider)
+        if task == "question-answering":
+            if not (args.question and args.context):
+                raise ValueError("question-answering needs --question and --context.")
+            result = pipe(question=args.question, context=args.context, top_k=args.top_k or 1)
+        elif not args.texts:
+            raise ValueError("Give at least one TEXT.")
+        elif task == "multiple-choice":
+            if not args.choices:
+                raise ValueError("multiple-choice needs --choices.")
+            result = pipe(args.texts[0], args.choices)
+        elif task == "fill-mask":
+            result = pipe(args.texts, top_k=args.top_k or 5)
+        elif task in ("text-classification", "sentiment-analysis"):
+            result = pipe(args.texts, top_k=args.top_k or 1)
+        elif task in ("token-classification", "ner"):
+            result = pipe(args.texts, aggregation_strategy=args.aggregation)
+        elif task == "feature-extraction":
+            result = pipe(args.texts, pooling=args.pooling, normalize=args.normalize)
+        else:
+            result = pipe(args.texts, max_new_tokens=args.max_new_tokens, do_sample=args.sample,
+                          temperature=args.temperature, seed=args.seed)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"onnxport run: error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(_jsonable(result), ensure_ascii=False, indent=2))
     return 0
 
 
