@@ -151,6 +151,11 @@ def test_generation_with_cache_equals_native_greedy(served, model_type):
     got = gen(prompt, max_new_tokens=6, eos_token_id=-1)
     assert got["generated_token_ids"] == expected
     assert got["generated_text"].startswith(prompt)
+    # IO binding (the CUDA path, exercised here on the CPU device): the cache stays in OrtValues
+    bound = pipeline("text-generation", with_past, provider="cpu", use_io_binding=True)
+    assert bound.model.use_io_binding and bound(prompt, max_new_tokens=6, eos_token_id=-1)["generated_token_ids"] == expected
+    step = bound.model(input_ids=ids)
+    assert type(step.past_key_values[0][0]).__name__ == "OrtValue"
     plain = pipeline("text-generation", without_past, provider="cpu")
     assert plain(prompt, max_new_tokens=6, eos_token_id=-1)["generated_token_ids"] == expected
     a = gen(prompt, max_new_tokens=5, do_sample=True, top_k=20, temperature=0.8, seed=3)

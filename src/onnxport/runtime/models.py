@@ -64,7 +64,8 @@ class OnnxModelBase:
     task: ClassVar[str] = ""
 
     def __init__(self, session, spec: IOSpec, config: EncoderConfig, tokenizer=None, export_dir: str = "",
-                 provider: str = "cpu", metadata: Optional[dict] = None) -> None:
+                 provider: str = "cpu", metadata: Optional[dict] = None, use_io_binding: Optional[bool] = None,
+                 device_id: int = 0) -> None:
         self.session = session
         self.spec = spec
         self.config = config
@@ -72,6 +73,9 @@ class OnnxModelBase:
         self.export_dir = export_dir
         self.provider = provider
         self.metadata = metadata or {}
+        # On GPUs, bind outputs to the device so the decoding cache never travels through host memory.
+        self.use_io_binding = provider in ("cuda", "tensorrt") if use_io_binding is None else use_io_binding
+        self.device_id = device_id
         self._input_specs = {t.name: t for t in spec.inputs}
         self._lock = threading.Lock()  # only guards lazy state; ONNX Runtime's run() is thread-safe
 
@@ -79,7 +83,8 @@ class OnnxModelBase:
     @classmethod
     def from_pretrained(cls, export_dir: str | os.PathLike, provider: str = "auto", *,
                         session_config: Optional[SessionConfig] = None, fuse_rotary: bool = True,
-                        load_tokenizer: bool = True, **session_options: Any):
+                        load_tokenizer: bool = True, use_io_binding: Optional[bool] = None,
+                        **session_options: Any):
         export_dir = os.fspath(export_dir)
         meta, spec = read_export_dir(export_dir)
         if cls.task and spec.task != cls.task:
@@ -101,14 +106,35 @@ class OnnxModelBase:
         if load_tokenizer:
             tokenizer = _load_tokenizer(export_dir)
         model_cls = cls if cls.task else MODEL_CLASSES_BY_TASK[spec.task]
-        return model_cls(session, spec, config, tokenizer, export_dir, chosen, meta)
+        return model_cls(session, spec, config, tokenizer, export_dir, chosen, meta, use_io_binding,
+                         config_obj.device_id)
 
     # -- calling -----------------------------------------------------------------------------
     def __call__(self, **inputs: Any) -> RuntimeOutput:
         feeds = self.prepare_inputs(inputs)
         names = self.spec.output_names
+        if self.use_io_binding:
+            return self._outputs(self._run_bound(feeds, names))
         values = self.session.run(names, feeds)
         return self._outputs(dict(zip(names, values)))
+
+    def _run_bound(self, feeds: dict[str, Any], names: list[str]) -> dict[str, Any]:
+        """Run with IO binding: outputs are allocated on the provider's device, and the cache
+        (``present.*``) stays there as OrtValues to be fed straight back as the next step's past."""
+        import onnxruntime as ort
+
+        device = "cuda" if self.provider in ("cuda", "tensorrt") else "cpu"
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in names:
+            binding.bind_output(name, device, self.device_id)
+        self.session.run_with_iobinding(binding)
+        values = binding.get_outputs()
+        return {name: value if name.startswith("present.") else value.numpy() for name, value in zip(names, values)}
 
     forward = __call__
 
@@ -142,7 +168,7 @@ class OnnxModelBase:
         past_length = 0
         if self.spec.with_past:
             past_feeds = self._past_feeds(past, ids.shape[0])
-            past_length = next(iter(past_feeds.values())).shape[2] if past_feeds else 0
+            past_length = _shape(next(iter(past_feeds.values())))[2] if past_feeds else 0
             feeds.update(past_feeds)
         elif past is not None:
             raise RuntimeInputError("past_key_values given, but this export has no cache inputs; export with --with-past.")
@@ -197,14 +223,24 @@ class OnnxModelBase:
         want = (batch, self.spec.extra["num_attention_heads"], None, self.spec.extra["head_dim"])
         for (key_name, value_name), layer in zip(self.spec.past_names(), past):
             for name, array in ((key_name, layer[0]), (value_name, layer[1])):
-                array = np.asarray(array, dtype=np.float32)
-                if array.ndim != 4 or any(w is not None and w != g for w, g in zip(want, array.shape)):
-                    raise RuntimeInputError(f"{name} must have shape (batch, heads, past, head_dim) = {want}, got {array.shape}.")
+                if not _is_ort_value(array):  # OrtValues from IO binding stay where they are
+                    array = np.asarray(array, dtype=np.float32)
+                shape = _shape(array)
+                if len(shape) != 4 or any(w is not None and w != g for w, g in zip(want, shape)):
+                    raise RuntimeInputError(f"{name} must have shape (batch, heads, past, head_dim) = {want}, got {shape}.")
                 feeds[name] = array
         return feeds
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(export_dir={self.export_dir!r}, task={self.spec.task!r}, provider={self.provider!r})"
+
+
+def _is_ort_value(value: Any) -> bool:
+    return type(value).__name__ == "OrtValue"
+
+
+def _shape(value: Any) -> tuple:
+    return tuple(value.shape()) if _is_ort_value(value) else tuple(np.shape(value))
 
 
 def _check_graph_matches_spec(session, spec: IOSpec, export_dir: str) -> None:
