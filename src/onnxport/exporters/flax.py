@@ -1,0 +1,382 @@
+"""Flax/JAX front end: jax2onnx conversion of the onnxport Flax reference models.
+
+The traced function is the public model call (``model(**inputs, params=...)``, the same call
+``run_native`` makes), with the io spec's inputs as positional arguments and the spec's outputs
+returned in order. jax2onnx traces it with symbolic dimensions (``jax.export.symbolic_shape``)
+named as the io spec names them, so batch, sequence, choices and past length stay dynamic.
+
+Three things are specific to JAX:
+
+* Rotary: while converting, the Flax encoder's single ``apply_rotary`` function is replaced by
+  one that binds a custom JAX primitive (``onnxport_rotary_embedding``); a jax2onnx primitive
+  plugin lowers each binding to exactly one ``onnxport.RotaryEmbedding(x, cos, sin)`` node. The
+  primitive also has an eager implementation and an XLA lowering (the op's formula), so a
+  ``jax.jit`` trace that somehow kept it still computes the right numbers.
+* Integer inputs: jax2onnx traces with 64-bit types disabled unless every float becomes
+  float64 too (``enable_double_precision``), and the models index with int32 anyway. So the
+  graph is traced with int32 ids/masks and then its integer inputs are declared int64 (the io
+  spec's dtype) followed by one ``Cast`` to int32 each. No global JAX setting is changed.
+  Values are token ids, type ids and 0/1 masks, far inside int32.
+* Names: graph inputs/outputs and their dimension names are set from the io spec after
+  conversion (jax2onnx names sums of symbols in its own way, e.g. for ``past + sequence``).
+  Weight initializers (jax2onnx's ``const_N``) are renamed to checkpoint names by content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from typing import Any, Iterator
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+from onnx import TensorProto, helper
+
+from . import Converted, ExportError, ExportJob
+from .rotary_op import DOMAIN, OP_TYPE, VERSION
+
+logger = logging.getLogger("onnxport")
+
+# jax2onnx writes opsets up to 23; below 17 its LayerNorm / reduction lowerings are not exercised here,
+# and 23 is the highest the artifact's IR-version bound (ONNX Runtime 1.31) allows.
+MIN_OPSET, MAX_OPSET = 17, 23
+
+ROTARY_PRIMITIVE_NAME = "onnxport_rotary_embedding"
+_INT_DTYPES = ("int64", "int32")
+
+
+# ----------------------------------------------------------------------------- the rotary primitive
+def _rotary_formula(x, cos, sin):
+    """The op's defining formula (rotary_op docstring), equal to the encoder's apply_rotary."""
+    import jax.numpy as jnp
+
+    x_even, x_odd = x[..., 0::2], x[..., 1::2]
+    y_even = x_even * cos - x_odd * sin
+    y_odd = x_odd * cos + x_even * sin
+    return jnp.stack([y_even, y_odd], axis=-1).reshape(x.shape)
+
+
+def _make_rotary_primitive():
+    import jax
+    from jax.extend.core import Primitive
+    from jax.interpreters import mlir
+
+    primitive = Primitive(ROTARY_PRIMITIVE_NAME)
+    primitive.def_impl(_rotary_formula)
+    primitive.def_abstract_eval(lambda x, cos, sin: jax.core.ShapedArray(x.shape, x.dtype))
+    mlir.register_lowering(primitive, mlir.lower_fun(_rotary_formula, multiple_results=False))
+    return primitive
+
+
+_ROTARY = None  # created (and its jax2onnx plugin registered) on first use, so importing this module is cheap
+
+
+def _rotary_primitive():
+    global _ROTARY
+    if _ROTARY is None:
+        _ROTARY = _make_rotary_primitive()
+        _register_rotary_plugin(_ROTARY)
+    return _ROTARY
+
+
+def _register_rotary_plugin(primitive) -> None:
+    """A jax2onnx leaf plugin: each binding of the primitive -> one onnxport.RotaryEmbedding node."""
+    from jax2onnx.plugins._ir_shapes import _ensure_value_metadata, _stamp_type_and_shape
+    from jax2onnx.plugins.plugin_system import PrimitiveLeafPlugin, register_primitive
+
+    @register_primitive(
+        jaxpr_primitive=ROTARY_PRIMITIVE_NAME,
+        jax_doc="onnxport.reference_models.flax.encoder.apply_rotary",
+        onnx=[{"component": f"{DOMAIN}.{OP_TYPE}", "doc": "onnxport.exporters.rotary_op"}],
+        since="onnxport",
+        context="primitives.onnxport",
+        component="rotary_embedding",
+        testcases=[],
+    )
+    class RotaryEmbeddingPlugin(PrimitiveLeafPlugin):
+        _PRIM = primitive
+
+        def lower(self, ctx, eqn) -> None:
+            x_var, cos_var, sin_var = eqn.invars
+            (out_var,) = eqn.outvars
+            x = ctx.get_value_for_var(x_var, name_hint=ctx.fresh_name("rotary_x"))
+            cos = ctx.get_value_for_var(cos_var, name_hint=ctx.fresh_name("rotary_cos"))
+            sin = ctx.get_value_for_var(sin_var, name_hint=ctx.fresh_name("rotary_sin"))
+            out_spec = ctx.get_value_for_var(out_var, name_hint=ctx.fresh_name("rotary_out"))
+            y = ctx.builder.RotaryEmbedding(
+                x, cos, sin, _domain=DOMAIN, _version=VERSION, _outputs=[out_spec.name]
+            )
+            y.type = out_spec.type if out_spec.type is not None else x.type
+            _stamp_type_and_shape(y, tuple(out_var.aval.shape))
+            _ensure_value_metadata(ctx, y)
+            ctx.bind_value_for_var(out_var, y)
+
+
+@contextlib.contextmanager
+def _rotary_as_custom_op() -> Iterator[None]:
+    """Swap the encoder's apply_rotary(x, sin, cos) for a binding of the primitive (inputs x, cos, sin)."""
+    from ..reference_models.flax import encoder
+
+    primitive = _rotary_primitive()
+    original = encoder.apply_rotary
+
+    def apply_rotary(x, sin, cos):
+        return primitive.bind(x, cos, sin)
+
+    encoder.apply_rotary = apply_rotary
+    try:
+        yield
+    finally:
+        encoder.apply_rotary = original
+
+
+# ----------------------------------------------------------------------------- convert
+def convert(job: ExportJob) -> Converted:
+    """The front-end contract (see ``exporters/__init__.py``): raw ONNX model + a native runner."""
+    import flax
+    import jax
+    import jax2onnx
+
+    from .. import checkpoints
+    from ..reference_models.flax import model_class
+
+    if not MIN_OPSET <= job.opset <= MAX_OPSET:
+        raise ExportError(f"The Flax exporter writes opsets {MIN_OPSET}..{MAX_OPSET}, not {job.opset}.")
+    spec = job.spec
+    cls = model_class(job.family.model_type, spec.head)
+    model = cls(job.config, _do_init=False)  # weights come from the checkpoint (missing ones randomly initialised)
+    report = model.load_state_dict_numpy(checkpoints.load_state_dict(job.checkpoint_dir))
+    # As the PyTorch front end: a base model from a head checkpoint lacks only the pooler (as in transformers).
+    pooler_only = [k for k in report.missing if spec.head == "Model" and k.startswith("pooler.")]
+    if pooler_only:
+        logger.warning("The checkpoint has no pooler weights: pooler_output will be randomly initialised.")
+    missing = [k for k in report.missing if k not in pooler_only]
+    if missing and not job.allow_missing_weights:
+        raise ExportError(
+            f"The checkpoint has no weights for {', '.join(missing)} of {cls.__name__}; the export would "
+            f"carry randomly initialised layers. Export a task matching the checkpoint (it holds "
+            f"{job.config.architectures or 'an unknown architecture'}) or pass allow_missing_weights=True."
+        )
+    params = model.params
+    forward = _forward_fn(model, spec, params)
+
+    with _rotary_as_custom_op(), _quiet_onnx_ir():
+        raw = jax2onnx.to_onnx(
+            forward,
+            _input_structs(spec),
+            model_name=f"{job.family.class_prefix}{spec.head}",
+            opset=job.opset,
+            input_names=spec.input_names,
+            output_names=spec.output_names,
+        )
+    _int64_inputs(raw, spec)
+    _io_shapes_from_spec(raw, spec)
+    _check_rotary_count(raw, job)
+    _name_weights(raw, model)
+
+    def run_native(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [_to_traced_dtype(inputs[name], t.dtype) for name, t in zip(spec.input_names, spec.inputs)]
+        return {name: np.asarray(out) for name, out in zip(spec.output_names, forward(*args))}
+
+    versions = {"jax": jax.__version__, "flax": flax.__version__,
+                "jax2onnx": getattr(jax2onnx, "__version__", None) or _dist_version("jax2onnx")}
+    return Converted(model=raw, run_native=run_native, versions=versions)
+
+
+def _forward_fn(model, spec, params):
+    """Positional io-spec inputs -> the model's HF keyword call -> outputs in io-spec order."""
+
+    def forward(*args):
+        feeds = dict(zip(spec.input_names, args))
+        kwargs: dict[str, Any] = {"return_dict": True}
+        if spec.head == "ForCausalLM":
+            kwargs["use_cache"] = spec.with_past
+        if spec.with_past:
+            kwargs["past_key_values"] = tuple((feeds.pop(k), feeds.pop(v)) for k, v in spec.past_names())
+        out = model(**feeds, params=params, **kwargs)
+        return tuple(_pick(out, name) for name in spec.output_names)
+
+    return forward
+
+
+def _pick(out, name: str):
+    if name.startswith("present."):
+        _, layer, kind = name.split(".")
+        return out.past_key_values[int(layer)][0 if kind == "key" else 1]
+    return getattr(out, name)
+
+
+def _to_traced_dtype(array: np.ndarray, dtype: str) -> np.ndarray:
+    # The graph is traced with int32 ids (see the module docstring); the native call gets the same.
+    return np.asarray(array, dtype=np.int32 if dtype in _INT_DTYPES else dtype)
+
+
+def _symbols(spec) -> dict[str, Any]:
+    """Every io-spec dimension name -> a JAX symbolic dimension (sums like "a + b" built from their parts)."""
+    import jax
+
+    names: list[str] = []
+    for tensor in (*spec.inputs, *spec.outputs):
+        for dim in tensor.shape:
+            if isinstance(dim, str):
+                for part in _parts(dim):
+                    if part not in names:
+                        names.append(part)
+    symbols = dict(zip(names, jax.export.symbolic_shape(", ".join(names)))) if names else {}
+    return symbols
+
+
+def _parts(dim: str) -> list[str]:
+    parts = [p.strip() for p in dim.split("+")]
+    for part in parts:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+            raise ExportError(f"Cannot express the io-spec dimension {dim!r} as a sum of symbols for jax2onnx.")
+    return parts
+
+
+def _input_structs(spec) -> list:
+    import jax
+
+    symbols = _symbols(spec)
+
+    def dim(d):
+        return sum((symbols[p] for p in _parts(d)), start=0) if isinstance(d, str) else int(d)
+
+    structs = []
+    for t in spec.inputs:
+        dtype = np.int32 if t.dtype in _INT_DTYPES else np.dtype(t.dtype)
+        structs.append(jax.ShapeDtypeStruct(tuple(dim(d) for d in t.shape), dtype))
+    return structs
+
+
+@contextlib.contextmanager
+def _quiet_onnx_ir() -> Iterator[None]:
+    """onnx_ir warns once per untyped shape constant that it skips in value_info (harmless, hundreds of lines)."""
+    serde = logging.getLogger("onnx_ir.serde")
+    previous = serde.level
+    serde.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        serde.setLevel(previous)
+
+
+# ----------------------------------------------------------------------------- graph fix-ups
+def _int64_inputs(model: onnx.ModelProto, spec) -> None:
+    """Declare integer graph inputs with the io spec's dtype (int64); cast once to the traced int32."""
+    graph = model.graph
+    casts = []
+    for value in graph.input:
+        want = next(t for t in spec.inputs if t.name == value.name).dtype
+        elem = value.type.tensor_type.elem_type
+        if want != "int64" or elem == TensorProto.INT64:
+            continue
+        if elem != TensorProto.INT32:
+            raise ExportError(f"jax2onnx gave input {value.name!r} element type {elem}, expected int32.")
+        inner = f"{value.name}/int32"
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                if name == value.name:
+                    node.input[i] = inner
+        for out in graph.output:
+            if out.name == value.name:  # pragma: no cover - no io spec passes an input through
+                raise ExportError(f"Input {value.name!r} is also a graph output.")
+        value.type.tensor_type.elem_type = TensorProto.INT64
+        casts.append(helper.make_node("Cast", [value.name], [inner], to=TensorProto.INT32, name=f"{value.name}/cast"))
+    if casts:
+        nodes = casts + list(graph.node)
+        del graph.node[:]
+        graph.node.extend(nodes)
+
+
+def _io_shapes_from_spec(model: onnx.ModelProto, spec) -> None:
+    """Graph input/output dimensions named exactly as the io spec names them (fixed ones checked)."""
+    graph = model.graph
+    for values, tensors in ((graph.input, spec.inputs), (graph.output, spec.outputs)):
+        for value, tensor in zip(values, tensors):
+            shape = value.type.tensor_type.shape
+            if len(shape.dim) != len(tensor.shape):
+                raise ExportError(
+                    f"jax2onnx gave {value.name!r} rank {len(shape.dim)}, the io spec says {tensor.shape}."
+                )
+            for dim, want in zip(shape.dim, tensor.shape):
+                if isinstance(want, str):
+                    dim.Clear()
+                    dim.dim_param = want
+                elif dim.HasField("dim_value") and dim.dim_value != want:
+                    raise ExportError(f"jax2onnx gave {value.name!r} shape {shape}, the io spec says {tensor.shape}.")
+                else:
+                    dim.Clear()
+                    dim.dim_value = want
+
+
+def _check_rotary_count(model: onnx.ModelProto, job: ExportJob) -> None:
+    """Every rotary application became one custom node (q, k, and v with rotary_value, per layer)."""
+    if not job.family.rotary:
+        return
+    per_layer = 3 if getattr(job.config, "rotary_value", False) else 2
+    want = per_layer * job.config.num_hidden_layers
+    got = sum(n.domain == DOMAIN and n.op_type == OP_TYPE for n in model.graph.node)
+    if got != want:
+        raise ExportError(
+            f"Expected {want} {DOMAIN}.{OP_TYPE} nodes (one per rotary application), the converted graph has {got}."
+        )
+
+
+def _name_weights(model: onnx.ModelProto, native) -> None:
+    """Rename jax2onnx's ``const_N`` weight initializers to checkpoint names, found by content.
+
+    Arrays in the checkpoint's layout get their HF name (``roberta.embeddings.word_embeddings.weight``);
+    Dense kernels are stored (in, out), the transpose of the HF weight, so they are named ``<module>.kernel``
+    (Flax's own name) rather than pretending to be the HF ``.weight``. Unmatched constants keep their names.
+    """
+    from flax.traverse_util import flatten_dict
+
+    from ..reference_models.flax.modeling import flax_to_hf_name
+
+    by_content: dict[bytes, str] = {}
+
+    def offer(name: str, array) -> None:
+        array = np.ascontiguousarray(np.asarray(array))
+        if array.size >= 16:  # tiny arrays collide with shape constants
+            by_content.setdefault(_content_key(array.dtype, array.shape, array.tobytes()), name)
+
+    for path, value in sorted(flatten_dict(native.params).items()):
+        hf_name, transposed = flax_to_hf_name(path)
+        offer(hf_name.rsplit(".", 1)[0] + ".kernel" if transposed else hf_name, value)
+    for name, value in native.state_dict_numpy().items():  # tied aliases, RoFormer's sinusoidal table
+        offer(name, value)
+
+    graph = model.graph
+    taken = {i.name for i in graph.initializer} | {n for node in graph.node for n in node.output}
+    taken |= {v.name for v in (*graph.input, *graph.output)}
+    rename: dict[str, str] = {}
+    for init in graph.initializer:
+        if not init.HasField("raw_data"):
+            continue
+        array = onnx.numpy_helper.to_array(init)
+        name = by_content.get(_content_key(array.dtype, array.shape, array.tobytes()))
+        if name and name not in taken and name not in rename.values():
+            rename[init.name] = name
+    if not rename:
+        return
+    for init in graph.initializer:
+        init.name = rename.get(init.name, init.name)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+
+
+def _content_key(dtype, shape, data: bytes) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(f"{np.dtype(dtype).str}:{tuple(shape)}:".encode() + data).digest()
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
