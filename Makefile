@@ -22,6 +22,7 @@ test: install
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q parity_tests
 
 bench: install
+	$(BIN)/python -m pip install --quiet -c constraints.txt -r benchmarks/requirements.txt
 	$(BIN)/python -m benchmarks.run
 
 clean:

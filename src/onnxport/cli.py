@@ -14,6 +14,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("demo", help="build tiny models of each family, run every head, print a table")
     _add_export_parser(commands)
     _add_run_parser(commands)
+    _add_quantize_parser(commands)
+    _add_parity_parser(commands)
     args = parser.parse_args(argv)
     level = logging.INFO if args.verbose or args.command == "export" else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(message)s")
@@ -25,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
         return _export(args)
     if args.command == "run":
         return _run(args)
+    if args.command == "quantize":
+        return _quantize(args)
+    if args.command == "parity":
+        from .parity import main as parity_main
+
+        return parity_main(args)
     return 2
 
 
@@ -41,11 +49,16 @@ def _add_export_parser(commands) -> None:
     p.add_argument("--force", action="store_true", help="overwrite export files in a non-empty output directory")
     p.add_argument("--no-validate", action="store_true", help="skip the native vs ONNX Runtime comparison")
     p.add_argument("--atol", type=float, default=None, help="validation tolerance (default: 1e-4)")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="write a dynamic-int8 model to OUT (validated against the fp32 export; see `onnxport quantize`)")
 
 
 def _export(args) -> int:
     from .exporters import ExportError, export
     from .exporters.validate import ValidationError
+
+    if getattr(args, "quantize", None):
+        return _export_quantized(args)
 
     try:
         report = export(
@@ -78,6 +91,16 @@ def _add_run_parser(commands) -> None:
     p.add_argument("--sample", action="store_true", help="text-generation: sample instead of greedy")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
+
+
+def _add_parity_parser(commands) -> None:
+    p = commands.add_parser("parity", help="run the parity matrix (native vs native vs ONNX) and print a table")
+    p.add_argument("--families", nargs="+", choices=("xlm-roberta", "roberta-prelayernorm", "roformer"))
+    p.add_argument("--frameworks", nargs="+", choices=("pt", "tf", "flax"))
+    p.add_argument("--tasks", nargs="+", help="export tasks (default: all)")
+    p.add_argument("--size", default="tiny", choices=("tiny", "base"), help="model geometry (base: 768 x 12 layers)")
+    p.add_argument("--json", help="write the cells as JSON to this file")
+    p.add_argument("--html", help="write a colour-scaled HTML heat map to this file")
 
 
 def _jsonable(value):
@@ -129,6 +152,53 @@ def _run(args) -> int:
         return 1
     print(json.dumps(_jsonable(result), ensure_ascii=False, indent=2))
     return 0
+
+
+# -- int8 quantization (`onnxport quantize`, `onnxport export --quantize int8`) -------------------------
+def _add_quantize_thresholds(p) -> None:
+    from .exporters.quantize import DEFAULT_MIN_COSINE, DEFAULT_MIN_TOP1
+
+    p.add_argument("--per-channel", action="store_true", help="one weight scale per output column")
+    p.add_argument("--min-cosine", type=float, default=DEFAULT_MIN_COSINE,
+                   help=f"fail below this cosine similarity of the head output vs fp32 (default {DEFAULT_MIN_COSINE})")
+    p.add_argument("--min-top1", type=float, default=DEFAULT_MIN_TOP1,
+                   help=f"fail below this top-1 agreement with fp32, a fraction (default {DEFAULT_MIN_TOP1})")
+
+
+def _add_quantize_parser(commands) -> None:
+    p = commands.add_parser("quantize", help="dynamic int8 quantization of an export directory, validated vs fp32")
+    p.add_argument("export_dir", help="fp32 directory written by `onnxport export`")
+    p.add_argument("--out", default=None, help="output directory (default: EXPORT_DIR-int8)")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
+    _add_quantize_thresholds(p)
+
+
+def _quantize(args) -> int:
+    from .exporters.quantize import QuantizationError, quantize
+
+    try:
+        report = quantize(args.export_dir, args.out, per_channel=args.per_channel, min_cosine=args.min_cosine,
+                          min_top1=args.min_top1, force=args.force)
+    except (QuantizationError, ValueError, FileNotFoundError) as error:
+        print(f"onnxport quantize: error: {error}", file=sys.stderr)
+        return 1
+    print(report.table())
+    print(f"int8 model written to {report.out_dir}")
+    return 0
+
+
+def _export_quantized(args) -> int:
+    """Export fp32 to a scratch directory, then write the validated int8 directory (default thresholds) to OUT."""
+    import tempfile
+
+    from .exporters.quantize import DEFAULT_MIN_COSINE, DEFAULT_MIN_TOP1
+
+    with tempfile.TemporaryDirectory(prefix="onnxport-fp32-") as scratch:
+        status = _export(argparse.Namespace(**{**vars(args), "out": scratch, "force": True, "quantize": None}))
+        if status:
+            return status
+        return _quantize(argparse.Namespace(export_dir=scratch, out=args.out, force=args.force, per_channel=False,
+                                            min_cosine=DEFAULT_MIN_COSINE, min_top1=DEFAULT_MIN_TOP1))
 
 
 if __name__ == "__main__":
