@@ -99,6 +99,9 @@ def _add_parity_parser(commands) -> None:
     p.add_argument("--frameworks", nargs="+", choices=("pt", "tf", "flax"))
     p.add_argument("--tasks", nargs="+", help="export tasks (default: all)")
     p.add_argument("--size", default="tiny", choices=("tiny", "base"), help="model geometry (base: 768 x 12 layers)")
+    p.add_argument("--checkpoints", nargs="+", metavar="DIR",
+                   help="HF checkpoint directories to compare instead of random ones (their head's task and "
+                        "feature-extraction)")
     p.add_argument("--json", help="write the cells as JSON to this file")
     p.add_argument("--html", help="write a colour-scaled HTML heat map to this file")
 

@@ -1,0 +1,502 @@
+"""The parity matrix: every family x task, the three native frameworks and their three exports.
+
+For one checkpoint per (family, task) it compares, on the same inputs:
+- native <-> native: PyTorch vs TensorFlow, PyTorch vs Flax — every output the models give
+  (logits / hidden state / pooler, all hidden states, attentions, loss, present key/values);
+- native <-> ONNX: each framework vs ONNX Runtime on its own export;
+- ONNX <-> ONNX: the PyTorch export vs the TensorFlow and Flax exports, and for RoFormer each
+  export's custom rotary function vs the fused ONNX Runtime kernel.
+Inputs have padding, pairs (token types), batch > 1, lengths unlike the export example and the
+longest allowed length; text generation runs with and without past key/values.
+
+Tolerances live in ``TOLERANCES``. A framework that is not installed gives skipped cells with the
+reason, never passed ones. ``onnxport parity`` prints the table, writes JSON and an HTML heat map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import importlib.util
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+
+from .families import FAMILIES
+
+FRAMEWORKS = ("pt", "tf", "flax")
+# (export task, with_past) rows of the matrix
+TASKS = (
+    ("feature-extraction", False),
+    ("fill-mask", False),
+    ("text-classification", False),
+    ("multiple-choice", False),
+    ("token-classification", False),
+    ("question-answering", False),
+    ("text-generation", False),
+    ("text-generation", True),
+)
+# fp32 max abs error allowed per comparison kind.
+TOLERANCES = {"native-native": 1e-5, "native-onnx": 1e-4, "onnx-onnx": 1e-4}
+COMPARISONS = (
+    ("pt~tf", "native-native"),
+    ("pt~flax", "native-native"),
+    ("pt~onnx[pt]", "native-onnx"),
+    ("tf~onnx[tf]", "native-onnx"),
+    ("flax~onnx[flax]", "native-onnx"),
+    ("onnx[pt]~onnx[tf]", "onnx-onnx"),
+    ("onnx[pt]~onnx[flax]", "onnx-onnx"),
+    ("function~fused", "onnx-onnx"),
+)
+KIND = dict(COMPARISONS)
+SIZES = {
+    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                 max_position_embeddings=40, type_vocab_size=2, vocab_size=99, initializer_range=0.2),
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                 max_position_embeddings=514, type_vocab_size=2, vocab_size=32000, initializer_range=0.02),
+}
+FRAMEWORK_MODULES = {"pt": "torch", "tf": "tensorflow", "flax": "flax"}
+
+
+@dataclass
+class Cell:
+    family: str
+    task: str
+    comparison: str
+    kind: str
+    status: str  # "passed" | "failed" | "skipped"
+    max_abs_error: Optional[float] = None
+    tolerance: Optional[float] = None
+    worst: Optional[dict[str, Any]] = None  # output, case, index, both values
+    reason: str = ""
+
+    def describe(self) -> str:
+        if self.status == "skipped":
+            return f"{self.family} {self.task} {self.comparison}: skipped ({self.reason})"
+        text = f"{self.family} {self.task} {self.comparison}: {self.status}, max abs error {self.max_abs_error:.3e}"
+        if self.worst and self.status == "failed":
+            w = self.worst
+            text += (f" > {self.tolerance:.0e} at {w['output']}{w['index']} ({w['case']}): "
+                     f"{w['a']:.6g} vs {w['b']:.6g}")
+        return text
+
+
+@dataclass
+class Result:
+    cells: list[Cell] = field(default_factory=list)
+    seconds: float = 0.0
+    size: str = "tiny"
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(c.status == s for c in self.cells) for s in ("passed", "skipped", "failed")}
+
+    def worst_by_kind(self) -> dict[str, float]:
+        worst: dict[str, float] = {}
+        for c in self.cells:
+            if c.max_abs_error is not None:
+                worst[c.kind] = max(worst.get(c.kind, 0.0), c.max_abs_error)
+        return worst
+
+    def summary(self) -> str:
+        n = self.counts()
+        worst = ", ".join(f"{k} {v:.1e}" for k, v in sorted(self.worst_by_kind().items()))
+        return (f"{n['passed']} passed, {n['failed']} failed, {n['skipped']} skipped "
+                f"(worst: {worst or 'n/a'}; {self.seconds:.0f}s)")
+
+    def to_json(self) -> str:
+        return json.dumps({"size": self.size, "tolerances": TOLERANCES, "summary": self.summary(),
+                           "counts": self.counts(), "worst_by_kind": self.worst_by_kind(),
+                           "cells": [asdict(c) for c in self.cells]}, indent=2)
+
+
+# ----------------------------------------------------------------------------- native calls
+def framework_missing(framework: str) -> str:
+    """'' when the framework and its onnxport implementation import, else why not."""
+    if importlib.util.find_spec(FRAMEWORK_MODULES[framework]) is None:
+        return f"{FRAMEWORK_MODULES[framework]} is not installed (pip install 'onnxport[{framework}]')"
+    return ""
+
+
+def load_native(framework: str, model_type: str, head: str, checkpoint: str, **config_overrides):
+    module = importlib.import_module(f"onnxport.reference_models.{framework}")
+    return module.model_class(model_type, head).from_pretrained(checkpoint, **config_overrides)
+
+
+def _labels(head: str, feeds: dict[str, np.ndarray], num_labels: int, rng) -> dict[str, np.ndarray]:
+    ids = feeds["input_ids"]
+    mask = feeds["attention_mask"][..., -ids.shape[-1]:]
+    if head in ("ForMaskedLM", "ForCausalLM"):
+        labels = np.where(mask == 1, ids, -100)
+        return {"labels": labels.astype(np.int64)}
+    if head == "ForSequenceClassification":
+        return {"labels": rng.integers(0, num_labels, size=ids.shape[0]).astype(np.int64)}
+    if head == "ForTokenClassification":
+        return {"labels": np.where(mask == 1, rng.integers(0, num_labels, size=ids.shape), -100).astype(np.int64)}
+    if head == "ForMultipleChoice":
+        return {"labels": rng.integers(0, ids.shape[1], size=ids.shape[0]).astype(np.int64)}
+    if head == "ForQuestionAnswering":
+        return {"start_positions": rng.integers(0, ids.shape[-1], size=ids.shape[0]).astype(np.int64),
+                "end_positions": rng.integers(0, ids.shape[-1], size=ids.shape[0]).astype(np.int64)}
+    return {}
+
+
+def native_outputs(framework: str, model, feeds: dict[str, np.ndarray], spec, extra: dict[str, np.ndarray],
+                   full: bool) -> dict[str, np.ndarray]:
+    """Run a reference model on io-spec feeds; flatten every output to named numpy arrays.
+
+    ``full`` asks for hidden states, attentions and the loss as well (native <-> native cells).
+    """
+    kwargs: dict[str, Any] = {k: v for k, v in feeds.items() if not k.startswith("past_key_values.")}
+    if spec.with_past:
+        kwargs["past_key_values"] = tuple((feeds[k], feeds[v]) for k, v in spec.past_names())
+        kwargs["use_cache"] = True
+    if full:
+        kwargs.update(extra, output_hidden_states=True, output_attentions=True)
+    if framework == "pt":
+        import torch
+
+        def to_torch(value):
+            if isinstance(value, tuple):
+                return tuple(to_torch(v) for v in value)
+            return torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
+
+        with torch.no_grad():
+            out = model(**{k: to_torch(v) for k, v in kwargs.items()}, return_dict=True)
+    elif framework == "flax":
+        input_ids = kwargs.pop("input_ids")
+        out = model(input_ids, **kwargs, return_dict=True)
+    else:
+        out = model(**kwargs, return_dict=True)
+    flat: dict[str, np.ndarray] = {}
+    for key, value in out.items():
+        if key == "past_key_values":
+            for i, layer in enumerate(value):
+                flat[f"present.{i}.key"], flat[f"present.{i}.value"] = _np(layer[0]), _np(layer[1])
+        elif isinstance(value, (tuple, list)):
+            for i, item in enumerate(value):
+                flat[f"{key}.{i}"] = _np(item)
+        else:
+            flat[key] = _np(value)
+    return flat
+
+
+def _np(value) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+    return np.asarray(value, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- comparing
+def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names: Iterable[str], case: str):
+    """(max abs error, worst-location dict) over ``names`` present in both."""
+    worst_err, worst = 0.0, None
+    for name in names:
+        if name not in a or name not in b:
+            raise KeyError(f"output {name!r} missing from one side ({sorted(a)} vs {sorted(b)})")
+        x, y = np.asarray(a[name], np.float64), np.asarray(b[name], np.float64)
+        if x.shape != y.shape:
+            return math.inf, {"output": name, "case": case, "index": "", "a": float("nan"), "b": float("nan"),
+                              "shapes": [list(x.shape), list(y.shape)]}
+        if x.size == 0:
+            continue
+        diff = np.abs(x - y)
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        index = np.unravel_index(int(np.argmax(diff)), diff.shape)
+        if diff[index] >= worst_err:
+            worst_err = float(diff[index])
+            worst = {"output": name, "case": case, "index": list(int(i) for i in index),
+                     "a": float(x[index]), "b": float(y[index])}
+    return worst_err, worst
+
+
+class _CellBuilder:
+    def __init__(self, family: str, task: str) -> None:
+        self.family, self.task = family, task
+        self.errors: dict[str, tuple[float, Optional[dict]]] = {}
+        self.skips: dict[str, str] = {}
+
+    def add(self, comparison: str, error: float, worst: Optional[dict]) -> None:
+        previous = self.errors.get(comparison, (-1.0, None))
+        if error > previous[0]:
+            self.errors[comparison] = (error, worst)
+
+    def skip(self, comparison: str, reason: str) -> None:
+        self.skips.setdefault(comparison, reason)
+
+    def cells(self, wanted: Iterable[str]) -> list[Cell]:
+        out = []
+        for comparison in wanted:
+            kind = KIND[comparison]
+            tol = TOLERANCES[kind]
+            if comparison in self.errors and comparison not in self.skips:
+                error, worst = self.errors[comparison]
+                status = "passed" if error <= tol else "failed"
+                out.append(Cell(self.family, self.task, comparison, kind, status, error, tol, worst))
+            else:
+                out.append(Cell(self.family, self.task, comparison, kind, "skipped",
+                                reason=self.skips.get(comparison, "not applicable")))
+        return out
+
+
+# ----------------------------------------------------------------------------- the matrix
+def build_checkpoint(directory: str, model_type: str, head: str, size: str, seed: int = 0) -> str:
+    import torch
+
+    from .configs import AutoConfig
+    from .reference_models.pt import model_class
+
+    torch.manual_seed(seed)
+    overrides = dict(SIZES[size])
+    if head == "ForCausalLM":
+        overrides["is_decoder"] = True
+    if model_type == "roformer" and size == "base":
+        overrides["max_position_embeddings"] = 1536
+    config = AutoConfig.for_model(model_type, **overrides)
+    model = model_class(model_type, head)(config)
+    with torch.no_grad():  # non-trivial biases and norms so every parameter matters
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    model.save_pretrained(directory)
+    return directory
+
+
+def _cases(spec, config, task: str, with_past: bool):
+    """Named io-spec inputs: padded batch unlike the example, pairs via token types, and the longest length."""
+    from .exporters.io_spec import make_inputs
+
+    limit = config.max_sequence_length
+    past = 4 if with_past else 0
+    yield "padded", make_inputs(spec, batch=3, sequence=11, past=past, num_choices=3, seed=7)
+    yield "longest", make_inputs(spec, batch=1, sequence=limit - past, past=past, num_choices=2, seed=8, pad=False)
+    if with_past:
+        yield "empty-past", make_inputs(spec, batch=2, sequence=5, past=0, seed=9)
+
+
+def run_row(model_type: str, task: str, with_past: bool, workdir: str, frameworks: Iterable[str] = FRAMEWORKS,
+            size: str = "tiny", export_fn: Optional[Callable] = None, checkpoint: Optional[str] = None) -> list[Cell]:
+    """All comparison cells of one (family, task) row, on ``checkpoint`` or a random one of ``size``."""
+    from .configs import AutoConfig
+    from .exporters import ExportError, export
+    from .exporters.io_spec import TASKS as EXPORT_TASKS
+    from .exporters.io_spec import build_io_spec
+    from .runtime.models import OnnxModelBase
+
+    head = EXPORT_TASKS[task].head
+    label = task + (" +past" if with_past else "")
+    row = _CellBuilder(model_type, label)
+    frameworks = [f for f in FRAMEWORKS if f in set(frameworks)]
+    missing = {f: framework_missing(f) for f in FRAMEWORKS}
+    for f in FRAMEWORKS:
+        if f not in frameworks:
+            missing[f] = missing[f] or "not selected (--frameworks)"
+    if checkpoint is None:
+        checkpoint = os.path.join(workdir, f"ckpt-{model_type}-{head}-{size}")
+        if not os.path.isdir(checkpoint):
+            build_checkpoint(checkpoint, model_type, head, size)
+        export_key = size
+    else:  # a given checkpoint: its exports are keyed by its path
+        export_key = hashlib.sha1(os.path.abspath(checkpoint).encode()).hexdigest()[:10]
+    config = AutoConfig.from_pretrained(checkpoint)
+    spec = build_io_spec(task, config, with_past)
+    overrides = {"is_decoder": True} if task == "text-generation" else {}
+
+    natives = {f: load_native(f, model_type, head, checkpoint, **overrides) for f in frameworks if not missing[f]}
+    sessions: dict[str, Any] = {}
+    for f in natives:
+        out = os.path.join(workdir, f"onnx-{model_type}-{task}-{int(with_past)}-{f}-{export_key}")
+        try:
+            if not os.path.isdir(out):
+                (export_fn or export)(checkpoint, out, framework=f, task=task, with_past=with_past, validate=False)
+            sessions[f] = OnnxModelBase.from_pretrained(out, provider="cpu", fuse_rotary=False, load_tokenizer=False)
+            if model_type == "roformer":
+                sessions[f + "+fused"] = OnnxModelBase.from_pretrained(out, provider="cpu", load_tokenizer=False)
+        except (ExportError, ImportError) as err:
+            missing.setdefault(f"onnx[{f}]", "")
+            row.skip(f"{f}~onnx[{f}]", f"export unavailable: {str(err).splitlines()[0]}")
+
+    rng = np.random.default_rng(0)
+    for case, feeds in _cases(spec, config, task, with_past):
+        extra = _labels(head, feeds, config.num_labels, rng)
+        # Graph outputs come from a plain call; the native<->native cells also get hidden states,
+        # attentions and the loss (with labels, causal LMs build no cache, so that is a second call).
+        plain = {f: native_outputs(f, m, feeds, spec, extra, full=False) for f, m in natives.items()}
+        full = {f: native_outputs(f, m, feeds, spec, extra, full=True) for f, m in natives.items()}
+        onnx = {}
+        for key, model in sessions.items():
+            values = model.session.run(spec.output_names, feeds)
+            onnx[key] = dict(zip(spec.output_names, values))
+        for other in ("tf", "flax"):
+            comparison = f"pt~{other}"
+            if "pt" in full and other in full:
+                row.add(comparison, *compare(full["pt"], full[other], sorted(full["pt"]), case))
+                row.add(comparison, *compare(plain["pt"], plain[other], sorted(plain["pt"]), case))
+            else:
+                row.skip(comparison, missing.get(other) or missing.get("pt") or "unavailable")
+        for f in FRAMEWORKS:
+            comparison = f"{f}~onnx[{f}]"
+            if f in plain and f in onnx:
+                row.add(comparison, *compare(plain[f], onnx[f], spec.output_names, case))
+            else:
+                row.skip(comparison, missing.get(f) or "export unavailable")
+        for other in ("tf", "flax"):
+            comparison = f"onnx[pt]~onnx[{other}]"
+            if "pt" in onnx and other in onnx:
+                row.add(comparison, *compare(onnx["pt"], onnx[other], spec.output_names, case))
+            else:
+                row.skip(comparison, missing.get(other) or "export unavailable")
+        if model_type == "roformer":
+            for f in FRAMEWORKS:
+                if f in onnx and f + "+fused" in onnx:
+                    row.add("function~fused", *compare(onnx[f], onnx[f + "+fused"], spec.output_names, f"{case}/{f}"))
+        else:
+            row.skip("function~fused", "no rotary embedding in this family")
+    return row.cells(c for c, _ in COMPARISONS)
+
+
+def checkpoint_rows(checkpoint: str) -> list[tuple[str, str, bool]]:
+    """(family, task, with_past) rows a given checkpoint can fill: its own head's task, and feature-extraction
+    (the base model loads from any head checkpoint). Other heads would start from framework-specific random
+    weights, so they are not compared."""
+    from .configs import AutoConfig
+    from .exporters import _task_from_architectures
+    from .families import family_of
+
+    if not os.path.isfile(os.path.join(checkpoint, "config.json")):
+        raise FileNotFoundError(f"{checkpoint!r} is not a checkpoint directory (no config.json).")
+    config = AutoConfig.from_pretrained(checkpoint)
+    family = family_of(config)
+    own = _task_from_architectures(config, family)
+    tasks = {"feature-extraction", own}
+    return [(config.model_type, t, p) for t, p in TASKS if t in tasks]
+
+
+def run_matrix(families: Iterable[str] = tuple(FAMILIES), frameworks: Iterable[str] = FRAMEWORKS,
+               tasks: Optional[Iterable[str]] = None, size: str = "tiny", workdir: Optional[str] = None,
+               progress: Optional[Callable[[str], None]] = None, checkpoints: Iterable[str] = ()) -> Result:
+    """The matrix on random checkpoints of ``size`` for ``families``, or on the given ``checkpoints``."""
+    if size not in SIZES:
+        raise ValueError(f"size={size!r} is not one of {', '.join(SIZES)}.")
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"Unknown families {sorted(unknown)}; choose from {', '.join(FAMILIES)}.")
+    wanted_tasks = set(tasks) if tasks else {t for t, _ in TASKS}
+    unknown = wanted_tasks - {t for t, _ in TASKS}
+    if unknown:
+        raise ValueError(f"Unknown tasks {sorted(unknown)}; choose from {', '.join(sorted({t for t, _ in TASKS}))}.")
+    start = time.perf_counter()
+    result = Result(size=size)
+    if checkpoints:
+        rows = [(row, ckpt) for ckpt in checkpoints for row in checkpoint_rows(ckpt)]
+    else:
+        rows = [((family, task, past), None) for family in families for task, past in TASKS]
+    with tempfile.TemporaryDirectory(prefix="onnxport-parity-") as tmp:
+        root = workdir or tmp
+        for (family, task, with_past), checkpoint in rows:
+            if task not in wanted_tasks:
+                continue
+            if progress:
+                progress(f"{family} {task}{' +past' if with_past else ''}" + (f" ({checkpoint})" if checkpoint else ""))
+            result.cells += run_row(family, task, with_past, root, frameworks, size, checkpoint=checkpoint)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+# ----------------------------------------------------------------------------- reports
+def table(result: Result) -> str:
+    columns = [c for c, _ in COMPARISONS]
+    rows: dict[tuple[str, str], dict[str, Cell]] = {}
+    for cell in result.cells:
+        rows.setdefault((cell.family, cell.task), {})[cell.comparison] = cell
+    width = max(14, max(len(c) for c in columns) + 1)
+    lines = [f"{'family':21}{'task':24}" + "".join(f"{c:>{width}}" for c in columns)]
+    for (family, task), cells in rows.items():
+        text = []
+        for c in columns:
+            cell = cells.get(c)
+            if cell is None or cell.status == "skipped":
+                text.append(f"{'-':>{width}}")
+            else:
+                mark = "" if cell.status == "passed" else " FAIL"
+                text.append(f"{f'{cell.max_abs_error:.1e}{mark}':>{width}}")
+        lines.append(f"{family:21}{task:24}" + "".join(text))
+    failed = [c for c in result.cells if c.status == "failed"]
+    skipped_reasons = sorted({f"{c.comparison}: {c.reason}" for c in result.cells
+                              if c.status == "skipped" and c.reason != "no rotary embedding in this family"})
+    lines.append("")
+    lines += [c.describe() for c in failed]
+    lines += [f"skipped {r}" for r in skipped_reasons]
+    lines.append(f"tolerances: " + ", ".join(f"{k} {v:.0e}" for k, v in TOLERANCES.items()))
+    lines.append(result.summary())
+    return "\n".join(lines)
+
+
+def html_report(result: Result) -> str:
+    """A table coloured on a log scale of error / tolerance: green well inside, red above."""
+    columns = [c for c, _ in COMPARISONS]
+    rows: dict[tuple[str, str], dict[str, Cell]] = {}
+    for cell in result.cells:
+        rows.setdefault((cell.family, cell.task), {})[cell.comparison] = cell
+
+    def colour(cell: Cell) -> str:
+        if cell.status == "skipped":
+            return "#e0e0e0"
+        ratio = max(cell.max_abs_error, 1e-12) / cell.tolerance
+        # log10(ratio) from -6 (far inside) to 0 (at the tolerance): green -> yellow; above: red
+        t = min(max((math.log10(ratio) + 6) / 6, 0.0), 1.0)
+        if ratio > 1:
+            return "#d73027"
+        r, g = int(80 + 175 * t), int(200 - 40 * t)
+        return f"rgb({r},{g},90)"
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for (family, task), cells in rows.items():
+        tds = []
+        for c in columns:
+            cell = cells.get(c)
+            if cell is None:
+                tds.append("<td></td>")
+                continue
+            text = "skip" if cell.status == "skipped" else f"{cell.max_abs_error:.1e}"
+            title = html.escape(cell.describe())
+            tds.append(f'<td style="background:{colour(cell)}" title="{title}">{text}</td>')
+        body.append(f"<tr><th>{html.escape(family)}</th><th>{html.escape(task)}</th>{''.join(tds)}</tr>")
+    tolerances = ", ".join(f"{k} {v:.0e}" for k, v in TOLERANCES.items())
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>onnxport parity</title>
+<style>body{{font-family:sans-serif}} table{{border-collapse:collapse}} td,th{{border:1px solid #999;padding:4px 8px;
+font-size:13px}} td{{text-align:right;font-family:monospace}}</style></head>
+<body><h1>onnxport parity matrix ({html.escape(result.size)})</h1>
+<p>{html.escape(result.summary())}</p><p>Max abs error per cell; tolerances: {html.escape(tolerances)}.
+Colour: log scale of error / tolerance (green far inside, yellow near, red above); grey = skipped (hover for the reason).</p>
+<table><tr><th>family</th><th>task</th>{head}</tr>
+{chr(10).join(body)}
+</table></body></html>
+"""
+
+
+def main(args) -> int:
+    import sys
+
+    families = args.families or list(FAMILIES)
+    frameworks = args.frameworks or list(FRAMEWORKS)
+    try:
+        result = run_matrix(families, frameworks, args.tasks, args.size, checkpoints=args.checkpoints or (),
+                            progress=lambda s: print(f"  {s} ...", file=sys.stderr, flush=True))
+    except (ValueError, FileNotFoundError) as error:
+        print(f"onnxport parity: error: {error}", file=sys.stderr)
+        return 2
+    print(table(result))
+    if args.json:
+        Path(args.json).write_text(result.to_json(), encoding="utf-8")
+    if args.html:
+        Path(args.html).write_text(html_report(result), encoding="utf-8")
+    return 1 if result.counts()["failed"] else 0
