@@ -427,8 +427,29 @@ def test_cli_export(checkpoint_factory, tmp_path, capsys):
     assert meta["validation"] is None and meta["task"] == "question-answering"
 
 
-def test_optimum_can_load_export(exported):
-    optimum_ort = pytest.importorskip("optimum.onnxruntime", reason="optimum is not installed in this environment")
-    _, out, _ = exported("xlm-roberta", "fill-mask")
-    model = optimum_ort.ORTModelForMaskedLM.from_pretrained(out)
-    assert model is not None
+OPTIMUM_CASES = [("xlm-roberta", "fill-mask", "ORTModelForMaskedLM", "logits"),
+                 ("roformer", "text-classification", "ORTModelForSequenceClassification", "logits"),
+                 ("xlm-roberta", "question-answering", "ORTModelForQuestionAnswering", "start_logits"),
+                 ("roformer", "token-classification", "ORTModelForTokenClassification", "logits")]
+
+
+@pytest.mark.parametrize("model_type,task,class_name,output", OPTIMUM_CASES,
+                         ids=[f"{m}-{t}" for m, t, _, _ in OPTIMUM_CASES])
+def test_optimum_ortmodel_serves_export(exported, model_type, task, class_name, output):
+    """Our IO names are Optimum's: its ORTModel loads the directory and gives transformers' outputs."""
+    optimum_ort = pytest.importorskip("optimum.onnxruntime", reason="optimum-onnx is not installed in this environment")
+    import torch
+
+    checkpoint, out, _ = exported(model_type, task)
+    model = getattr(optimum_ort, class_name).from_pretrained(out, provider="CPUExecutionProvider")
+    rng = np.random.default_rng(5)
+    ids = rng.integers(5, 90, size=(2, 9))
+    mask = np.ones_like(ids)
+    mask[1, 6:] = 0
+    inputs = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+    reference = _hf(model_type, TASK_HEADS[task], checkpoint)
+    with torch.no_grad():
+        expected = getattr(reference(**inputs), output).numpy()
+    got = np.asarray(getattr(model(**inputs), output))
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)

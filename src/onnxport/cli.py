@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+
+# TensorFlow's C++ start-up and grappler logs would bury the command's own output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,12 +55,20 @@ def _add_export_parser(commands) -> None:
     p.add_argument("--atol", type=float, default=None, help="validation tolerance (default: 1e-4)")
     p.add_argument("--quantize", choices=("int8",), default=None,
                    help="write a dynamic-int8 model to OUT (validated against the fp32 export; see `onnxport quantize`)")
+    p.add_argument("--fp16", action="store_true",
+                   help="half-precision weights and matmuls for GPU hosts (LayerNorm, softmax and the attention mask "
+                        "stay fp32; outputs float32, cache float16); validated against the fp32 native model")
 
 
 def _export(args) -> int:
     from .exporters import ExportError, export
     from .exporters.validate import ValidationError
 
+    if getattr(args, "fp16", False) and getattr(args, "quantize", None):
+        # int8 dynamic quantization targets CPUs and quantizes fp32 MatMuls; fp16 targets GPUs. One or the other.
+        print("onnxport export: error: --fp16 and --quantize int8 do not combine: int8 quantizes the fp32 "
+              "graph for CPUs, fp16 halves it for GPUs; choose one.", file=sys.stderr)
+        return 2
     if getattr(args, "quantize", None):
         return _export_quantized(args)
 
@@ -64,13 +76,14 @@ def _export(args) -> int:
         report = export(
             args.checkpoint, args.out, framework=args.framework, task=args.task, opset=args.opset,
             with_past=args.with_past, validate=not args.no_validate, force=args.force, atol=args.atol,
+            dtype="fp16" if getattr(args, "fp16", False) else "fp32",
         )
     except (ExportError, ValidationError, ValueError, FileNotFoundError) as error:
         print(f"onnxport export: error: {error}", file=sys.stderr)
         return 1
     if report.validation is not None:
         print(report.validation.table())
-    print(f"exported {report.task} ({report.framework}, opset {report.opset}) to {report.out_dir}")
+    print(f"exported {report.task} ({report.framework}, opset {report.opset}, {report.dtype}) to {report.out_dir}")
     return 0
 
 
