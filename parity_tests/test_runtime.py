@@ -72,12 +72,12 @@ def served(tokenizer_dirs, tmp_path_factory):
             checkpoints[(model_type, task)] = str(checkpoint)
         return checkpoints[(model_type, task)]
 
-    def get(model_type, task, with_past=False):
-        key = (model_type, task, with_past)
+    def get(model_type, task, with_past=False, framework="pt"):
+        key = (model_type, task, with_past, framework)
         if key not in exports:
             checkpoint = checkpoint_for(model_type, task)
-            out = root / f"onnx-{model_type}-{task}-{int(with_past)}"
-            export(checkpoint, str(out), framework="pt", task=task, with_past=with_past)
+            out = root / f"onnx-{model_type}-{task}-{int(with_past)}-{framework}"
+            export(checkpoint, str(out), framework=framework, task=task, with_past=with_past)
             exports[key] = (checkpoint, str(out))
         return exports[key]
 
@@ -245,6 +245,54 @@ def test_feature_extraction_pooling(served, model_type):
         assert max_abs_diff(vector, mean / np.linalg.norm(mean)) <= 1e-5
     cls = fe(TEXTS[0])
     assert cls.shape == (native.config.hidden_size,)
+
+
+@pytest.mark.parametrize("framework", ["tf", "flax"])
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_every_pipeline_serves_tf_and_flax_exports(served, model_type, framework):
+    """The runtime reads only the artifact: a TF or Flax export answers as the PyTorch export does
+    (whose answers the tests above hold against transformers)."""
+    pytest.importorskip({"tf": "tensorflow", "flax": "flax"}[framework])
+
+    def both(task, with_past=False):
+        pt_dir = served(model_type, task, with_past)[1]
+        other_dir = served(model_type, task, with_past, framework)[1]
+        assert json.load(open(f"{other_dir}/onnxport.json"))["framework"] == framework
+        return (pipeline(task, pt_dir, provider="cpu", batch_size=2),
+                pipeline(task, other_dir, provider="cpu", batch_size=2))
+
+    def same_scores(a, b):
+        assert np.allclose([x["score"] for x in a], [x["score"] for x in b], atol=1e-5)
+
+    pt, other = both("text-classification")
+    for a, b in zip(pt(TEXTS, top_k=None), other(TEXTS, top_k=None)):
+        assert [x["label"] for x in a] == [x["label"] for x in b]
+        same_scores(a, b)
+    pt, other = both("token-classification")
+    for text in TEXTS:
+        a, b = pt(text, aggregation_strategy="simple", ignore_labels=()), other(text, aggregation_strategy="simple",
+                                                                                ignore_labels=())
+        assert [(e["entity_group"], e["start"], e["end"]) for e in a] == [(e["entity_group"], e["start"], e["end"])
+                                                                           for e in b]
+        same_scores(a, b)
+    pt, other = both("fill-mask")
+    text = f"the quick {pt.tokenizer.mask_token} fox"
+    a, b = pt(text, top_k=4), other(text, top_k=4)
+    assert [x["token"] for x in a] == [x["token"] for x in b]
+    same_scores(a, b)
+    pt, other = both("question-answering")
+    question, context = "where is the fox", "the quick brown fox jumps over the lazy dog near the river bank"
+    a, b = pt(question=question, context=context, top_k=3), other(question=question, context=context, top_k=3)
+    assert [(x["start"], x["end"]) for x in a] == [(x["start"], x["end"]) for x in b]
+    same_scores(a, b)
+    pt, other = both("multiple-choice")
+    a, b = pt("hello", ["the quick brown fox", "the lazy dog"]), other("hello", ["the quick brown fox", "the lazy dog"])
+    assert a["best"] == b["best"] and max_abs_diff(a["logits"], b["logits"]) <= 1e-4
+    pt, other = both("feature-extraction")
+    assert max_abs_diff(np.stack(pt(TEXTS, pooling="mean")), np.stack(other(TEXTS, pooling="mean"))) <= 1e-4
+    pt, other = both("text-generation", with_past=True)
+    assert (pt("the quick brown", max_new_tokens=5, eos_token_id=-1)["generated_token_ids"]
+            == other("the quick brown", max_new_tokens=5, eos_token_id=-1)["generated_token_ids"])
 
 
 # ----------------------------------------------------------------------------- errors, threads, edge
