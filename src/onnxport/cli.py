@@ -52,7 +52,8 @@ def _add_export_parser(commands) -> None:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17)")
     p.add_argument("--force", action="store_true", help="overwrite export files in a non-empty output directory")
     p.add_argument("--no-validate", action="store_true", help="skip the native vs ONNX Runtime comparison")
-    p.add_argument("--atol", type=float, default=None, help="validation tolerance (default: 1e-4)")
+    p.add_argument("--atol", type=float, default=None,
+                   help="validation tolerance (default: 1e-4; with --fp16, 1e-2 of each output's scale)")
     p.add_argument("--quantize", choices=("int8",), default=None,
                    help="write a dynamic-int8 model to OUT (validated against the fp32 export; see `onnxport quantize`)")
     p.add_argument("--fp16", action="store_true",

@@ -23,7 +23,8 @@ output names / dtypes / dynamic axes, in graph order), the ``opset``, an
 * return ``Converted(model, run_native, versions)``: ``model`` an
   ``onnx.ModelProto`` whose graph inputs/outputs are exactly ``spec.inputs`` /
   ``spec.outputs`` (names, order, dtypes; every ``str`` dimension dynamic),
-  default-domain opset ``job.opset``; ``run_native(inputs) -> {output name:
+  default-domain opset ``job.opset`` (initializers may be external data
+  relative to ``job.workdir``, as ``pt.py`` writes them); ``run_native(inputs) -> {output name:
   numpy}`` runs the native model on an io-spec input dict (used by validation);
   ``versions`` e.g. ``{"tensorflow": "2.21.0", "tf2onnx": "1.17.0"}``;
 * emit every rotary application (RoFormer queries, keys, values when
@@ -129,6 +130,7 @@ class ExportReport:
     validation: Optional[Any]  # validate.ValidationReport
     seconds: dict[str, float]
     custom_nodes: int
+    dtype: str = "fp32"
 
     @property
     def max_abs_diff(self) -> Optional[float]:
@@ -190,12 +192,17 @@ def export(
     external_data_threshold: Optional[int] = None,
     allow_missing_weights: bool = False,
     copy_tokenizer: bool = True,
+    dtype: str = "fp32",
 ) -> ExportReport:
-    """Export ``checkpoint_dir`` for ``task`` from ``framework`` into ``out_dir``; see the module docstring."""
+    """Export ``checkpoint_dir`` for ``task`` from ``framework`` into ``out_dir``; see the module docstring.
+
+    ``dtype="fp16"`` writes a half-precision graph for GPU hosts (``fp16.py``: fp16 weights, LayerNorm /
+    softmax / attention mask in fp32, float32 outputs, float16 cache), validated against the fp32 native model.
+    """
     from .. import __version__
     from ..configs import AutoConfig
     from ..families import family_of
-    from . import artifact, io_spec, rotary_op
+    from . import artifact, fp16, io_spec, rotary_op
     from . import validate as validation
 
     checkpoint_dir, out_dir = os.fspath(checkpoint_dir), os.fspath(out_dir)
@@ -211,6 +218,7 @@ def export(
     # Cheap checks first, so mistakes fail before any heavy import.
     if task is not None:
         io_spec.get_task(task)
+    dtype = fp16.canonical_dtype(dtype)
     logger.info("[1/7] reading %s", checkpoint_dir)
     if not os.path.isdir(checkpoint_dir):
         raise ExportError(f"Checkpoint directory {checkpoint_dir!r} does not exist.")
@@ -237,29 +245,40 @@ def export(
         logger.info("[2/7] converting %s %s (%s) to ONNX opset %d", family.model_type, task, framework, opset)
         job = ExportJob(checkpoint_dir, config, family, spec, opset, example, workdir, allow_missing_weights)
         converted = front_end.convert(job)
+        native = converted.run_native
+        if dtype == "fp32":  # (fp16.validate runs its own cases on the runner)
+            # Validation's native outputs now, then drop the framework model: it need not share memory
+            # with the artifact being written, nor with ONNX Runtime's copy of the weights.
+            native = validation.native_outputs(spec, native) if validate else None
+            converted.run_native = None
         stage("convert")
 
         logger.info("[3/7] cleaning up the graph")
         model = artifact.finalize(converted.model, producer_version=__version__,
-                                  graph_name=f"{family.class_prefix}_{task}".replace("-", "_"))
+                                  graph_name=f"{family.class_prefix}_{task}".replace("-", "_"), base_dir=workdir)
+        converted.model = None  # `model` is the same proto
         _check_signature(model, spec)
         custom_nodes = len(rotary_op.rotary_nodes(model))
+        precision = None
+        if dtype == "fp16":
+            precision = fp16.convert(model, base_dir=workdir)  # weights may be external data there
+            spec = fp16.fp16_spec(spec)  # the cache dtypes the runtime feeds and reads
         stage("finalize")
 
         logger.info("[4/7] saving to %s", out_dir)
         threshold = artifact.EXTERNAL_DATA_THRESHOLD if external_data_threshold is None else external_data_threshold
-        files = artifact.save(model, out_dir, threshold)
-        del model
+        files = artifact.save(model, out_dir, threshold, base_dir=workdir)  # weights may be external data there
         model_path = os.path.join(out_dir, artifact.MODEL_FILE)
         logger.info("[5/7] ONNX checker (full, with shape inference)")
-        artifact.check(model_path)
+        artifact.check(model_path, model, base_dir=workdir)
+        del model
         stage("save")
 
         report_validation = None
         if validate:
             logger.info("[6/7] validating against the native model")
-            report_validation = validation.validate(model_path, spec, converted.run_native, atol=atol,
-                                                    raise_on_failure=False)
+            check = fp16.validate if dtype == "fp16" else validation.validate
+            report_validation = check(model_path, spec, native, atol=atol, raise_on_failure=False)
             stage("validate")
 
     logger.info("[7/7] writing config, tokenizer files and %s", SPEC_FILE)
@@ -280,6 +299,8 @@ def export(
         "model_type": family.model_type,
         "architecture": family.class_prefix + spec.head,
         "opset": opset,
+        "dtype": dtype,
+        **({"precision": precision.to_dict()} if precision is not None else {}),
         "custom_ops": [{"domain": rotary_op.DOMAIN, "op_type": rotary_op.OP_TYPE, "version": rotary_op.VERSION,
                         "count": custom_nodes}] if custom_nodes else [],
         "io_spec": spec.to_dict(),
@@ -294,7 +315,7 @@ def export(
     stage("write")
 
     report = ExportReport(out_dir, model_path, framework, task, with_past, opset, spec, files,
-                          report_validation, seconds, custom_nodes)
+                          report_validation, seconds, custom_nodes, dtype)
     if report_validation is not None and not report_validation.passed:
         raise validation.ValidationError(
             "The exported model differs from the native model beyond tolerance:\n"

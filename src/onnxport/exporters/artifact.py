@@ -4,6 +4,11 @@ Every front end hands over a raw ``onnx.ModelProto``; this module makes the
 artifact the same quality whatever produced it: the rotary function attached,
 inference-only (no Dropout), tied weights stored once, an IR version ONNX
 Runtime reads, deterministic bytes, external data past the 2 GB protobuf limit.
+
+Weights may arrive as external data in ``base_dir`` (the PyTorch front end
+streams them to its workdir rather than holding them in the proto). Everything
+here reads them one tensor at a time, and ``save`` streams each weight into the
+artifact, so no stage holds the weights twice (or the serialized model at all).
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 import onnx
@@ -28,12 +36,22 @@ EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26
 # never above 11 (opset 23): ONNX Runtime 1.31 reads up to 13, older runtimes less; onnx 1.23 would write 14.
 MIN_IR_VERSION, MAX_IR_VERSION = 8, 11
 TRAINING_OPS = {"Dropout", "TrainingDropout", "Gradient", "GraphCall"}
+# onnx.save_model's external-data rule (size_threshold=1024 on sys.getsizeof of the raw bytes).
+EXTERNAL_TENSOR_MIN = 1024 - sys.getsizeof(b"")
+PROTOBUF_LIMIT = 2**31
+# A single-file artifact above this is checked from its in-memory graph (weights external in base_dir):
+# onnx's checker would otherwise hold two copies of the file.
+CHECK_FILE_LIMIT = 2**28
+_CHUNK = 2**24
 
 
-def finalize(model: onnx.ModelProto, *, producer_version: str, graph_name: str) -> onnx.ModelProto:
-    """In place: function, no training ops, weights once, unused initializers gone, IR version, names."""
+def finalize(model: onnx.ModelProto, *, producer_version: str, graph_name: str,
+             base_dir: Optional[str] = None) -> onnx.ModelProto:
+    """In place: function, no training ops, weights once, unused initializers gone, IR version, names.
+
+    ``base_dir``: where the model's external-data initializers (if any) are."""
     _strip_training_ops(model)
-    _dedupe_initializers(model)
+    _dedupe_initializers(model, base_dir)
     _drop_unused_initializers(model)
     rotary_op.attach_function(model)
     model.ir_version = ir_version_for(model)
@@ -78,19 +96,74 @@ def _strip_training_ops(model: onnx.ModelProto) -> None:
     graph.node.extend(kept)
 
 
-def _digest(init: onnx.TensorProto, transpose: bool = False) -> str:
+# ----------------------------------------------------------------------------- weights, in the proto or external
+def is_external(init: onnx.TensorProto) -> bool:
+    return init.data_location == onnx.TensorProto.EXTERNAL
+
+
+def _region(init: onnx.TensorProto, base_dir: Optional[str]) -> tuple[str, int, int]:
+    """(file, offset, length) of an external initializer."""
+    info = {entry.key: entry.value for entry in init.external_data}
+    if base_dir is None:
+        raise ValueError(f"Initializer {init.name!r} is external data ({info.get('location')}); pass base_dir.")
+    path = os.path.join(base_dir, info["location"])
+    offset = int(info.get("offset", 0))
+    length = int(info["length"]) if "length" in info else os.path.getsize(path) - offset
+    return path, offset, length
+
+
+def tensor_nbytes(init: onnx.TensorProto) -> int:
+    if is_external(init):
+        info = {entry.key: entry.value for entry in init.external_data}
+        if "length" in info:
+            return int(info["length"])
+        return int(np.prod(init.dims)) * helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+    if init.HasField("raw_data"):
+        return len(init.raw_data)
+    return numpy_helper.to_array(init).nbytes
+
+
+def _chunks(init: onnx.TensorProto, base_dir: Optional[str]) -> Iterator[bytes]:
+    """The tensor's raw bytes, a chunk at a time when they are in a file."""
+    if not is_external(init):
+        yield init.raw_data
+        return
+    path, offset, length = _region(init, base_dir)
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while length:
+            chunk = fh.read(min(_CHUNK, length))
+            if not chunk:
+                raise ValueError(f"External data of {init.name!r} in {path} is truncated.")
+            length -= len(chunk)
+            yield chunk
+
+
+def to_array(init: onnx.TensorProto, base_dir: Optional[str] = None) -> np.ndarray:
+    if is_external(init):
+        _region(init, base_dir)  # a clear error without base_dir
+    return numpy_helper.to_array(init, base_dir or "")
+
+
+def _digest(init: onnx.TensorProto, transpose: bool = False, base_dir: Optional[str] = None) -> str:
     """Content hash of an initializer (dtype, shape, bytes), or of its transpose (2-D)."""
     dims = list(init.dims)[::-1] if transpose else list(init.dims)
     h = hashlib.sha256(f"{init.data_type}:{dims}:".encode())
-    if not transpose and init.HasField("raw_data"):
-        h.update(init.raw_data)  # no copy
+    if transpose:
+        array = to_array(init, base_dir)
+        step = max(1, _CHUNK // max(1, array.shape[0] * array.itemsize))
+        for start in range(0, array.shape[1], step):  # rows of the transpose a block at a time, not a full copy
+            h.update(np.ascontiguousarray(array[:, start:start + step].T).tobytes())
+    elif init.HasField("raw_data") or is_external(init):
+        for chunk in _chunks(init, base_dir):
+            h.update(chunk)
     else:
-        array = numpy_helper.to_array(init)
-        h.update(np.ascontiguousarray(array.T if transpose else array).tobytes())
+        h.update(np.ascontiguousarray(to_array(init)).tobytes())
     return h.hexdigest()
 
 
-def _dedupe_initializers(model: onnx.ModelProto) -> None:
+# ----------------------------------------------------------------------------- clean-up
+def _dedupe_initializers(model: onnx.ModelProto, base_dir: Optional[str] = None) -> None:
     """Store each weight once: identical initializers merge; a transposed copy (a tied LM decoder that
     constant folding turned into MatMul layout) becomes a Transpose node of the original, folded by ORT at load."""
     graph = model.graph
@@ -104,7 +177,7 @@ def _dedupe_initializers(model: onnx.ModelProto) -> None:
         if int(np.prod(init.dims)) < 1024:  # small constants: often legitimately repeated, not worth a node
             kept.append(init)
             continue
-        digest = _digest(init)
+        digest = _digest(init, base_dir=base_dir)
         if digest in by_digest:
             rename[init.name] = by_digest[digest]
             continue
@@ -118,12 +191,12 @@ def _dedupe_initializers(model: onnx.ModelProto) -> None:
         dims = tuple(init.dims)
         candidate = len(dims) == 2 and dims[0] != dims[1] and dims[::-1] in shapes and int(np.prod(dims)) >= 1024
         if candidate:
-            source = transposed_of.get(_digest(init))
+            source = transposed_of.get(_digest(init, base_dir=base_dir))
             if source is not None:
                 transposes.append(helper.make_node("Transpose", [source], [init.name], perm=[1, 0],
                                                    name=f"{init.name}/tied_transpose"))
                 continue
-            transposed_of[_digest(init, transpose=True)] = init.name
+            transposed_of[_digest(init, transpose=True, base_dir=base_dir)] = init.name
         final.append(init)
     if not rename and not transposes:
         return
@@ -148,38 +221,179 @@ def _drop_unused_initializers(model: onnx.ModelProto) -> None:
 
 
 def weights_bytes(model: onnx.ModelProto) -> int:
-    total = 0
-    for init in model.graph.initializer:
-        if init.HasField("raw_data"):
-            total += len(init.raw_data)
-        else:
-            total += numpy_helper.to_array(init).nbytes
-    return total
+    return sum(tensor_nbytes(init) for init in model.graph.initializer)
 
 
-def save(model: onnx.ModelProto, out_dir: str, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> list[str]:
-    """Write model.onnx (+ model.onnx_data when the weights pass the threshold); returns the files written."""
+# ----------------------------------------------------------------------------- streaming serialization
+# A message serializes as its fields in field-number order (what protobuf writes), so the bytes of
+# ``onnx.save_model`` are: the model's fields before ``graph``, the graph (its fields before
+# ``initializer``, each initializer, the rest), the model's fields after it. Only the small parts are
+# serialized in memory; each weight is copied from where it lives into the file.
+@dataclass
+class _Region:
+    """Bytes of a file, copied at write time."""
+
+    path: str
+    offset: int
+    length: int
+
+
+@dataclass
+class _Deferred:
+    """A message already in memory, serialized at write time (one at a time)."""
+
+    length: int
+    serialize: Callable[[], bytes]
+
+
+_Part = Union[bytes, _Region, _Deferred]
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        if not value:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
+
+
+def _field_header(number: int, length: int) -> bytes:
+    """Tag and size of a length-delimited field."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def _part_length(part: _Part) -> int:
+    return len(part) if isinstance(part, bytes) else part.length
+
+
+def _fields(message, keep: Callable[[int], bool]):
+    """A new message with the fields of ``message`` whose numbers ``keep`` accepts (never reading others)."""
+    out = type(message)()
+    for fd in message.DESCRIPTOR.fields:
+        if not keep(fd.number):
+            continue
+        if fd.is_repeated:
+            getattr(out, fd.name).extend(getattr(message, fd.name))
+        elif message.HasField(fd.name):
+            if fd.message_type is not None:
+                getattr(out, fd.name).CopyFrom(getattr(message, fd.name))
+            else:
+                setattr(out, fd.name, getattr(message, fd.name))
+    return out
+
+
+_RAW_DATA = onnx.TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number
+_DATA_FIELDS = {"raw_data", "external_data", "data_location"}
+
+
+def _tensor_meta(init: onnx.TensorProto) -> onnx.TensorProto:
+    """The tensor without its bytes or their location."""
+    return _fields(init, lambda n: onnx.TensorProto.DESCRIPTOR.fields_by_number[n].name not in _DATA_FIELDS)
+
+
+def _embedded_tensor(init: onnx.TensorProto, base_dir: Optional[str]) -> list[_Part]:
+    """An initializer as it serializes with its weight in ``raw_data``."""
+    if not is_external(init):
+        return [_Deferred(init.ByteSize(), init.SerializeToString)]
+    path, offset, length = _region(init, base_dir)
+    meta = _tensor_meta(init)
+    head = _fields(meta, lambda n: n < _RAW_DATA).SerializeToString() + _field_header(_RAW_DATA, length)
+    return [head, _Region(path, offset, length), _fields(meta, lambda n: n > _RAW_DATA).SerializeToString()]
+
+
+def _model_parts(model: onnx.ModelProto, tensor_parts: Callable[[onnx.TensorProto], list[_Part]]) -> list[_Part]:
+    graph = model.graph
+    number = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+    initializer = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+    graph_parts: list[_Part] = [_fields(graph, lambda n: n < initializer).SerializeToString()]
+    for init in graph.initializer:
+        parts = tensor_parts(init)
+        graph_parts += [_field_header(initializer, sum(map(_part_length, parts))), *parts]
+    graph_parts.append(_fields(graph, lambda n: n > initializer).SerializeToString())
+    return [
+        _fields(model, lambda n: n < number).SerializeToString(),
+        _field_header(number, sum(map(_part_length, graph_parts))),
+        *graph_parts,
+        _fields(model, lambda n: n > number).SerializeToString(),
+    ]
+
+
+def _copy_region(region: _Region, out) -> None:
+    buffer = bytearray(min(_CHUNK, region.length))
+    with open(region.path, "rb") as fh:
+        fh.seek(region.offset)
+        left = region.length
+        while left:
+            view = memoryview(buffer)[: min(len(buffer), left)]
+            read = fh.readinto(view)
+            if not read:
+                raise ValueError(f"{region.path} is shorter than the external data it should hold.")
+            out.write(view[:read])
+            left -= read
+
+
+def _write_parts(path: str, parts: list[_Part]) -> None:
+    with open(path, "wb") as out:
+        for part in parts:
+            if isinstance(part, bytes):
+                out.write(part)
+            elif isinstance(part, _Region):
+                _copy_region(part, out)
+            else:
+                out.write(part.serialize())
+
+
+def save(model: onnx.ModelProto, out_dir: str, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+         base_dir: Optional[str] = None) -> list[str]:
+    """Write model.onnx (+ model.onnx_data when the weights pass the threshold); returns the files written.
+
+    The files are byte for byte what ``onnx.save_model`` writes (with external data: one file, tensors of
+    1 KiB and more in initializer order), streamed: the serialized model is never in memory, and weights
+    that are external data in ``base_dir`` are copied from there. ``model`` is not modified.
+    """
     path = os.path.join(out_dir, MODEL_FILE)
     data_path = os.path.join(out_dir, EXTERNAL_DATA_FILE)
     for stale in (path, data_path):
         if os.path.exists(stale):
             os.remove(stale)
-    if weights_bytes(model) > external_data_threshold:
-        logger.info("weights pass %d bytes: writing external data to %s", external_data_threshold, EXTERNAL_DATA_FILE)
-        onnx.save_model(
-            model,
-            path,
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=EXTERNAL_DATA_FILE,
-            size_threshold=1024,
-            convert_attribute=False,
-        )
-        return [path, data_path]
-    onnx.save_model(model, path)
-    return [path]
+    if weights_bytes(model) <= external_data_threshold:
+        parts = _model_parts(model, lambda init: _embedded_tensor(init, base_dir))
+        if sum(map(_part_length, parts)) >= PROTOBUF_LIMIT:
+            raise ValueError("The proto size is larger than the 2 GB limit; lower external_data_threshold.")
+        _write_parts(path, parts)
+        return [path]
+    logger.info("weights pass %d bytes: writing external data to %s", external_data_threshold, EXTERNAL_DATA_FILE)
+    with open(data_path, "wb") as data:
+
+        def external_tensor(init: onnx.TensorProto) -> list[_Part]:
+            has_bytes = is_external(init) or init.HasField("raw_data")
+            if not has_bytes or tensor_nbytes(init) < EXTERNAL_TENSOR_MIN:
+                return _embedded_tensor(init, base_dir)
+            offset = data.tell()
+            for chunk in _chunks(init, base_dir):
+                data.write(chunk)
+            meta = _tensor_meta(init)
+            for key, value in (("location", EXTERNAL_DATA_FILE), ("offset", offset), ("length", data.tell() - offset)):
+                entry = meta.external_data.add()
+                entry.key, entry.value = key, str(value)
+            meta.data_location = onnx.TensorProto.EXTERNAL
+            return [meta.SerializeToString()]
+
+        parts = _model_parts(model, external_tensor)
+    _write_parts(path, parts)
+    return [path, data_path]
 
 
-def check(path: str) -> None:
-    """Full ONNX checker (with shape inference, through the rotary function) on the saved file."""
+def check(path: str, model: Optional[onnx.ModelProto] = None, base_dir: Optional[str] = None) -> None:
+    """Full ONNX checker (with shape inference, through the rotary function) on the saved file.
+
+    A large single-file artifact is checked as ``model`` written beside its external data in
+    ``base_dir``: the same graph, without the checker reading (twice) every weight of the file."""
+    if (model is not None and base_dir is not None and os.path.getsize(path) > CHECK_FILE_LIMIT
+            and any(is_external(init) for init in model.graph.initializer)):
+        path = os.path.join(base_dir, "check.onnx")
+        with open(path, "wb") as fh:
+            fh.write(model.SerializeToString())
     onnx.checker.check_model(path, full_check=True)

@@ -87,7 +87,7 @@ def task_for_head(head: str) -> str:
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
-    dtype: str  # numpy dtype name: "int64", "float32"
+    dtype: str  # numpy dtype name: "int64", "float32" ("float16" for the cache of fp16 exports)
     shape: tuple[Dim, ...]
 
     def dynamic_axes(self) -> dict[int, str]:
@@ -290,7 +290,7 @@ def make_inputs(
             out[t.name] = types.reshape(*lead, sequence)
         elif t.name.startswith("past_key_values."):
             shape = (batch, extra["num_attention_heads"], past, extra["head_dim"])
-            out[t.name] = rng.standard_normal(shape).astype(np.float32)
+            out[t.name] = rng.standard_normal(shape).astype(t.dtype)  # float16 in fp16 exports
         else:  # pragma: no cover
             raise KeyError(f"make_inputs does not know input {t.name!r}")
     return out
@@ -307,5 +307,6 @@ def past_from_present(spec: IOSpec, outputs: Mapping[str, np.ndarray]) -> dict[s
 def empty_past(spec: IOSpec, batch: int) -> dict[str, np.ndarray]:
     """Past key/values of length 0: the first decoding step."""
     shape = (batch, spec.extra["num_attention_heads"], 0, spec.extra["head_dim"])
-    return {name: np.zeros(shape, np.float32) for pair in spec.past_names() for name in pair}
+    dtypes = {t.name: t.dtype for t in spec.inputs}
+    return {name: np.zeros(shape, dtypes.get(name, "float32")) for pair in spec.past_names() for name in pair}
 

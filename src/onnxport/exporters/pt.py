@@ -6,6 +6,12 @@ Uses the TorchScript exporter (``dynamo=False``): it needs no extra package
 with a ``symbolic`` emit exactly one ``onnxport.RotaryEmbedding`` node per
 rotary application. The reference encoder calls that function only while
 exporting (``encoder.ROTARY_EXPORT_HOOK``); eager runs are untouched.
+
+Memory: the checkpoint is read a tensor at a time into the model, and the
+weights never pass through an in-memory ModelProto (``_lean_export``): they go
+from the model's tensors to external data in the workdir, which
+``artifact.save`` streams into the artifact. XLM-R base peaks at ~2 GiB of RSS
+(validation included) where a plain ``torch.onnx.export`` takes ~4.5 GiB.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torch
 from torch import nn
 
 from . import Converted, ExportError, ExportJob
+from .lazy_weights import lazy_state_dict
 from .rotary_op import DOMAIN, OP_TYPE, VERSION
 
 logger = logging.getLogger("onnxport")
@@ -29,6 +36,8 @@ logger = logging.getLogger("onnxport")
 # Opsets the TorchScript exporter writes and our graphs need (LayerNormalization is 17+;
 # 14+ keeps the decomposed form valid). torch 2.x stops at 20.
 MIN_OPSET, MAX_OPSET = 14, 20
+# The converted model's weights of 1 KiB and more, as external data in the export's workdir.
+RAW_DATA_FILE = "raw.onnx_data"
 
 
 def convert(job: ExportJob) -> Converted:
@@ -40,7 +49,10 @@ def convert(job: ExportJob) -> Converted:
         raise ExportError(f"The PyTorch exporter writes opsets {MIN_OPSET}..{MAX_OPSET}, not {job.opset}.")
     cls = model_class(job.family.model_type, job.spec.head)
     model = cls(job.config)
-    report = model.load_state_dict_numpy(checkpoints.load_state_dict(job.checkpoint_dir))
+    # Tensors are read one at a time as they are copied in, not as a whole state dict beside the model.
+    state = lazy_state_dict(job.checkpoint_dir)
+    report = model.load_state_dict_numpy(checkpoints.load_state_dict(job.checkpoint_dir) if state is None else state)
+    del state
     # A base model exported from a head checkpoint (e.g. MLM) lacks only the pooler, as in transformers;
     # last_hidden_state is still the checkpoint's, so allow it with a warning.
     pooler_only = [k for k in report.missing if job.spec.head == "Model" and k.startswith("pooler.")]
@@ -58,7 +70,8 @@ def convert(job: ExportJob) -> Converted:
 
     path = os.path.join(job.workdir, "raw.onnx")
     example = tuple(torch.from_numpy(np.ascontiguousarray(job.example[name])) for name in job.spec.input_names)
-    with _rotary_as_custom_op(), warnings.catch_warnings(), torch.no_grad():
+    weights: dict[str, torch.Tensor] = {}
+    with _rotary_as_custom_op(), _lean_export(weights), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about Python ints: shapes are traced, values checked by validation
         torch.onnx.export(
             wrapper,
@@ -75,7 +88,9 @@ def convert(job: ExportJob) -> Converted:
             training=torch.onnx.TrainingMode.EVAL,
             custom_opsets={DOMAIN: VERSION} if job.family.rotary else None,
         )
-    raw = onnx.load(path)  # loads external data torch may have written for > 2 GB models
+    raw = onnx.load(path)  # without captured weights (another torch), they are in the file, external when > 2 GB
+    if weights:
+        _attach_initializers(raw, weights, job.workdir)
     _strip_wrapper_prefix(raw)
 
     def run_native(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -104,6 +119,86 @@ class _IOWrapper(nn.Module):
             kwargs["use_cache"] = True
         out = self.model(**feeds, **kwargs)
         return tuple(_pick(out, name) for name in spec.output_names)
+
+
+@contextlib.contextmanager
+def _lean_export(weights: dict) -> Iterator[None]:
+    """``torch.onnx.export`` (TorchScript) without its copies of the weights: two of its passes are
+    wrapped for the duration of the call (each only if this torch has it; the graph is the same either way).
+
+    * Whole-graph shape inference clones every node into a one-node ONNX model whose weights are
+      constants, and serialises it: the word-embedding Gather alone costs two copies of that matrix.
+      Float tensors of 1 KiB and more are left out of its constants; it needs only their shapes,
+      which are in the graph's types.
+    * The encoder builds a ModelProto holding every weight, serialises it, and Python parses the bytes
+      again: about three copies of the weights (4.5 GiB of RSS for XLM-R base). The pass before it
+      hands over the final {initializer name: tensor}: we keep that and give the encoder an empty one,
+      so it writes the graph alone, the weights left as trailing graph inputs (``_attach_initializers``).
+    """
+    from torch import _C
+
+    def shape_inference(original):
+        def run(graph, params, opset):
+            values = {k: v for k, v in params.items() if not _is_weight(v)}
+            return original(graph, values, opset)
+        return run
+
+    def deduplicate(original):
+        def run(graph, params, training):
+            params = original(graph, params, training)
+            weights.update(params)
+            return {}
+        return run
+
+    patched = {name: wrap for name, wrap in (("_jit_pass_onnx_graph_shape_type_inference", shape_inference),
+                                             ("_jit_pass_onnx_deduplicate_initializers", deduplicate))
+               if hasattr(_C, name)}
+    originals = {name: getattr(_C, name) for name in patched}
+    for name, wrap in patched.items():
+        setattr(_C, name, wrap(originals[name]))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(_C, name, original)
+
+
+def _is_weight(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_floating_point() and value.nbytes >= 1024
+
+
+def _attach_initializers(model: onnx.ModelProto, weights: dict, workdir: str) -> None:
+    """The captured weights as initializers, as torch's encoder writes them (in graph-input order, raw
+    little-endian bytes); those of 1 KiB and more go to ``workdir/RAW_DATA_FILE`` as external data, one
+    tensor at a time, so the proto stays small and each folded constant is freed once written."""
+    graph = model.graph
+    params = [value.name for value in graph.input if value.name in weights]
+    inputs = [value for value in graph.input if value.name not in weights]
+    if len(params) != len(weights):
+        raise ExportError(f"torch.onnx.export left weights out of the graph: {sorted(set(weights) - set(params))[:5]}")
+    del graph.input[:]
+    graph.input.extend(inputs)
+    with open(os.path.join(workdir, RAW_DATA_FILE), "wb") as fh:
+        for name in params:
+            tensor = weights.pop(name).detach().contiguous()
+            if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: the same bytes as int16
+                array, data_type = tensor.view(torch.int16).numpy(), onnx.TensorProto.BFLOAT16
+            else:
+                array = tensor.numpy()
+                data_type = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+            init = graph.initializer.add()
+            init.dims.extend(array.shape)
+            init.data_type = data_type
+            init.name = name
+            if array.nbytes < 1024:
+                init.raw_data = array.tobytes()
+                continue
+            offset = fh.tell()
+            fh.write(array.reshape(-1).view(np.uint8).data)
+            for key, value in (("location", RAW_DATA_FILE), ("offset", offset), ("length", array.nbytes)):
+                entry = init.external_data.add()
+                entry.key, entry.value = key, str(value)
+            init.data_location = onnx.TensorProto.EXTERNAL
 
 
 def _strip_wrapper_prefix(model: onnx.ModelProto) -> None:

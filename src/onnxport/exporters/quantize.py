@@ -179,6 +179,9 @@ def quantize(
         metadata = json.load(fh)
     if metadata.get("quantization"):
         raise QuantizationError(f"{export_dir} is already quantized; quantize the fp32 export instead.")
+    if metadata.get("dtype", "fp32") != "fp32":
+        raise QuantizationError(f"{export_dir} is a {metadata['dtype']} export; int8 quantization starts from the fp32 "
+                                "export (export again without --fp16).")
     spec = load_spec(export_dir)
     reduce_range = default_reduce_range() if reduce_range is None else bool(reduce_range)
     seconds: dict[str, float] = {}

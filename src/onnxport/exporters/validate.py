@@ -103,34 +103,59 @@ def ort_session(model_path: str, providers=("CPUExecutionProvider",)):
     return ort.InferenceSession(model_path, options, providers=list(providers))
 
 
-def compare(spec: IOSpec, session, run_native: NativeRunner, inputs: Mapping[str, np.ndarray], case: str,
-            atol: float | None = None) -> list[Row]:
-    feeds = {name: inputs[name] for name in spec.input_names}
-    onnx_out = dict(zip(spec.output_names, session.run(spec.output_names, feeds)))
-    native_out = run_native(dict(feeds))
-    rows = []
-    for name in spec.output_names:
-        diff = max_abs_diff(native_out[name], onnx_out[name])
-        rows.append(Row(case, name, tuple(np.shape(onnx_out[name])), diff, tolerance_for(name, atol)))
-    return rows
+@dataclass
+class NativeOutputs:
+    """The native model's outputs on the validation cases, taken before ONNX Runtime loads the artifact
+    so that the exporter can free the framework model (and its copy of the weights) first."""
+
+    cases: list[tuple[str, dict[str, np.ndarray], dict[str, np.ndarray]]]  # (case, feeds, outputs)
 
 
-def validate(model_path: str, spec: IOSpec, run_native: NativeRunner, atol: float | None = None,
-             raise_on_failure: bool = True) -> ValidationReport:
-    """Compare every output on inputs unlike the export example; raise ValidationError above tolerance."""
-    session = ort_session(model_path)
-    report = ValidationReport()
+def validation_cases(spec: IOSpec) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """(case name, feeds) on inputs unlike the export example."""
+    cases = []
     limit = int(spec.extra.get("max_sequence_length", 512))
     for shape in VALIDATION_SHAPES:
         past = min(shape["past"], limit // 2) if spec.with_past else 0
         sequence = min(shape["sequence"], limit - past)  # tiny position tables
         inputs = make_inputs(spec, shape["batch"], sequence, past=past, num_choices=shape["num_choices"],
                              seed=shape["seed"])
-        report.rows += compare(spec, session, run_native, inputs, shape["name"], atol)
+        cases.append((shape["name"], {name: inputs[name] for name in spec.input_names}))
         if spec.with_past:  # the first decoding step: nothing cached yet
             first = make_inputs(spec, shape["batch"], sequence, past=0, seed=shape["seed"] + 1)
             first.update(empty_past(spec, shape["batch"]))
-            report.rows += compare(spec, session, run_native, first, "empty-past", atol)
+            cases.append(("empty-past", {name: first[name] for name in spec.input_names}))
+    return cases
+
+
+def native_outputs(spec: IOSpec, run_native: NativeRunner) -> NativeOutputs:
+    return NativeOutputs([(case, feeds, run_native(dict(feeds))) for case, feeds in validation_cases(spec)])
+
+
+def _rows(spec: IOSpec, onnx_out: Mapping[str, np.ndarray], native_out: Mapping[str, np.ndarray], case: str,
+          atol: float | None) -> list[Row]:
+    return [Row(case, name, tuple(np.shape(onnx_out[name])), max_abs_diff(native_out[name], onnx_out[name]),
+                tolerance_for(name, atol)) for name in spec.output_names]
+
+
+def compare(spec: IOSpec, session, run_native: NativeRunner, inputs: Mapping[str, np.ndarray], case: str,
+            atol: float | None = None) -> list[Row]:
+    feeds = {name: inputs[name] for name in spec.input_names}
+    onnx_out = dict(zip(spec.output_names, session.run(spec.output_names, feeds)))
+    return _rows(spec, onnx_out, run_native(dict(feeds)), case, atol)
+
+
+def validate(model_path: str, spec: IOSpec, native: NativeRunner | NativeOutputs, atol: float | None = None,
+             raise_on_failure: bool = True) -> ValidationReport:
+    """Compare every output on inputs unlike the export example; raise ValidationError above tolerance.
+
+    ``native``: the native model's runner, or its outputs from ``native_outputs``."""
+    expected = native if isinstance(native, NativeOutputs) else native_outputs(spec, native)
+    session = ort_session(model_path)
+    report = ValidationReport()
+    for case, feeds, native_out in expected.cases:
+        onnx_out = dict(zip(spec.output_names, session.run(spec.output_names, feeds)))
+        report.rows += _rows(spec, onnx_out, native_out, case, atol)
     logger.info("validation (native vs ONNX Runtime):\n%s", report.table())
     if raise_on_failure and not report.passed:
         bad = [r for r in report.rows if not r.ok]

@@ -224,7 +224,7 @@ class OnnxModelBase:
         for (key_name, value_name), layer in zip(self.spec.past_names(), past):
             for name, array in ((key_name, layer[0]), (value_name, layer[1])):
                 if not _is_ort_value(array):  # OrtValues from IO binding stay where they are
-                    array = np.asarray(array, dtype=np.float32)
+                    array = np.asarray(array, dtype=self._input_specs[name].dtype)  # float16 in fp16 exports
                 shape = _shape(array)
                 if len(shape) != 4 or any(w is not None and w != g for w, g in zip(want, shape)):
                     raise RuntimeInputError(f"{name} must have shape (batch, heads, past, head_dim) = {want}, got {shape}.")
