@@ -76,7 +76,7 @@ def base_config(model_type: str, **overrides):
 
 
 def build_checkpoint(model_type: str, directory: Path, with_tokenizer: bool = True, seed: int = 0,
-                     **overrides) -> Path:
+                     head: str = HEAD, **overrides) -> Path:
     """A random-weight base-size checkpoint (onnxport's PyTorch class, HF format) + small tokenizer files."""
     import torch
 
@@ -87,7 +87,7 @@ def build_checkpoint(model_type: str, directory: Path, with_tokenizer: bool = Tr
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     config = base_config(model_type, **overrides)
-    model = model_class(model_type, HEAD)(config).eval()
+    model = model_class(model_type, head)(config).eval()
     model.save_pretrained(str(directory))
     if with_tokenizer:
         write_tokenizer(model_type, directory)
@@ -109,12 +109,12 @@ def write_tokenizer(model_type: str, directory: Path) -> None:
     shutil.rmtree(scratch)
 
 
-def onnxport_export(checkpoint: Path, out: Path) -> Path:
+def onnxport_export(checkpoint: Path, out: Path, task: str = TASK) -> Path:
     from onnxport.exporters import export
 
     if (out / "onnxport.json").is_file():
         return out
-    report = export(str(checkpoint), str(out), framework="pt", task=TASK, force=True)
+    report = export(str(checkpoint), str(out), framework="pt", task=task, force=True)
     log(f"    onnxport export: validation max |diff| {report.max_abs_diff:.2e}, {report.seconds}")
     return out
 

@@ -1,7 +1,7 @@
 """Speed of onnxport against every CPU anchor, in one process, on base-size random-weight models.
 
     python -m benchmarks.run [--families xlm-roberta,roformer] [--no-long] [--rounds 5] [--calls 3]
-                             [--threads 2] [--no-int8] [--no-pipeline] [--rebuild]
+                             [--threads 2] [--no-int8] [--no-pipeline] [--no-traffic] [--rebuild]
     make bench            (installs benchmarks/requirements.txt first)
 
 Per family (base geometry: hidden 768, 12 layers, 12 heads, FFN 3072; text-classification head):
@@ -20,7 +20,8 @@ ONNX Runtime sessions and PyTorch on ``--threads`` intra-op threads. The GEMM li
 MatMul GFLOP/s on large shapes) is measured in the same run, before and after the models; the floor
 of a case is its FLOPs (from the geometry) divided by that limit. Writes ``benchmarks/results/``:
 ``bench.md`` (tables), ``bench.json`` (every sample) and ``bench.png`` (chart). Then the pipeline
-section (issue 7, ``benchmarks/pipeline_speed.py``) unless --no-pipeline.
+section (issue 7, ``benchmarks/pipeline_speed.py``) unless --no-pipeline, and the realistic-traffic
+pipelines vs Optimum (``benchmarks/pipeline_traffic.py``, 2,000 texts of 5-250 tokens; long) unless --no-traffic.
 """
 
 from __future__ import annotations
@@ -87,7 +88,11 @@ def ort_optimized(plain: Path, path: Path, config) -> tuple[Path, dict]:
     return path, stats
 
 
-def optimum_export(checkpoint: Path, model_type: str, directory: Path) -> str | None:
+OPTIMUM_CLASSES = {"text-classification": "ORTModelForSequenceClassification",
+                   "token-classification": "ORTModelForTokenClassification"}
+
+
+def optimum_export(checkpoint: Path, model_type: str, directory: Path, task: str = h.TASK) -> str | None:
     """Export with Optimum's ORTModel (export=True) once, saved to ``directory``; returns a skip reason or None."""
     if model_type == "roberta-prelayernorm":
         return "Optimum has no ONNX export config for roberta-prelayernorm (it refuses the model)"
@@ -96,9 +101,10 @@ def optimum_export(checkpoint: Path, model_type: str, directory: Path) -> str | 
     if (directory / "model.onnx").is_file():
         return None
     try:
-        from optimum.onnxruntime import ORTModelForSequenceClassification
+        import optimum.onnxruntime
 
-        model = ORTModelForSequenceClassification.from_pretrained(str(checkpoint), export=True)
+        ort_class = getattr(optimum.onnxruntime, OPTIMUM_CLASSES[task])
+        model = ort_class.from_pretrained(str(checkpoint), export=True)
         model.save_pretrained(str(directory))
         del model
         return None
@@ -375,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-long", action="store_true", help="skip 1x512 (XLM-R) and 1x1024 (RoFormer)")
     parser.add_argument("--no-int8", action="store_true")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the pipeline section (issue 7)")
+    parser.add_argument("--no-traffic", action="store_true",
+                        help="skip the realistic-traffic pipelines vs Optimum (benchmarks/pipeline_traffic.py)")
     parser.add_argument("--work", default=str(RESULTS / "work"), help="checkpoints and exports (reused between runs)")
     parser.add_argument("--layers", type=int, default=0, help="override the 12 layers (smoke runs; use another --work)")
     parser.add_argument("--rebuild", action="store_true", help="delete --work first")
@@ -427,6 +435,13 @@ def main(argv: list[str] | None = None) -> int:
 
         pipeline_main(["--work", str(work), "--out", str(out), "--threads", str(args.threads),
                        "--rounds", str(args.rounds)])
+    if not args.no_pipeline and not args.no_traffic:
+        from .pipeline_traffic import FAMILIES as TRAFFIC_FAMILIES, main as traffic_main
+
+        families = [f.strip() for f in args.families.split(",") if f.strip() in TRAFFIC_FAMILIES]  # Optimum's families
+        if families:  # full passes of 2,000 texts: 3 rounds are plenty
+            traffic_main(["--families", ",".join(families), "--work", str(work), "--out", str(out),
+                          "--threads", str(args.threads), "--rounds", str(min(args.rounds, 3))])
     return 0
 
 

@@ -1,7 +1,8 @@
 """``pipeline(task, export_dir)``: text in, answers out, on ONNX Runtime only.
 
-Batches are sorted by length and padded per batch (not to a global maximum),
-then results are returned in input order. Arithmetic lives in ``postprocess``.
+Texts are tokenized in one call, sorted by token length, batched and padded per
+batch (never to a global maximum), then results are returned in input order.
+Arithmetic lives in ``postprocess``.
 """
 
 from __future__ import annotations
@@ -42,28 +43,61 @@ class Pipeline:
 
     # -- batching ----------------------------------------------------------------------------
     def _encode(self, texts: Sequence[Any], **kwargs: Any):
+        """One tokenizer call for all texts, unpadded: rows are padded per batch in ``_in_length_order``."""
         pairs = [t if isinstance(t, tuple) else (t, None) for t in texts]
         firsts = [p[0] for p in pairs]
         seconds = [p[1] for p in pairs]
         return self.tokenizer(
             firsts, text_pair=seconds if any(s is not None for s in seconds) else None,
-            padding=True, truncation=True, max_length=self.max_length, return_tensors="np", **kwargs,
+            padding=False, truncation=True, max_length=self.max_length, **kwargs,
         )
 
     def _feeds(self, encoding) -> dict[str, np.ndarray]:
         names = set(self.model.spec.input_names)
         return {k: np.asarray(v) for k, v in encoding.items() if k in names}
 
-    def _in_length_order(self, texts: Sequence[Any], run_batch) -> list[Any]:
-        """Run ``run_batch(texts)`` over length-sorted batches; results in input order."""
-        def length(t):
-            return sum(len(x) for x in t if x) if isinstance(t, tuple) else len(t)
+    def _pad_rows(self, encoding, rows: Sequence[int]) -> dict[str, np.ndarray]:
+        """Rows ``rows`` of an unpadded encoding as arrays padded to the longest of them (not a global maximum)."""
+        lengths = [len(encoding["input_ids"][i]) for i in rows]
+        width = max(lengths, default=0)
+        if self.tokenizer.pad_token_id is None and min(lengths, default=width) != width:
+            raise ValueError("Batching texts of different lengths needs a pad token; set tokenizer.pad_token first.")
+        left = self.tokenizer.padding_side == "left"
+        pad_values = {"input_ids": self.tokenizer.pad_token_id, "attention_mask": 0,
+                      "token_type_ids": self.tokenizer.pad_token_type_id, "special_tokens_mask": 1}
+        batch = {}
+        for key, column in encoding.items():
+            if key == "offset_mapping":
+                array = np.zeros((len(rows), width, 2), dtype=np.int64)
+            elif key in pad_values:
+                array = np.full((len(rows), width), pad_values[key], dtype=np.int64)
+            else:
+                continue  # per-text extras (e.g. lengths) are not model inputs
+            for j, (i, n) in enumerate(zip(rows, lengths)):
+                if n:
+                    target = array[j, width - n:] if left else array[j, :n]
+                    target[...] = column[i]
+            batch[key] = array
+        return batch
 
-        order = sorted(range(len(texts)), key=lambda i: length(texts[i]))
+    def _in_length_order(self, texts: Sequence[Any], run_batch, batch_size: Optional[int] = None,
+                         **encode_kwargs: Any) -> list[Any]:
+        """``run_batch(texts, padded_encoding)`` over batches of similar token length; results in input order.
+
+        Texts are tokenized once, sorted by token count (so a batch pads only to its own longest row,
+        which is close to every row), cut into batches of ``batch_size`` and answered back in input order.
+        """
+        batch_size = self.batch_size if batch_size is None else batch_size
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        if not texts:
+            return []
+        encoding = self._encode(texts, **encode_kwargs)
+        order = np.argsort([len(ids) for ids in encoding["input_ids"]], kind="stable")
         results: list[Any] = [None] * len(texts)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            for index, result in zip(chunk, run_batch([texts[i] for i in chunk])):
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size].tolist()
+            for index, result in zip(chunk, run_batch([texts[i] for i in chunk], self._pad_rows(encoding, chunk))):
                 results[index] = result
         return results
 
@@ -75,15 +109,14 @@ class Pipeline:
 
 
 class FeatureExtractionPipeline(Pipeline):
-    def __call__(self, inputs, pooling: str = "cls", normalize: bool = False):
+    def __call__(self, inputs, pooling: str = "cls", normalize: bool = False, batch_size: Optional[int] = None):
         if pooling not in ("cls", "mean", "none"):
             raise ValueError(f"pooling={pooling!r} is not one of 'cls', 'mean', 'none'.")
         texts, single = self._as_list(inputs)
 
-        def run(batch):
-            enc = self._encode(batch)
+        def run(batch, enc):
             hidden = self.model(**self._feeds(enc))["last_hidden_state"]
-            mask = np.asarray(enc["attention_mask"])
+            mask = enc["attention_mask"]
             if pooling == "none":
                 return [h[m.astype(bool)] for h, m in zip(hidden, mask)]
             if pooling == "cls":
@@ -95,29 +128,31 @@ class FeatureExtractionPipeline(Pipeline):
                 vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
             return list(vectors)
 
-        results = self._in_length_order(texts, run)
+        results = self._in_length_order(texts, run, batch_size)
         return results[0] if single else results
 
 
 class TextClassificationPipeline(Pipeline):
-    def __call__(self, inputs, top_k: Optional[int] = 1, function_to_apply: Optional[str] = None):
+    def __call__(self, inputs, top_k: Optional[int] = 1, function_to_apply: Optional[str] = None,
+                 batch_size: Optional[int] = None):
         texts, single = self._as_list(inputs)
         texts = [(t["text"], t.get("text_pair")) if isinstance(t, dict) else t for t in texts]
         config = self.model.config
 
-        def run(batch):
-            logits = self.model(**self._feeds(self._encode(batch)))["logits"]
+        def run(batch, enc):
+            logits = self.model(**self._feeds(enc))["logits"]
             scores = pp.classification_scores(logits, config.problem_type, config.num_labels, function_to_apply)
             return [pp.top_labels(row, config.id2label, top_k) for row in scores]
 
-        results = self._in_length_order(texts, run)
+        results = self._in_length_order(texts, run, batch_size)
         if top_k == 1:
             results = [r[0] for r in results]
         return results[0] if single else results
 
 
 class FillMaskPipeline(Pipeline):
-    def __call__(self, inputs, top_k: int = 5, targets: Optional[Sequence[str]] = None):
+    def __call__(self, inputs, top_k: int = 5, targets: Optional[Sequence[str]] = None,
+                 batch_size: Optional[int] = None):
         texts, single = self._as_list(inputs)
         mask_id = self.tokenizer.mask_token_id
         target_ids = None
@@ -129,11 +164,10 @@ class FillMaskPipeline(Pipeline):
                     raise ValueError(f"Target {target!r} tokenizes to nothing.")
                 target_ids.append(ids[0])
 
-        def run(batch):
-            enc = self._encode(batch)
-            ids = np.asarray(enc["input_ids"])
+        def run(batch, enc):
+            ids = enc["input_ids"]
             logits = self.model(**self._feeds(enc))["logits"]
-            attention = np.asarray(enc["attention_mask"]).astype(bool)
+            attention = enc["attention_mask"].astype(bool)
             out = []
             for row_ids, row_logits, row_mask, text in zip(ids, logits, attention, batch):
                 positions = np.nonzero(row_ids == mask_id)[0]
@@ -156,7 +190,7 @@ class FillMaskPipeline(Pipeline):
                 out.append(per_mask[0] if len(per_mask) == 1 else per_mask)
             return out
 
-        results = self._in_length_order(texts, run)
+        results = self._in_length_order(texts, run, batch_size)
         return results[0] if single else results
 
 
@@ -173,29 +207,30 @@ def _subword_prefix(tokenizer) -> Optional[str]:
 
 
 class TokenClassificationPipeline(Pipeline):
-    def __call__(self, inputs, aggregation_strategy: str = "none", ignore_labels: Sequence[str] = ("O",)):
+    def __call__(self, inputs, aggregation_strategy: str = "none", ignore_labels: Sequence[str] = ("O",),
+                 batch_size: Optional[int] = None):
         texts, single = self._as_list(inputs)
         tok = self.tokenizer
         to_string = _tokens_to_string(tok)
         prefix = _subword_prefix(tok)
+        unk_token_id = tok.unk_token_id
         id2label = self.model.config.id2label
 
-        def run(batch):
-            enc = self._encode(batch, return_offsets_mapping=True, return_special_tokens_mask=True)
+        def run(batch, enc):
             logits = self.model(**self._feeds(enc))["logits"]
+            special = enc["special_tokens_mask"].astype(bool) | (enc["attention_mask"] == 0)
             results = []
             for i, text in enumerate(batch):
-                mask = np.asarray(enc["attention_mask"][i]).astype(bool)
-                special = np.asarray(enc["special_tokens_mask"][i]) | ~mask
                 results.append(pp.token_entities(
-                    text, enc["input_ids"][i], logits[i], enc["offset_mapping"][i], special, id2label,
+                    text, enc["input_ids"][i], logits[i], enc["offset_mapping"][i], special[i], id2label,
                     convert_ids_to_tokens=lambda j: tok.convert_ids_to_tokens(int(j)),
                     convert_tokens_to_string=to_string, aggregation_strategy=aggregation_strategy,
-                    continuing_subword_prefix=prefix, unk_token_id=tok.unk_token_id, ignore_labels=ignore_labels,
+                    continuing_subword_prefix=prefix, unk_token_id=unk_token_id, ignore_labels=ignore_labels,
                 ))
             return results
 
-        results = self._in_length_order(texts, run)
+        results = self._in_length_order(texts, run, batch_size, return_offsets_mapping=True,
+                                        return_special_tokens_mask=True)
         return results[0] if single else results
 
 
