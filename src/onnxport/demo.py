@@ -10,6 +10,7 @@ must be the same from all three exports.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import tempfile
@@ -65,7 +66,8 @@ def write_tokenizer_files(model_type: str, directory: Path) -> None:
 
         trainer = ByteLevelBPETokenizer()
         trainer.train_from_iterator(CORPUS * 5, vocab_size=400, min_frequency=1,
-                                    special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+                                    special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                                    show_progress=False)  # its progress bar leaves blank lines in the table
         trainer.save_model(str(directory))
     else:
         words = ["今天", "天气", "非常", "北京", "我们", "学习", "自然", "语言", "处理"]
@@ -134,9 +136,36 @@ def serve(task: str, export_dir: str, tokenizer) -> str:
     return repr(generated["generated_text"][-18:])
 
 
+def _import_quietly(module: str) -> None:
+    """Import ``module`` with the process's stderr (fd 2) parked in a file, shown only if the import fails.
+
+    TensorFlow 2.21 writes its import-time notices (oneDNN, no CUDA driver) through absl before
+    TF_CPP_MIN_LOG_LEVEL takes effect; they would cut into the demo's table."""
+    import sys
+
+    if importlib.util.find_spec(module) is None:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as parked:
+        os.dup2(parked.fileno(), 2)
+        try:
+            importlib.import_module(module)
+            failed = False
+        except Exception:  # reported by _framework_status, with what it printed
+            failed = True
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        if failed:
+            parked.seek(0)
+            sys.stderr.write(parked.read().decode(errors="replace"))
+
+
 def _framework_status() -> dict[str, str]:
     from .exporters import ExportError, _front_end
 
+    _import_quietly("tensorflow")
     status = {}
     for framework in FRAMEWORKS:
         try:
