@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.INFO if args.verbose or args.command == "export" else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(message)s")
+    uses_tensorflow = (args.command == "export" and args.framework == "tf"
+                       or args.command == "parity" and "tf" in (args.frameworks or ["tf"]))
+    if uses_tensorflow and not args.verbose:
+        from ._quiet import import_quietly
+
+        import_quietly("tensorflow")  # before any front end, so its import-time notices stay out of the output
     if args.command == "demo":
         from .demo import main as demo_main
 

@@ -10,7 +10,6 @@ must be the same from all three exports.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import os
 import tempfile
@@ -22,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
+from ._quiet import import_quietly
 from .families import FAMILIES
 
 FRAMEWORKS = ("pt", "tf", "flax")
@@ -136,36 +136,10 @@ def serve(task: str, export_dir: str, tokenizer) -> str:
     return repr(generated["generated_text"][-18:])
 
 
-def _import_quietly(module: str) -> None:
-    """Import ``module`` with the process's stderr (fd 2) parked in a file, shown only if the import fails.
-
-    TensorFlow 2.21 writes its import-time notices (oneDNN, no CUDA driver) through absl before
-    TF_CPP_MIN_LOG_LEVEL takes effect; they would cut into the demo's table."""
-    import sys
-
-    if importlib.util.find_spec(module) is None:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as parked:
-        os.dup2(parked.fileno(), 2)
-        try:
-            importlib.import_module(module)
-            failed = False
-        except Exception:  # reported by _framework_status, with what it printed
-            failed = True
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        if failed:
-            parked.seek(0)
-            sys.stderr.write(parked.read().decode(errors="replace"))
-
-
 def _framework_status() -> dict[str, str]:
     from .exporters import ExportError, _front_end
 
-    _import_quietly("tensorflow")
+    import_quietly("tensorflow")
     status = {}
     for framework in FRAMEWORKS:
         try:
