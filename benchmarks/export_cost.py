@@ -59,7 +59,7 @@ def _files(directory: Path) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------- child processes
 def child_build(size: str, work: Path) -> dict:
-    from onnxport.exporters.lazy_weights import lazy_state_dict
+    from onnxport.checkpoints import lazy_state_dict
 
     directory = h.build_checkpoint(MODEL_TYPE, checkpoint_dir(work, size), **SIZES[size])
     tensors = lazy_state_dict(str(directory)).values()

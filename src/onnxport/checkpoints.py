@@ -44,40 +44,65 @@ def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
     return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
-def read_safetensors(path: str) -> StateDict:
-    """Read a ``.safetensors`` file. bf16 tensors are widened to float32 (numpy has no bf16)."""
+class SafetensorsTensor:
+    """One tensor of a safetensors file, read when numpy asks for it (``np.asarray(t)``; bf16 widened to float32).
+
+    An exporter copies each tensor into its model once: with these, loading peaks at the model plus its
+    largest tensor, not the model plus the whole file."""
+
+    def __init__(self, path: str, name: str, offset: int, length: int, stored_dtype: str, shape: tuple[int, ...]):
+        self.path, self.name, self.offset, self.length = path, name, offset, length
+        self.stored_dtype, self.shape = stored_dtype, shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float32 if self.stored_dtype == "BF16" else _SAFETENSORS_DTYPES[self.stored_dtype])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        raw_dtype = np.dtype(np.uint16 if self.stored_dtype == "BF16" else self.dtype)
+        count = self.length // raw_dtype.itemsize
+        array = np.fromfile(self.path, dtype=raw_dtype, count=count, offset=self.offset)
+        if array.size != count:
+            raise CheckpointError(f"{self.path}: tensor {self.name!r} is truncated.")
+        if self.stored_dtype == "BF16":
+            array = _bf16_to_f32(array)
+        array = array.reshape(self.shape)
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+
+def safetensors_tensors(path: str) -> dict[str, SafetensorsTensor]:
+    """The tensors of a ``.safetensors`` file, from its header; no tensor data is read yet."""
     try:
+        size = os.path.getsize(path)
         with open(path, "rb") as f:
-            data = f.read()
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > size - 8:
+                raise ValueError("header longer than file")
+            header = json.loads(f.read(header_len))
     except OSError as err:
         raise CheckpointError(f"Cannot read {path}: {err}") from err
-    try:
-        (header_len,) = struct.unpack("<Q", data[:8])
-        if header_len > len(data) - 8:
-            raise ValueError("header longer than file")
-        header = json.loads(data[8 : 8 + header_len])
     except (struct.error, ValueError) as err:
         raise CheckpointError(
             f"{path} is not a valid safetensors file ({err}); it may be truncated or corrupt — re-download or re-save it."
         ) from err
-    body = memoryview(data)[8 + header_len :]
-    state: StateDict = {}
+    body_start, body_len = 8 + header_len, size - 8 - header_len
+    tensors = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
         start, end = info["data_offsets"]
-        if end > len(body) or start > end:
+        if end > body_len or start > end:
             raise CheckpointError(f"{path}: tensor {name!r} points past the end of the file; the file is truncated.")
-        dtype_name = info["dtype"]
-        shape = tuple(info["shape"])
-        if dtype_name == "BF16":
-            array = _bf16_to_f32(np.frombuffer(body[start:end], dtype=np.uint16)).reshape(shape)
-        elif dtype_name in _SAFETENSORS_DTYPES:
-            array = np.frombuffer(body[start:end], dtype=_SAFETENSORS_DTYPES[dtype_name]).reshape(shape).copy()
-        else:
-            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {dtype_name}.")
-        state[name] = array
-    return state
+        if info["dtype"] != "BF16" and info["dtype"] not in _SAFETENSORS_DTYPES:
+            raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}.")
+        tensors[name] = SafetensorsTensor(path, name, body_start + start, end - start, info["dtype"],
+                                          tuple(info["shape"]))
+    return tensors
+
+
+def read_safetensors(path: str) -> StateDict:
+    """Read a ``.safetensors`` file. bf16 tensors are widened to float32 (numpy has no bf16)."""
+    return {name: np.asarray(tensor) for name, tensor in safetensors_tensors(path).items()}
 
 
 def write_safetensors(state: Mapping[str, np.ndarray], path: str, metadata: dict[str, str] | None = None) -> None:
@@ -225,6 +250,18 @@ def find_weight_files(checkpoint_dir: str) -> list[str]:
         f"{PT_WEIGHTS_NAME} or {PT_WEIGHTS_INDEX_NAME} (TF .h5 and Flax .msgpack weights are not read; "
         "save the model with save_pretrained from any onnxport framework to get safetensors)."
     )
+
+
+def lazy_state_dict(checkpoint_dir: str) -> dict[str, SafetensorsTensor] | None:
+    """{HF name: SafetensorsTensor} of a safetensors checkpoint (single or sharded), read tensor by tensor
+    as a model copies them in; None for ``pytorch_model.bin`` checkpoints (use ``load_state_dict``)."""
+    files = find_weight_files(checkpoint_dir)
+    if not all(f.endswith(".safetensors") for f in files):
+        return None
+    state: dict[str, SafetensorsTensor] = {}
+    for file in files:
+        state.update(safetensors_tensors(file))
+    return state
 
 
 def load_state_dict(path: str, dtype: type | None = np.float32) -> StateDict:

@@ -28,7 +28,6 @@ import torch
 from torch import nn
 
 from . import Converted, ExportError, ExportJob
-from .lazy_weights import lazy_state_dict
 from .rotary_op import DOMAIN, OP_TYPE, VERSION
 
 logger = logging.getLogger("onnxport")
@@ -50,7 +49,7 @@ def convert(job: ExportJob) -> Converted:
     cls = model_class(job.family.model_type, job.spec.head)
     model = cls(job.config)
     # Tensors are read one at a time as they are copied in, not as a whole state dict beside the model.
-    state = lazy_state_dict(job.checkpoint_dir)
+    state = checkpoints.lazy_state_dict(job.checkpoint_dir)
     report = model.load_state_dict_numpy(checkpoints.load_state_dict(job.checkpoint_dir) if state is None else state)
     del state
     # A base model exported from a head checkpoint (e.g. MLM) lacks only the pooler, as in transformers;
