@@ -465,22 +465,10 @@ def validate(model_path: str, spec, run_native, atol: Optional[float] = None, to
 
     ``atol`` (absolute) replaces the scaled bar when given."""
     from . import validate as checks
-    from .io_spec import empty_past, make_inputs
 
     session = checks.ort_session(model_path)
     native = native_runner(run_native)
-    limit = int(spec.extra.get("max_sequence_length", 512))
-    cases = []
-    for shape in checks.VALIDATION_SHAPES:
-        past = min(shape["past"], limit // 2) if spec.with_past else 0
-        sequence = min(shape["sequence"], limit - past)
-        cases.append((shape["name"], make_inputs(spec, shape["batch"], sequence, past=past,
-                                                 num_choices=shape["num_choices"], seed=shape["seed"])))
-        if spec.with_past:
-            first = make_inputs(spec, shape["batch"], sequence, past=0, seed=shape["seed"] + 1)
-            first.update(empty_past(spec, shape["batch"]))
-            cases.append(("empty-past", first))
-    cases.append(("long-mask", long_masked_run(spec)))
+    cases = checks.validation_cases(spec) + [("long-mask", long_masked_run(spec))]
     report = checks.ValidationReport()
     for case, inputs in cases:
         feeds = {name: inputs[name] for name in spec.input_names}
