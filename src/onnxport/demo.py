@@ -9,7 +9,6 @@ must be the same from all three exports.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import tempfile
