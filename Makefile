@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
+# e.g. make bench BENCH_ARGS=--no-traffic (skips the hour-long realistic-traffic pipelines)
+BENCH_ARGS ?=
 
 .PHONY: install demo test bench clean
 
@@ -23,7 +25,7 @@ test: install
 
 bench: install
 	$(BIN)/python -m pip install --quiet -c constraints.txt -r benchmarks/requirements.txt
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -35,12 +35,11 @@ from pathlib import Path
 
 from . import harness as h  # noqa: F401  (sets USE_TF=0 etc. before transformers is imported)
 from .harness import RESULTS, Runner, interleaved, log
+from .targets import LONG_SHAPES, SHAPES, int8_target, roformer_vs_xlmr, speed_target, summary_table
 
 import numpy as np
 
 FAMILIES = ("xlm-roberta", "roberta-prelayernorm", "roformer")
-SHAPES = ((1, 128), (8, 128))
-LONG_SHAPES = {"xlm-roberta": (1, 512), "roformer": (1, 1024)}
 ANCHORS = ("ort-plain", "ort-optimizer", "optimum", "pytorch-eager")
 
 
@@ -302,18 +301,7 @@ def markdown(report: dict) -> str:
                 f"| {case['family']} | {case['batch']}x{case['sequence']} | {case['gflop']:.1f} | {case['floor_ms']:.1f} | "
                 f"{name} | {row['median_ms']:.1f} | {row['p90_ms']:.1f} | {row['spread']:.1%} | {row.get('best_round_ms', float('nan')):.1f} | "
                 f"{row['ratio_to_best_anchor']:.2f} | {row['pct_gemm_limit']:.0%} | {row['max_abs_diff_vs_eager']:.1e} |")
-    lines += ["", "## Summary", "",
-              "| family | batch x seq | onnxport ms | best anchor | anchor ms | onnxport / anchor | onnxport / floor | anchor / floor | int8 ms | fp32 / int8 |",
-              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for case in report["cases"]:
-        rows = {r["runner"]: r for r in case["rows"]}
-        ours, anchor = rows["onnxport"], rows[case["best_anchor"]]
-        int8 = rows.get("onnxport-int8")
-        lines.append(
-            f"| {case['family']} | {case['batch']}x{case['sequence']} | {ours['median_ms']:.1f} | {case['best_anchor']} | "
-            f"{anchor['median_ms']:.1f} | {ours['median_ms'] / anchor['median_ms']:.2f} | "
-            f"{ours['median_ms'] / case['floor_ms']:.2f} | {anchor['median_ms'] / case['floor_ms']:.2f} | "
-            + (f"{int8['median_ms']:.1f} | {ours['median_ms'] / int8['median_ms']:.2f} |" if int8 else "- | - |"))
+    lines += ["", "## Summary", ""] + summary_table(report["cases"])
     lines += ["", "## Runners", ""]
     seen = set()
     for case in report["cases"]:
@@ -419,9 +407,10 @@ def main(argv: list[str] | None = None) -> int:
         case["floor_ms"] = 1e3 * case["gflop"] / limit["gflops"]
         for row in case["rows"]:
             row["pct_gemm_limit"] = case["floor_ms"] / row["median_ms"]
+        case["target"], case["int8_target"] = speed_target(case), int8_target(case)
     report = {"machine": machine, "rounds": args.rounds, "calls": args.calls, "gemm_limit": limit, "cases": cases,
               "skipped": skipped, "seconds": round(time.time() - started, 1), "load_average_at_end": os.getloadavg(),
-              "peak_rss_gib": _peak_rss_gib()}
+              "peak_rss_gib": _peak_rss_gib(), "roformer_vs_xlmr": roformer_vs_xlmr(cases)}
     out.mkdir(parents=True, exist_ok=True)
     h.write_json(out / "bench.json", report)
     problem = chart(report, out / "bench.png")
