@@ -70,7 +70,8 @@ def convert(job: ExportJob) -> Converted:
     path = os.path.join(job.workdir, "raw.onnx")
     example = tuple(torch.from_numpy(np.ascontiguousarray(job.example[name])) for name in job.spec.input_names)
     weights: dict[str, torch.Tensor] = {}
-    with _rotary_as_custom_op(), _lean_export(weights), warnings.catch_warnings(), torch.no_grad():
+    with _rotary_as_custom_op(), _first_token_only_last_layer(model, job.spec), _lean_export(weights), \
+            warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about Python ints: shapes are traced, values checked by validation
         torch.onnx.export(
             wrapper,
@@ -118,6 +119,31 @@ class _IOWrapper(nn.Module):
             kwargs["use_cache"] = True
         out = self.model(**feeds, **kwargs)
         return tuple(_pick(out, name) for name in spec.output_names)
+
+
+# Heads whose only output reads the first position of the last hidden state.
+FIRST_TOKEN_HEADS = {"ForSequenceClassification": ("logits",)}
+
+
+@contextlib.contextmanager
+def _first_token_only_last_layer(model, spec) -> Iterator[None]:
+    """While tracing a text-classification graph, the last layer works on the first token only.
+
+    ``BaseModel.first_token_only_last_layer``: the classifier reads ``last_hidden_state[:, 0]``, so the
+    query, attention output and feed-forward of the last layer are needed for that row alone (about 7% of
+    a 12-layer model's FLOPs are skipped). The native runner used for validation stays untouched, so the
+    export is checked against the full model.
+    """
+    base = model.base_model
+    eligible = (FIRST_TOKEN_HEADS.get(spec.head) == tuple(spec.output_names) and not spec.with_past
+                and hasattr(base, "first_token_only_last_layer"))
+    if eligible:
+        base.first_token_only_last_layer = True
+    try:
+        yield
+    finally:
+        if eligible:
+            base.first_token_only_last_layer = False
 
 
 @contextlib.contextmanager
