@@ -127,8 +127,12 @@ def hf_model(checkpoint: Path, attn_implementation: str | None = None):
     return transformers.AutoModelForSequenceClassification.from_pretrained(str(checkpoint), **kwargs).eval()
 
 
-def model_flops(config, batch: int, sequence: int) -> float:
-    """Multiply-adds x 2 of the forward pass from the geometry (matrix products only; the rest is < 1%)."""
+def model_flops(config, batch: int, sequence: int, last_layer_rows: int | None = None) -> float:
+    """Multiply-adds x 2 of the forward pass from the geometry (matrix products only; the rest is < 1%).
+
+    ``last_layer_rows=1``: the FLOPs of onnxport's text-classification graph, whose last layer computes
+    query, attention output and feed-forward for the first token only (keys and values for all).
+    """
     h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     tokens = batch * sequence
     emb = getattr(config, "embedding_size", h) or h
@@ -138,6 +142,10 @@ def model_flops(config, batch: int, sequence: int) -> float:
     per_layer = 2 * tokens * (4 * h * h + 2 * h * inter)  # q, k, v, o projections + FFN
     per_layer += 2 * 2 * batch * sequence * sequence * h  # scores and context
     flops += layers * per_layer
+    if last_layer_rows:
+        rows = batch * last_layer_rows
+        last = 2 * tokens * 2 * h * h + 2 * rows * (2 * h * h + 2 * h * inter) + 2 * 2 * rows * sequence * h
+        flops += last - per_layer
     flops += 2 * batch * (h * h + h * config.num_labels)  # classification head on one token
     return flops
 

@@ -266,6 +266,7 @@ def bench_family(model_type: str, args, limit: dict, work: Path) -> list[dict]:
             log(f"    {r.name:<15} median {t.median_ms:8.1f} ms  p90 {t.p90_ms:8.1f}  spread {t.spread:5.1%}  "
                 f"{t.median_ms / anchors[best_anchor]:5.2f}x best anchor  {floor_ms / t.median_ms:5.1%} of GEMM limit")
         cases.append({"family": model_type, "batch": batch, "sequence": sequence, "gflop": flops / 1e9,
+                      "onnxport_gflop": h.model_flops(config, batch, sequence, last_layer_rows=1) / 1e9,
                       "floor_ms": floor_ms, "best_anchor": best_anchor, "rows": rows, "int8": extras.get("int8"),
                       "notes": notes})
     del factories

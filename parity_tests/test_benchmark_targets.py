@@ -63,3 +63,9 @@ def test_roformer_against_xlmr_and_the_summary_table():
     # roformer 8x128: 480 / 360 = 1.33 -> limit 432; 420 met; no int8 row.
     assert "| roformer | 8x128 | 420.0 | ort-plain | 480.0 | 0.88 | 1.17 | 1.33 | <= 0.9 x anchor | 432.0 | yes | - | - | - |" in text
     assert "1x128 1.03 (met), 8x128 1.08 (not met)" in text
+
+
+def test_summary_states_the_share_of_floor_flops_onnxport_runs():
+    c = case("xlm-roberta", 1, 128, 45.0, 58.0, {"ort-plain": 60.0})
+    c.update(gflop=22.35, onnxport_gflop=20.80)
+    assert "xlm-roberta 1x128 93.1% of those FLOPs" in "\n".join(summary_table([c]))
