@@ -110,3 +110,24 @@ def max_abs_diff(a, b) -> float:
     b = np.asarray(b, dtype=np.float64)
     assert a.shape == b.shape, f"shape {a.shape} != {b.shape}"
     return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def feed_forward_rows(model_path: str, feeds: dict, width: int = TINY["intermediate_size"]) -> list[int]:
+    """Rows per sequence that each feed-forward product of an exported graph computes, in graph order.
+
+    Every MatMul / Gemm / Einsum output whose last axis is the intermediate width (37 only occurs
+    there in the tiny models) is exposed as a graph output and run; rows = elements / (batch x width),
+    whatever layout (3-D or flattened 2-D) the front end chose.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(model_path)
+    products = [n.output[0] for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Einsum")]
+    existing = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in products
+                              if name not in existing)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    batch = feeds["input_ids"].shape[0]
+    values = session.run(products, feeds)
+    return [v.size // (batch * width) for v in values if v.ndim and v.shape[-1] == width]

@@ -20,7 +20,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import MODEL_TYPES, hf_class, max_abs_diff
+from conftest import MODEL_TYPES, TINY, feed_forward_rows, hf_class, max_abs_diff
 from onnxport.exporters import ExportError, FRONT_ENDS, FrameworkNotInstalledError, export, load_spec
 from onnxport.exporters import artifact, io_spec, rotary_op
 from onnxport.exporters.io_spec import IOSpec, TaskError, build_io_spec, make_inputs
@@ -105,25 +105,16 @@ def test_onnx_matches_transformers(exported, case):
             assert diff <= DEFAULT_ATOL, f"{label} {name}: {diff:.3e}"
 
 
-def _last_ffn_rows(export_dir: str, feeds) -> int:
-    """Rows the last layer's feed-forward runs on: its input MatMul exposed as an extra graph output."""
-    model = onnx.load(os.path.join(export_dir, "model.onnx"))
-    ffn = [n.output[0] for n in model.graph.node if n.op_type == "MatMul" and "/intermediate/dense/" in n.name]
-    assert ffn, "no feed-forward MatMul found"
-    model.graph.output.append(onnx.helper.make_empty_tensor_value_info(ffn[-1]))
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run([ffn[-1]], feeds)[0].shape[1]
-
-
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_text_classification_last_layer_works_on_the_first_token_only(exported, model_type):
     """The classifier reads token 0 only, so the export skips the rest of the last layer; other heads do not."""
     spec_feeds = {}
+    layers = TINY["num_hidden_layers"]
     for task, rows in (("text-classification", 1), ("token-classification", FRESH["sequence"])):
         _, out, report = exported(model_type, task)
         spec = load_spec(out)
         spec_feeds[task] = feeds = make_inputs(spec, FRESH["batch"], FRESH["sequence"], seed=FRESH["seed"])
-        assert _last_ffn_rows(out, feeds) == rows, task
+        assert feed_forward_rows(os.path.join(out, "model.onnx"), feeds) == [FRESH["sequence"]] * (layers - 1) + [rows], task
         assert report.validation.passed  # validated against the full native model, not the pruned one
     # The pruned graph still reads padded and left-padded rows right (transformers is the reference).
     checkpoint, out, _ = exported(model_type, "text-classification")

@@ -27,7 +27,7 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
 import torch  # noqa: E402
 
-from conftest import MODEL_TYPES, hf_class, max_abs_diff  # noqa: E402
+from conftest import MODEL_TYPES, TINY, feed_forward_rows, hf_class, max_abs_diff  # noqa: E402
 from onnxport.configs import AutoConfig  # noqa: E402
 from onnxport.exporters import ExportError, FRONT_ENDS, FrameworkNotInstalledError, export, load_spec  # noqa: E402
 from onnxport.exporters import io_spec, rotary_op  # noqa: E402
@@ -357,3 +357,16 @@ def test_cli_export(checkpoint_factory, tmp_path, capsys):
     assert "start_logits" in printed and "max abs diff" in printed
     meta = json.load(open(os.path.join(out, "onnxport.json")))
     assert meta["framework"] == "tf" and meta["validation"]["passed"] and meta["custom_ops"][0]["count"] == 4
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_text_classification_last_layer_works_on_the_first_token_only(exported, model_type):
+    """As the PyTorch front end: the classifier reads token 0 only, so the last layer runs for it alone
+    (validation, against the full native model, is in the export test above)."""
+    layers, sequence = TINY["num_hidden_layers"], FRESH["sequence"]
+    for task, last_rows in (("text-classification", 1), ("token-classification", sequence)):
+        _, out, report = exported(model_type, task)
+        path = os.path.join(out, "model.onnx")
+        assert report.validation.passed
+        feeds = make_inputs(load_spec(os.path.dirname(path)), FRESH["batch"], sequence, seed=FRESH["seed"])
+        assert feed_forward_rows(path, feeds) == [sequence] * (layers - 1) + [last_rows], task

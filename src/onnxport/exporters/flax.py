@@ -132,6 +132,20 @@ def _rotary_as_custom_op() -> Iterator[None]:
         encoder.apply_rotary = original
 
 
+@contextlib.contextmanager
+def _first_token_only_last_layer(spec) -> Iterator[None]:
+    """While tracing a text-classification graph, the last layer works on the first token only (the
+    classifier reads nothing else). The traces differ from run_native's (symbolic vs concrete shapes),
+    so validation runs the full model."""
+    from ..reference_models.flax import encoder
+
+    encoder.FIRST_TOKEN_ONLY_LAST_LAYER = spec.reads_first_token_only
+    try:
+        yield
+    finally:
+        encoder.FIRST_TOKEN_ONLY_LAST_LAYER = False
+
+
 # ----------------------------------------------------------------------------- convert
 def convert(job: ExportJob) -> Converted:
     """The front-end contract (see ``exporters/__init__.py``): raw ONNX model + a native runner."""
@@ -162,7 +176,7 @@ def convert(job: ExportJob) -> Converted:
     params = model.params
     forward = _forward_fn(model, spec, params)
 
-    with _rotary_as_custom_op(), _quiet_onnx_ir():
+    with _rotary_as_custom_op(), _first_token_only_last_layer(spec), _quiet_onnx_ir():
         raw = jax2onnx.to_onnx(
             forward,
             _input_structs(spec),

@@ -125,6 +125,15 @@ class IOSpec:
     def head(self) -> str:
         return TASKS[self.task].head
 
+    @property
+    def reads_first_token_only(self) -> bool:
+        """The graph's only output reads the first position of the last layer (the sentence classifier).
+
+        Front ends then trace the reference model with ``first_token_only_last_layer`` set: the last
+        layer computes its query, attention output and feed-forward for that position alone.
+        """
+        return self.task == "text-classification" and self.output_names == ["logits"] and not self.with_past
+
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """``torch.onnx.export``'s dynamic_axes: {tensor name: {axis: dimension name}}."""
         return {t.name: t.dynamic_axes() for t in (*self.inputs, *self.outputs) if t.dynamic_axes()}

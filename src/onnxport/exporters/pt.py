@@ -121,10 +121,6 @@ class _IOWrapper(nn.Module):
         return tuple(_pick(out, name) for name in spec.output_names)
 
 
-# Heads whose only output reads the first position of the last hidden state.
-FIRST_TOKEN_HEADS = {"ForSequenceClassification": ("logits",)}
-
-
 @contextlib.contextmanager
 def _first_token_only_last_layer(model, spec) -> Iterator[None]:
     """While tracing a text-classification graph, the last layer works on the first token only.
@@ -135,15 +131,14 @@ def _first_token_only_last_layer(model, spec) -> Iterator[None]:
     export is checked against the full model.
     """
     base = model.base_model
-    eligible = (FIRST_TOKEN_HEADS.get(spec.head) == tuple(spec.output_names) and not spec.with_past
-                and hasattr(base, "first_token_only_last_layer"))
-    if eligible:
-        base.first_token_only_last_layer = True
+    if not spec.reads_first_token_only:
+        yield
+        return
+    base.first_token_only_last_layer = True
     try:
         yield
     finally:
-        if eligible:
-            base.first_token_only_last_layer = False
+        base.first_token_only_last_layer = False
 
 
 @contextlib.contextmanager

@@ -107,7 +107,7 @@ def convert(job: ExportJob) -> Converted:
     tokens: set[str] = set()
     # Trace and convert inside the context: tf2onnx looks the concrete function up again and
     # must see the same trace (rotary markers, no asserts).
-    with _export_tracing(model, tokens), _tf2onnx_settings():
+    with _export_tracing(model, tokens, spec), _tf2onnx_settings():
         concrete = serving.get_concrete_function()
         input_tensors = [t for t in concrete.inputs if t.dtype != tf.resource]
         output_tensors = list(concrete.outputs)
@@ -272,19 +272,23 @@ def _rotary_handler(ctx, node, name, args):
 
 
 @contextlib.contextmanager
-def _export_tracing(model, tokens: set[str]) -> Iterator[None]:
-    """While tracing for export: the rotary hook set, the encoder's graph asserts off; both restored after."""
+def _export_tracing(model, tokens: set[str], spec) -> Iterator[None]:
+    """While tracing for export: the rotary hook set, the encoder's graph asserts off, and for a
+    text-classification graph the last layer on the first token only (``spec.reads_first_token_only``);
+    all restored after (the native runner used for validation runs the full model)."""
     from ..reference_models.tf import encoder
 
     base = model.base_model
     previous_hook, previous_checks = encoder.ROTARY_EXPORT_HOOK, base.graph_input_checks
     encoder.ROTARY_EXPORT_HOOK = _rotary_marker(tokens)
     base.graph_input_checks = False
+    base.first_token_only_last_layer = spec.reads_first_token_only
     try:
         yield
     finally:
         encoder.ROTARY_EXPORT_HOOK = previous_hook
         base.graph_input_checks = previous_checks
+        base.first_token_only_last_layer = False
 
 
 @contextlib.contextmanager

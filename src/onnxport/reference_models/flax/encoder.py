@@ -64,6 +64,13 @@ def roberta_position_ids(input_ids: jax.Array, padding_idx: int, past_length: in
     return incremental + padding_idx
 
 
+# Export-time specialisation, switched on by onnxport.exporters.flax only while jax2onnx traces a
+# text-classification graph (as BaseModel.first_token_only_last_layer in the PyTorch encoder): the head
+# reads the first token alone, so the last layer computes its query, attention output and feed-forward
+# for that token only. Ignored whenever the call needs every position of the last layer.
+FIRST_TOKEN_ONLY_LAST_LAYER = False
+
+
 def apply_rotary(x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
     """Rotate interleaved feature pairs (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin).
 
@@ -163,9 +170,10 @@ class SelfAttention(nn.Module):
         return x.reshape(batch, seq, self.config.num_attention_heads, self.config.head_dim).transpose(0, 2, 1, 3)
 
     def __call__(self, hidden_states, attention_mask, head_mask, encoder_hidden_states, past_key_value, rotary,
-                 deterministic: bool):
+                 deterministic: bool, query_rows: Optional[int] = None):
         is_cross_attention = encoder_hidden_states is not None
-        query = self.split_heads(self.query(hidden_states))
+        # query_rows: only the first positions ask (keys and values still cover every position).
+        query = self.split_heads(self.query(hidden_states if query_rows is None else hidden_states[:, :query_rows]))
         if is_cross_attention and past_key_value is not None:
             key, value = past_key_value  # the encoder's keys/values do not change between steps
         else:
@@ -174,7 +182,10 @@ class SelfAttention(nn.Module):
             value = self.split_heads(self.value(source))
             if rotary is not None and not is_cross_attention:
                 sin, cos = rotary
-                query = apply_rotary(query, sin, cos)
+                if query_rows is None:
+                    query = apply_rotary(query, sin, cos)
+                else:
+                    query = apply_rotary(query, sin[..., :query_rows, :], cos[..., :query_rows, :])
                 key = apply_rotary(key, sin, cos)
                 if getattr(self.config, "rotary_value", False):
                     value = apply_rotary(value, sin, cos)
@@ -236,12 +247,13 @@ class Attention(nn.Module):
             self.LayerNorm = layer_norm(self.config)
 
     def __call__(self, hidden_states, attention_mask, head_mask, encoder_hidden_states, past_key_value, rotary,
-                 deterministic: bool):
+                 deterministic: bool, query_rows: Optional[int] = None):
         normed = self.LayerNorm(hidden_states) if self.family.pre_norm else hidden_states
         context, probs, present = self.self(
-            normed, attention_mask, head_mask, encoder_hidden_states, past_key_value, rotary, deterministic
+            normed, attention_mask, head_mask, encoder_hidden_states, past_key_value, rotary, deterministic, query_rows
         )
-        return self.output(context, hidden_states, deterministic), probs, present
+        residual = hidden_states if query_rows is None else hidden_states[:, :query_rows]
+        return self.output(context, residual, deterministic), probs, present
 
 
 class Intermediate(nn.Module):
@@ -276,10 +288,10 @@ class Layer(nn.Module):
         self.output = Output(self.config, self.family)
 
     def __call__(self, hidden_states, attention_mask, head_mask, encoder_hidden_states, encoder_attention_mask,
-                 past_key_value: Optional[LayerPast], rotary, deterministic: bool):
+                 past_key_value: Optional[LayerPast], rotary, deterministic: bool, query_rows: Optional[int] = None):
         self_past = tuple(past_key_value[:2]) if past_key_value is not None else None
         attention_output, self_probs, present = self.attention(
-            hidden_states, attention_mask, head_mask, None, self_past, rotary, deterministic
+            hidden_states, attention_mask, head_mask, None, self_past, rotary, deterministic, query_rows
         )
         cross_probs = None
         if encoder_hidden_states is not None:
@@ -398,6 +410,11 @@ class BaseModel(nn.Module):
         all_attentions = () if output_attentions else None
         all_cross_attentions = () if output_attentions and config.add_cross_attention else None
         presents = () if use_cache else None
+        prune_last = (
+            FIRST_TOKEN_ONLY_LAST_LAYER and not (output_hidden_states or output_attentions or use_cache)
+            and encoder_hidden_states is None and not past_key_values
+            and config.position_embedding_type in ("absolute", "rotary")  # relative scores index query positions
+        )
         for i in range(config.num_hidden_layers):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
@@ -411,6 +428,7 @@ class BaseModel(nn.Module):
                 past_key_values[i] if past_key_values else None,
                 rotary,
                 deterministic,
+                1 if prune_last and i == config.num_hidden_layers - 1 else None,
             )
             if use_cache:
                 presents += (present,)

@@ -288,9 +288,11 @@ class SelfAttention(Module):
         past_key_value: Optional[tuple[tf.Tensor, tf.Tensor]],
         rotary: Optional[tuple[tf.Tensor, tf.Tensor]],
         training: bool,
+        query_rows: Optional[int] = None,
     ):
         is_cross_attention = encoder_hidden_states is not None
-        query = self.split_heads(self.query(hidden_states))
+        # query_rows: only the first positions ask (keys and values still cover every position).
+        query = self.split_heads(self.query(hidden_states if query_rows is None else hidden_states[:, :query_rows]))
         if is_cross_attention and past_key_value is not None:
             key, value = past_key_value  # the encoder's keys/values do not change between steps
         else:
@@ -299,7 +301,10 @@ class SelfAttention(Module):
             value = self.split_heads(self.value(source))
             if rotary is not None and not is_cross_attention:
                 sin, cos = rotary
-                query = apply_rotary(query, sin, cos)
+                if query_rows is None:
+                    query = apply_rotary(query, sin, cos)
+                else:
+                    query = apply_rotary(query, sin[..., :query_rows, :], cos[..., :query_rows, :])
                 key = apply_rotary(key, sin, cos)
                 if self.rotary_value:
                     value = apply_rotary(value, sin, cos)
@@ -353,12 +358,14 @@ class Attention(Module):
         if family.pre_norm:
             self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def __call__(self, hidden_states, attention_mask, head_mask, encoder_hidden_states, past_key_value, rotary, training):
+    def __call__(self, hidden_states, attention_mask, head_mask, encoder_hidden_states, past_key_value, rotary, training,
+                 query_rows: Optional[int] = None):
         normed = self.LayerNorm(hidden_states) if hasattr(self, "LayerNorm") else hidden_states
         context, probs, present = self.self(
-            normed, attention_mask, head_mask, encoder_hidden_states, past_key_value, rotary, training
+            normed, attention_mask, head_mask, encoder_hidden_states, past_key_value, rotary, training, query_rows
         )
-        return self.output(context, hidden_states, training), probs, present
+        residual = hidden_states if query_rows is None else hidden_states[:, :query_rows]
+        return self.output(context, residual, training), probs, present
 
 
 class Intermediate(Module):
@@ -401,10 +408,11 @@ class Layer(Module):
         past_key_value: Optional[LayerPast],
         rotary,
         training: bool,
+        query_rows: Optional[int] = None,
     ):
         self_past = tuple(past_key_value[:2]) if past_key_value is not None else None
         attention_output, self_probs, present = self.attention(
-            hidden_states, attention_mask, head_mask, None, self_past, rotary, training
+            hidden_states, attention_mask, head_mask, None, self_past, rotary, training, query_rows
         )
         cross_probs = None
         if encoder_hidden_states is not None:
@@ -466,6 +474,9 @@ class BaseModel(Module):
         # While tracing a graph, add tf.debugging asserts for value ranges (ids < vocab, length <= table).
         # XLA drops them; an exporter may switch them off to keep Assert nodes out of the graph.
         self.graph_input_checks = True
+        # Export-time specialisation (onnxport.exporters.tf, text-classification), as in the PyTorch encoder:
+        # the last layer computes query, attention output and feed-forward for the first token only.
+        self.first_token_only_last_layer = False
 
     def call(
         self,
@@ -523,6 +534,12 @@ class BaseModel(Module):
         all_attentions = () if output_attentions else None
         all_cross_attentions = () if output_attentions and config.add_cross_attention else None
         presents = () if use_cache else None
+        prune_last = (
+            self.first_token_only_last_layer and not (output_hidden_states or output_attentions or use_cache)
+            and encoder_hidden_states is None and not past_key_values
+            and config.position_embedding_type in ("absolute", "rotary")  # relative scores index query positions
+        )
+        last = len(self.encoder.layer) - 1
         for i, layer in enumerate(self.encoder.layer):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
@@ -535,6 +552,7 @@ class BaseModel(Module):
                 past_key_values[i] if past_key_values else None,
                 rotary,
                 training,
+                1 if prune_last and i == last else None,
             )
             if use_cache:
                 presents += (present,)
