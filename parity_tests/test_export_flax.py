@@ -24,7 +24,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import MODEL_TYPES, TINY, feed_forward_rows, max_abs_diff
+from conftest import MODEL_TYPES, assert_last_layer_on_first_token_only, max_abs_diff
 from onnxport.exporters import ExportError, export, load_spec
 from onnxport.exporters import io_spec, rotary_op
 from onnxport.exporters.io_spec import make_inputs
@@ -383,10 +383,8 @@ def test_rotary_primitive_computes_apply_rotary():
 def test_text_classification_last_layer_works_on_the_first_token_only(exported, model_type):
     """As the PyTorch front end: the classifier reads token 0 only, so the last layer runs for it alone
     (validation, against the full native model, is in the export test above)."""
-    layers, sequence = TINY["num_hidden_layers"], FRESH["sequence"]
-    for task, last_rows in (("text-classification", 1), ("token-classification", sequence)):
+    def export_of(task):
         _, report, _ = exported(model_type, task)
-        path = report.model_path
-        assert report.validation.passed
-        feeds = make_inputs(load_spec(os.path.dirname(path)), FRESH["batch"], sequence, seed=FRESH["seed"])
-        assert feed_forward_rows(path, feeds) == [sequence] * (layers - 1) + [last_rows], task
+        return report, report.model_path
+
+    assert_last_layer_on_first_token_only(export_of, FRESH["batch"], FRESH["sequence"], FRESH["seed"])

@@ -20,7 +20,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import MODEL_TYPES, TINY, feed_forward_rows, hf_class, max_abs_diff
+from conftest import MODEL_TYPES, assert_last_layer_on_first_token_only, hf_class, max_abs_diff
 from onnxport.exporters import ExportError, FRONT_ENDS, FrameworkNotInstalledError, export, load_spec
 from onnxport.exporters import artifact, io_spec, rotary_op
 from onnxport.exporters.io_spec import IOSpec, TaskError, build_io_spec, make_inputs
@@ -108,17 +108,13 @@ def test_onnx_matches_transformers(exported, case):
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_text_classification_last_layer_works_on_the_first_token_only(exported, model_type):
     """The classifier reads token 0 only, so the export skips the rest of the last layer; other heads do not."""
-    spec_feeds = {}
-    layers = TINY["num_hidden_layers"]
-    for task, rows in (("text-classification", 1), ("token-classification", FRESH["sequence"])):
+    def export_of(task):
         _, out, report = exported(model_type, task)
-        spec = load_spec(out)
-        spec_feeds[task] = feeds = make_inputs(spec, FRESH["batch"], FRESH["sequence"], seed=FRESH["seed"])
-        assert feed_forward_rows(os.path.join(out, "model.onnx"), feeds) == [FRESH["sequence"]] * (layers - 1) + [rows], task
-        assert report.validation.passed  # validated against the full native model, not the pruned one
+        return report, os.path.join(out, "model.onnx")
+
+    feeds = assert_last_layer_on_first_token_only(export_of, FRESH["batch"], FRESH["sequence"], FRESH["seed"])
     # The pruned graph still reads padded and left-padded rows right (transformers is the reference).
     checkpoint, out, _ = exported(model_type, "text-classification")
-    feeds = dict(spec_feeds["text-classification"])
     feeds = {k: np.ascontiguousarray(v[:, ::-1]) for k, v in feeds.items()}  # padding moves to the front
     hf = _hf(model_type, "ForSequenceClassification", checkpoint)
     got = _session(os.path.join(out, "model.onnx")).run(["logits"], feeds)[0]

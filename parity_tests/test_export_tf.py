@@ -27,7 +27,7 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
 import torch  # noqa: E402
 
-from conftest import MODEL_TYPES, TINY, feed_forward_rows, hf_class, max_abs_diff  # noqa: E402
+from conftest import MODEL_TYPES, assert_last_layer_on_first_token_only, hf_class, max_abs_diff  # noqa: E402
 from onnxport.configs import AutoConfig  # noqa: E402
 from onnxport.exporters import ExportError, FRONT_ENDS, FrameworkNotInstalledError, export, load_spec  # noqa: E402
 from onnxport.exporters import io_spec, rotary_op  # noqa: E402
@@ -363,10 +363,8 @@ def test_cli_export(checkpoint_factory, tmp_path, capsys):
 def test_text_classification_last_layer_works_on_the_first_token_only(exported, model_type):
     """As the PyTorch front end: the classifier reads token 0 only, so the last layer runs for it alone
     (validation, against the full native model, is in the export test above)."""
-    layers, sequence = TINY["num_hidden_layers"], FRESH["sequence"]
-    for task, last_rows in (("text-classification", 1), ("token-classification", sequence)):
+    def export_of(task):
         _, out, report = exported(model_type, task)
-        path = os.path.join(out, "model.onnx")
-        assert report.validation.passed
-        feeds = make_inputs(load_spec(os.path.dirname(path)), FRESH["batch"], sequence, seed=FRESH["seed"])
-        assert feed_forward_rows(path, feeds) == [sequence] * (layers - 1) + [last_rows], task
+        return report, os.path.join(out, "model.onnx")
+
+    assert_last_layer_on_first_token_only(export_of, FRESH["batch"], FRESH["sequence"], FRESH["seed"])
