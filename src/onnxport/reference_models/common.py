@@ -39,6 +39,16 @@ def rotary_table(num_positions: int, head_dim: int) -> np.ndarray:
     return table.astype(np.float32)
 
 
+def last_layer_query_rows(first_token_only: bool, config: EncoderConfig, *, needs_every_position: bool) -> int | None:
+    """Query rows of the last layer: 1 when an exporter traces a graph whose head reads the first token only
+    (``first_token_only``), None (every row) otherwise, or when the call needs every position of the last
+    layer (hidden states, attentions, a cache, cross-attention, a past) or relative position scores, which
+    index query positions."""
+    if not first_token_only or needs_every_position:
+        return None
+    return 1 if config.position_embedding_type in ("absolute", "rotary") else None
+
+
 def check_inputs(
     config: EncoderConfig,
     family: Family,

@@ -27,7 +27,7 @@ import numpy as np
 
 from ...configs import EncoderConfig
 from ...families import Family
-from ..common import InputError, rotary_table
+from ..common import InputError, last_layer_query_rows, rotary_table
 from .activations import ACT2FN
 
 PRECISION = jax.lax.Precision.HIGHEST
@@ -67,7 +67,8 @@ def roberta_position_ids(input_ids: jax.Array, padding_idx: int, past_length: in
 # Export-time specialisation, switched on by onnxport.exporters.flax only while jax2onnx traces a
 # text-classification graph (as BaseModel.first_token_only_last_layer in the PyTorch encoder): the head
 # reads the first token alone, so the last layer computes its query, attention output and feed-forward
-# for that token only. Ignored whenever the call needs every position of the last layer.
+# for that token only. Ignored whenever the call needs every position of the last layer. A module global,
+# not a module attribute: linen modules are frozen dataclasses.
 FIRST_TOKEN_ONLY_LAST_LAYER = False
 
 
@@ -410,10 +411,10 @@ class BaseModel(nn.Module):
         all_attentions = () if output_attentions else None
         all_cross_attentions = () if output_attentions and config.add_cross_attention else None
         presents = () if use_cache else None
-        prune_last = (
-            FIRST_TOKEN_ONLY_LAST_LAYER and not (output_hidden_states or output_attentions or use_cache)
-            and encoder_hidden_states is None and not past_key_values
-            and config.position_embedding_type in ("absolute", "rotary")  # relative scores index query positions
+        last_query_rows = last_layer_query_rows(
+            FIRST_TOKEN_ONLY_LAST_LAYER, config,
+            needs_every_position=bool(output_hidden_states or output_attentions or use_cache
+                                      or encoder_hidden_states is not None or past_key_values),
         )
         for i in range(config.num_hidden_layers):
             if output_hidden_states:
@@ -428,7 +429,7 @@ class BaseModel(nn.Module):
                 past_key_values[i] if past_key_values else None,
                 rotary,
                 deterministic,
-                1 if prune_last and i == config.num_hidden_layers - 1 else None,
+                last_query_rows if i == config.num_hidden_layers - 1 else None,
             )
             if use_cache:
                 presents += (present,)

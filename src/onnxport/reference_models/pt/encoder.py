@@ -15,7 +15,7 @@ from torch import nn
 
 from ...configs import EncoderConfig
 from ...families import Family
-from ..common import check_inputs, rotary_table, value_range
+from ..common import check_inputs, last_layer_query_rows, rotary_table, value_range
 from ..outputs import BaseModelOutputWithPoolingAndCrossAttentions
 from .activations import ACT2FN
 
@@ -355,10 +355,10 @@ class BaseModel(nn.Module):
         all_attentions = () if output_attentions else None
         all_cross_attentions = () if output_attentions and config.add_cross_attention else None
         presents = () if use_cache else None
-        prune_last = (
-            self.first_token_only_last_layer and not (output_hidden_states or output_attentions or use_cache)
-            and encoder_hidden_states is None and not past_key_values
-            and config.position_embedding_type in ("absolute", "rotary")  # relative scores index query positions
+        last_query_rows = last_layer_query_rows(
+            self.first_token_only_last_layer, config,
+            needs_every_position=bool(output_hidden_states or output_attentions or use_cache
+                                      or encoder_hidden_states is not None or past_key_values),
         )
         last = len(self.encoder.layer) - 1
         for i, layer in enumerate(self.encoder.layer):
@@ -372,7 +372,7 @@ class BaseModel(nn.Module):
                 encoder_mask,
                 past_key_values[i] if past_key_values else None,
                 rotary,
-                1 if prune_last and i == last else None,
+                last_query_rows if i == last else None,
             )
             if use_cache:
                 presents += (present,)
