@@ -29,6 +29,16 @@ def main(argv: list[str] | None = None) -> int:
         from ._quiet import import_quietly
 
         import_quietly("tensorflow")  # before any front end, so its import-time notices stay out of the output
+    from .errors import OnnxportError
+
+    try:
+        return _dispatch(args)
+    except OnnxportError as error:  # every refusal is one line, never a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args) -> int:
     if args.command == "demo":
         from .demo import main as demo_main
 

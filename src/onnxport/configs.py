@@ -12,6 +12,7 @@ import copy
 import json
 import os
 from typing import Any, ClassVar
+from .errors import ConfigError  # noqa: F401  (re-exported: the old import path keeps working)
 
 CONFIG_NAME = "config.json"
 
@@ -53,10 +54,6 @@ _COMMON_DEFAULTS: dict[str, Any] = {
     "sep_token_id": None,
     "torch_dtype": None,
 }
-
-
-class ConfigError(ValueError):
-    """An invalid configuration value; the message says which field and what is allowed."""
 
 
 class EncoderConfig:

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
+from ..errors import ExportError, FrameworkNotInstalledError  # noqa: F401  (re-exported: the old import path keeps working)
 
 logger = logging.getLogger("onnxport")
 
@@ -73,14 +74,6 @@ TOKENIZER_FILES = (
     "sentencepiece.bpe.model",
 )
 SPEC_FILE = "onnxport.json"
-
-
-class ExportError(RuntimeError):
-    """The export cannot proceed; the message says what to change."""
-
-
-class FrameworkNotInstalledError(ExportError, ImportError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..configs import EncoderConfig
 from ..families import Family, family_of
+from ..errors import TaskError  # noqa: F401  (re-exported: the old import path keeps working)
 
 # Optimum's dimension names.
 BATCH = "batch_size"
@@ -32,10 +33,6 @@ PAST = "past_sequence_length"
 TOTAL = "past_sequence_length + sequence_length"
 
 Dim = str | int
-
-
-class TaskError(ValueError):
-    """An export task that does not exist or that the model cannot do."""
 
 
 @dataclass(frozen=True)

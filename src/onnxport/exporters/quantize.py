@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 import numpy as np
+from ..errors import QuantizationError  # noqa: F401  (re-exported: the old import path keeps working)
 
 logger = logging.getLogger("onnxport")
 
@@ -50,10 +51,6 @@ OP_TYPES = ("MatMul",)
 # Validation inputs: (batch, sequence) pairs cycled over seeds; sequences are capped by the position table.
 VALIDATION_SHAPES = ((8, 16), (8, 48), (8, 128), (4, 32))
 VALIDATION_SETS = 12
-
-
-class QuantizationError(RuntimeError):
-    """The int8 model disagrees with fp32 beyond the thresholds (or cannot be produced)."""
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .io_spec import IOSpec, empty_past, make_inputs
+from ..errors import ValidationError  # noqa: F401  (re-exported: the old import path keeps working)
 
 logger = logging.getLogger("onnxport")
 
@@ -29,10 +30,6 @@ VALIDATION_SHAPES = (
 )
 
 NativeRunner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-
-
-class ValidationError(AssertionError):
-    """The exported graph disagrees with the native model beyond the tolerance."""
 
 
 @dataclass

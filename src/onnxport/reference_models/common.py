@@ -16,12 +16,9 @@ import numpy as np
 from .. import checkpoints
 from ..configs import AutoConfig, EncoderConfig
 from ..families import Family, family_of
+from ..errors import InputError  # noqa: F401  (re-exported: the old import path keeps working)
 
 logger = logging.getLogger("onnxport")
-
-
-class InputError(ValueError):
-    """A model input that does not fit the model; the message says what to change."""
 
 
 def rotary_table(num_positions: int, head_dim: int) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..configs import AutoConfig, EncoderConfig
 from ..exporters.io_spec import IOSpec, empty_past
+from ..errors import InputError
 from .session import ModelFileError, SessionConfig, create_session
 
 logger = logging.getLogger("onnxport")
@@ -26,8 +27,8 @@ SPEC_FILE = "onnxport.json"
 MODEL_FILE = "model.onnx"
 
 
-class RuntimeInputError(ValueError):
-    """An input that does not fit the exported graph; the message says what to change."""
+# The runtime's input errors are the reference models' ones: one type for one condition everywhere.
+RuntimeInputError = InputError
 
 
 class RuntimeOutput(dict):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import onnxruntime as ort
+from ..errors import ProviderUnavailableError, ModelFileError  # noqa: F401  (re-exported: the old import path keeps working)
 
 logger = logging.getLogger("onnxport")
 
@@ -29,14 +30,6 @@ GRAPH_OPTIMIZATION_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-
-
-class ProviderUnavailableError(RuntimeError):
-    """The requested execution provider cannot run here; the message says what to install or pass."""
-
-
-class ModelFileError(ValueError):
-    """A missing, truncated or corrupt ``.onnx`` file."""
 
 
 @dataclass
