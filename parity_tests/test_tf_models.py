@@ -430,7 +430,7 @@ def test_bad_inputs_eager(models, model_type):
         with pytest.raises(InputError, match=message) as err:
             ours(**inputs)
         if pt_model is not None:  # the same message as onnxport's PyTorch class
-            with pytest.raises(ValueError) as pt_err:
+            with pytest.raises(InputError) as pt_err:  # the same type as TF and Flax
                 pt_model(**{k: torch.from_numpy(v) for k, v in inputs.items()})
             assert str(pt_err.value) == str(err.value), name
     # decoder cache with the wrong number of layers

@@ -34,8 +34,37 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except OnnxportError as error:  # every refusal is one line, never a traceback
-        print(f"error: {error}", file=sys.stderr)
+        print(f"onnxport {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as error:
+        print(f"onnxport {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # a bug or an unforeseen fault: still one line; -v shows the traceback
+        if args.verbose:
+            raise
+        print(f"onnxport {args.command}: error: unexpected {type(error).__name__}: {_one_line(error)} "
+              "(run with -v for the traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be an integer > 0, got {text!r}")
+    return value
 
 
 def _dispatch(args) -> int:
@@ -68,7 +97,7 @@ def _add_export_parser(commands) -> None:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17)")
     p.add_argument("--force", action="store_true", help="overwrite export files in a non-empty output directory")
     p.add_argument("--no-validate", action="store_true", help="skip the native vs ONNX Runtime comparison")
-    p.add_argument("--atol", type=float, default=None,
+    p.add_argument("--atol", type=_non_negative_float, default=None,
                    help="validation tolerance (default: 1e-4; with --fp16, 1e-2 of each output's scale)")
     p.add_argument("--quantize", choices=("int8",), default=None,
                    help="write a dynamic-int8 model to OUT (validated against the fp32 export; see `onnxport quantize`)")
@@ -110,16 +139,17 @@ def _add_run_parser(commands) -> None:
     p.add_argument("texts", nargs="*", help="input texts (question-answering: use --question/--context)")
     p.add_argument("--task", help="pipeline task (default: the task the directory was exported for)")
     p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
-    p.add_argument("--top-k", type=int, default=None, help="fill-mask / text-classification / question-answering")
+    p.add_argument("--top-k", type=_positive_int, default=None,
+                   help="fill-mask / text-classification / question-answering (default: the pipeline's)")
     p.add_argument("--aggregation", default="simple", help="token-classification: none|simple|first|average|max")
     p.add_argument("--question", help="question-answering question")
     p.add_argument("--context", help="question-answering context")
     p.add_argument("--choices", nargs="+", help="multiple-choice: the choices (the first TEXT is the prompt)")
     p.add_argument("--pooling", default="cls", choices=("cls", "mean", "none"), help="feature-extraction pooling")
     p.add_argument("--normalize", action="store_true", help="feature-extraction: L2-normalise vectors")
-    p.add_argument("--max-new-tokens", type=int, default=20, help="text-generation")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="text-generation (default: the pipeline's)")
     p.add_argument("--sample", action="store_true", help="text-generation: sample instead of greedy")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=None, help="text-generation sampling (default: 1.0)")
     p.add_argument("--seed", type=int, default=None)
 
 
@@ -159,10 +189,12 @@ def _run(args) -> int:
     try:
         task = args.task or read_export_dir(args.export_dir)[1].task
         pipe = pipeline(task, args.export_dir, provider=args.provider)
+        # Only the options the user gave: the pipeline validates them and owns the defaults.
+        given = lambda **options: {k: v for k, v in options.items() if v is not None}  # noqa: E731
         if task == "question-answering":
             if not (args.question and args.context):
                 raise ValueError("question-answering needs --question and --context.")
-            result = pipe(question=args.question, context=args.context, top_k=args.top_k or 1)
+            result = pipe(question=args.question, context=args.context, **given(top_k=args.top_k))
         elif not args.texts:
             raise ValueError("Give at least one TEXT.")
         elif task == "multiple-choice":
@@ -170,16 +202,16 @@ def _run(args) -> int:
                 raise ValueError("multiple-choice needs --choices.")
             result = pipe(args.texts[0], args.choices)
         elif task == "fill-mask":
-            result = pipe(args.texts, top_k=args.top_k or 5)
+            result = pipe(args.texts, **given(top_k=args.top_k))
         elif task in ("text-classification", "sentiment-analysis"):
-            result = pipe(args.texts, top_k=args.top_k or 1)
+            result = pipe(args.texts, **given(top_k=args.top_k))
         elif task in ("token-classification", "ner"):
             result = pipe(args.texts, aggregation_strategy=args.aggregation)
         elif task == "feature-extraction":
             result = pipe(args.texts, pooling=args.pooling, normalize=args.normalize)
         else:
-            result = pipe(args.texts, max_new_tokens=args.max_new_tokens, do_sample=args.sample,
-                          temperature=args.temperature, seed=args.seed)
+            result = pipe(args.texts, do_sample=args.sample, **given(
+                max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed))
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"onnxport run: error: {error}", file=sys.stderr)
         return 1

@@ -79,7 +79,7 @@ class EncoderConfig:
         self._extra_keys = [k for k in kwargs if k not in _COMMON_DEFAULTS and k not in self.family_defaults]
 
         if id2label is not None:
-            self.id2label = {int(k): v for k, v in id2label.items()}
+            self.id2label = _label_map(id2label)
             if num_labels is not None and num_labels != len(self.id2label):
                 raise ConfigError(
                     f"num_labels={num_labels} disagrees with id2label, which has {len(self.id2label)} labels; "
@@ -88,7 +88,12 @@ class EncoderConfig:
         else:
             self.num_labels = 2 if num_labels is None else num_labels
         if label2id is not None:
-            self.label2id = {k: int(v) for k, v in label2id.items()}
+            if not isinstance(label2id, dict):
+                raise ConfigError(f"label2id must be an object of label -> class index, got {type(label2id).__name__}.")
+            try:
+                self.label2id = {k: int(v) for k, v in label2id.items()}
+            except (TypeError, ValueError):
+                raise ConfigError(f"label2id values must be integer class indices, got {label2id!r}.") from None
         else:
             self.label2id = {label: i for i, label in self.id2label.items()}
         self._post_init()
@@ -134,12 +139,16 @@ class EncoderConfig:
             )
         if self.problem_type not in PROBLEM_TYPES:
             raise ConfigError(f"problem_type={self.problem_type!r} is not one of {PROBLEM_TYPES}.")
+        eps = self.layer_norm_eps
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0.0 < eps < float("inf"):
+            raise ConfigError(f"layer_norm_eps must be a positive finite number (typically 1e-5 or 1e-12), got {eps!r}.")
         for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             value = getattr(self, field)
-            if not 0.0 <= value < 1.0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
                 raise ConfigError(f"{field} must be in [0, 1), got {value!r}.")
         classifier_dropout = getattr(self, "classifier_dropout", None)
-        if classifier_dropout is not None and not 0.0 <= classifier_dropout < 1.0:
+        if classifier_dropout is not None and (not isinstance(classifier_dropout, (int, float))
+                                               or not 0.0 <= classifier_dropout < 1.0):
             raise ConfigError(f"classifier_dropout must be None or in [0, 1), got {classifier_dropout!r}.")
         if self.add_cross_attention and not self.is_decoder:
             raise ConfigError("add_cross_attention=True needs is_decoder=True (cross-attention is a decoder feature).")
@@ -188,6 +197,29 @@ class EncoderConfig:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
+
+
+def _label_map(id2label: Any) -> dict[int, str]:
+    """id2label with integer keys (config.json stores them as strings, as transformers writes them)."""
+    if not isinstance(id2label, dict):
+        raise ConfigError(f"id2label must be an object of class index -> label, got {type(id2label).__name__}.")
+    labels = {}
+    for key, label in id2label.items():
+        try:
+            index = int(key)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"id2label key {key!r} is not an integer class index; write id2label as {{\"0\": \"NEGATIVE\", ...}}."
+            ) from None
+        if index < 0 or str(index) != str(key).strip():
+            raise ConfigError(f"id2label key {key!r} is not a non-negative integer class index.")
+        labels[index] = label
+    if sorted(labels) != list(range(len(labels))):
+        raise ConfigError(
+            f"id2label keys must be the class indices 0..{len(labels) - 1}, got {sorted(labels)}; "
+            "the classifier's outputs are numbered from 0."
+        )
+    return labels
 
 
 def read_config_dict(path: str | os.PathLike) -> dict[str, Any]:

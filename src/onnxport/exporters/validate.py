@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .io_spec import IOSpec, empty_past, make_inputs
-from ..errors import ValidationError  # noqa: F401  (re-exported: the old import path keeps working)
+from ..errors import InputError, ValidationError  # noqa: F401  (re-exported: the old import path keeps working)
 
 logger = logging.getLogger("onnxport")
 
@@ -80,6 +80,8 @@ class ValidationReport:
 
 def tolerance_for(output: str, atol: float | None = None) -> float:
     if atol is not None:
+        if not isinstance(atol, (int, float)) or not atol >= 0:  # NaN fails too
+            raise InputError(f"atol must be a number >= 0, got {atol!r}.")
         return atol
     return TOLERANCES.get(output, TOLERANCES["default"])
 

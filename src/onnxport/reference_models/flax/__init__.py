@@ -3,6 +3,7 @@
 ``FlaxRoFormerForCausalLM`` exists here although transformers has no such Flax class.
 """
 
+from ...errors import TaskError
 from ...families import ROBERTA_PRELAYERNORM, ROFORMER, XLM_ROBERTA
 from .modeling import FlaxPreTrainedModel, bind
 
@@ -41,7 +42,7 @@ def model_class(model_type: str, head: str) -> type[FlaxPreTrainedModel]:
     try:
         return MODEL_CLASSES[(model_type, head)]
     except KeyError:
-        raise ValueError(f"No Flax class for model_type={model_type!r}, head={head!r}.") from None
+        raise TaskError(f"No Flax class for model_type={model_type!r}, head={head!r}.") from None
 
 
 __all__ = [name for name in dir() if name.startswith(_FAMILY_PREFIXES)] + [

@@ -27,6 +27,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from ...configs import EncoderConfig
+from ...errors import CheckpointError
 from ...families import Family
 from ..common import (
     InputError,
@@ -248,7 +249,7 @@ class FlaxPreTrainedModel:
                 if source in report.missing:
                     report.missing.remove(source)
         if strict and report.missing:
-            raise ValueError(f"{type(self).__name__}: {report}")
+            raise CheckpointError(f"{type(self).__name__}: {report}")
         if own is None:
             if report.missing:
                 own = params_to_state_dict(self.init_weights())

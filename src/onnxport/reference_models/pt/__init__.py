@@ -1,5 +1,6 @@
 """PyTorch reference models: the 21 transformers-named classes over one generic encoder."""
 
+from ...errors import TaskError
 from ...families import ROBERTA_PRELAYERNORM, ROFORMER, XLM_ROBERTA
 from .modeling import PreTrainedModel, bind
 
@@ -38,7 +39,7 @@ def model_class(model_type: str, head: str) -> type[PreTrainedModel]:
     try:
         return MODEL_CLASSES[(model_type, head)]
     except KeyError:
-        raise ValueError(f"No PyTorch class for model_type={model_type!r}, head={head!r}.") from None
+        raise TaskError(f"No PyTorch class for model_type={model_type!r}, head={head!r}.") from None
 
 
 __all__ = [name for name in dir() if name.startswith(_FAMILY_PREFIXES)] + ["MODEL_CLASSES", "model_class"]

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ...configs import EncoderConfig
+from ...errors import InputError
 from ...families import Family
 from ..common import check_inputs, last_layer_query_rows, rotary_table, value_range
 from ..outputs import BaseModelOutputWithPoolingAndCrossAttentions
@@ -261,7 +262,7 @@ class Layer(nn.Module):
         cross_probs = None
         if encoder_hidden_states is not None:
             if not hasattr(self, "crossattention"):
-                raise ValueError(
+                raise InputError(
                     "encoder_hidden_states were passed but the model has no cross-attention; "
                     "load it with add_cross_attention=True (and is_decoder=True)."
                 )
@@ -412,7 +413,7 @@ class BaseModel(nn.Module):
             position_range=None if position_ids is None else value_range(position_ids.detach().cpu()),
         )
         if past_key_values is not None and len(past_key_values) != self.config.num_hidden_layers:
-            raise ValueError(
+            raise InputError(
                 f"past_key_values has {len(past_key_values)} layers, the model has {self.config.num_hidden_layers}."
             )
 
@@ -442,7 +443,7 @@ class BaseModel(nn.Module):
         if head_mask.dim() == 1:
             head_mask = head_mask[None].expand(layers, -1)
         if tuple(head_mask.shape) != (layers, self.config.num_attention_heads):
-            raise ValueError(
+            raise InputError(
                 f"head_mask must have shape (num_heads,) or (num_layers, num_heads) = "
                 f"({layers}, {self.config.num_attention_heads}), got {tuple(head_mask.shape)}."
             )

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 
 from ...configs import EncoderConfig
+from ...errors import CheckpointError, InputError
 from ...families import Family
 from ..common import fit_or_raise, load_config_and_weights, save_checkpoint
 from ..outputs import (
@@ -117,7 +118,7 @@ class PreTrainedModel(nn.Module):
             state, {k: tuple(v.shape) for k, v in own.items()}, self.family, type(self).__name__, optional
         )
         if strict and report.missing:
-            raise ValueError(f"{type(self).__name__}: {report}")
+            raise CheckpointError(f"{type(self).__name__}: {report}")
         with torch.no_grad():
             for name, value in fitted.items():
                 if name in tied:
@@ -437,9 +438,9 @@ class EncoderForMultipleChoice(_HeadModel):
     ):
         reference = input_ids if input_ids is not None else inputs_embeds
         if reference is None:
-            raise ValueError("You have to specify either input_ids or inputs_embeds.")
+            raise InputError("You have to specify either input_ids or inputs_embeds.")
         if reference.dim() != (3 if input_ids is not None else 4):
-            raise ValueError(
+            raise InputError(
                 f"Multiple choice inputs need shape (batch, num_choices, sequence), got {tuple(reference.shape)}."
             )
         num_choices = reference.shape[1]

@@ -4,6 +4,7 @@ They read and write HF PyTorch-format checkpoints (no TF weight files), run eage
 inside ``tf.function`` with unknown batch/sequence dimensions, and under ``jit_compile=True``.
 """
 
+from ...errors import TaskError
 from ...families import ROBERTA_PRELAYERNORM, ROFORMER, XLM_ROBERTA
 from .modeling import TFPreTrainedModel, bind
 
@@ -42,7 +43,7 @@ def model_class(model_type: str, head: str) -> type[TFPreTrainedModel]:
     try:
         return MODEL_CLASSES[(model_type, head)]
     except KeyError:
-        raise ValueError(f"No TensorFlow class for model_type={model_type!r}, head={head!r}.") from None
+        raise TaskError(f"No TensorFlow class for model_type={model_type!r}, head={head!r}.") from None
 
 
 __all__ = [

@@ -417,7 +417,7 @@ class Layer(Module):
         cross_probs = None
         if encoder_hidden_states is not None:
             if not hasattr(self, "crossattention"):
-                raise ValueError(
+                raise InputError(
                     "encoder_hidden_states were passed but the model has no cross-attention; "
                     "load it with add_cross_attention=True (and is_decoder=True)."
                 )

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from ...configs import EncoderConfig
+from ...errors import CheckpointError
 from ...families import Family
 from ..common import InputError, fit_or_raise, load_config_and_weights, save_checkpoint
 from ..outputs import (
@@ -182,7 +183,7 @@ class TFPreTrainedModel(Module):
         optional = list(tied) + [k for k in own if k.endswith("embed_positions.weight")]
         fitted, report = fit_or_raise(state, {k: p.shape for k, p in own.items()}, self.family, type(self).__name__, optional)
         if strict and report.missing:
-            raise ValueError(f"{type(self).__name__}: {report}")
+            raise CheckpointError(f"{type(self).__name__}: {report}")
         for name, value in fitted.items():
             if name in tied:
                 continue  # the source parameter carries the value
