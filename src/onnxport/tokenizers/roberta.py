@@ -139,8 +139,9 @@ class RobertaTokenizerFast(RobertaFamily, FastTokenizerBase):
                                        end_of_word_suffix="", fuse_unk=False))
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=self.add_prefix_space)
         backend.decoder = decoders.ByteLevel()
+        # sep and cls go by position: tokenizers 0.23 renamed the `cls` keyword to `cls_token`.
         backend.post_processor = processors.RobertaProcessing(
-            sep=(self.sep_token, vocab[self.sep_token]), cls=(self.cls_token, vocab[self.cls_token]),
+            (self.sep_token, vocab[self.sep_token]), (self.cls_token, vocab[self.cls_token]),
             add_prefix_space=self.add_prefix_space, trim_offsets=self.trim_offsets,
         )
         backend.add_special_tokens([
