@@ -1,0 +1,58 @@
+"""Tiny exports with tokenizer files for the Triton and Ray tests (built the way test_runtime.py builds them)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from conftest import build_hf_checkpoint
+from tokenizer_fixtures import write_roberta_files, write_roformer_files, write_xlm_roberta_files
+
+TOKENIZER_WRITERS = {
+    "xlm-roberta": write_xlm_roberta_files,
+    "roberta-prelayernorm": write_roberta_files,
+    "roformer": write_roformer_files,
+}
+NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+WORDS = ("the quick brown fox jumps over lazy dog hello world how are you doing today tokenizers split text "
+         "into pieces models read numbers like and appear in too").split()
+
+
+class ExportFactory:
+    """``factory(model_type, task)`` -> export directory (with tokenizer files), built once per pair."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.exports: dict[tuple[str, str], str] = {}
+        self.tokenizers: dict[str, Path] = {}
+
+    def __call__(self, model_type: str, task: str) -> str:
+        from onnxport.exporters import export
+        from onnxport.exporters.io_spec import TASKS
+        from onnxport.tokenizers import AutoTokenizer
+
+        key = (model_type, task)
+        if key not in self.exports:
+            if model_type not in self.tokenizers:
+                self.tokenizers[model_type] = TOKENIZER_WRITERS[model_type](self.root / f"tok-{model_type}")
+            tokenizer_dir = self.tokenizers[model_type]
+            overrides = dict(vocab_size=len(AutoTokenizer.from_pretrained(tokenizer_dir)), max_position_embeddings=66)
+            if task == "token-classification":
+                overrides["id2label"] = NER_LABELS
+            checkpoint = self.root / f"ckpt-{model_type}-{task}"
+            build_hf_checkpoint(checkpoint, model_type, TASKS[task].head, **overrides)
+            for f in Path(tokenizer_dir).iterdir():
+                if f.name != "config.json":
+                    shutil.copy(f, checkpoint / f.name)
+            out = self.root / f"{model_type}-{task}"
+            export(str(checkpoint), str(out), framework="pt", task=task)
+            self.exports[key] = str(out)
+        return self.exports[key]
+
+
+def ragged_texts(count: int, low: int = 1, high: int = 40, seed: int = 0) -> list[str]:
+    """``count`` texts of ``low``..``high`` words (the ragged traffic of the issue)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(low, high + 1)))) for _ in range(count)]
