@@ -12,14 +12,18 @@ import json
 import logging
 import os
 import threading
+from types import SimpleNamespace
 from typing import Any, ClassVar, Optional, Sequence
 
 import numpy as np
 
 from ..configs import AutoConfig, EncoderConfig
-from ..exporters.io_spec import IOSpec, empty_past
-from ..errors import InputError
-from .session import ModelFileError, SessionConfig, create_session
+from ..errors import InputError, TaskError
+from ..exporters import TOKENIZER_FILES
+from ..exporters.io_spec import TASKS, IOSpec, build_io_spec, empty_past
+from ..families import family_of
+from ..reference_models.common import check_inputs
+from .session import ModelFileError, SessionConfig, check_model_file, create_session
 
 logger = logging.getLogger("onnxport")
 
@@ -53,10 +57,60 @@ def read_export_dir(export_dir: str | os.PathLike) -> tuple[dict[str, Any], IOSp
     try:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)
-        spec = IOSpec.from_dict(meta["io_spec"])
-    except (ValueError, KeyError) as err:
-        raise ModelFileError(f"{path} is unreadable ({err}); re-export the model.") from err
-    return meta, spec
+    except (ValueError, OSError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ModelFileError(f"{path} is not valid JSON ({err}); re-export the model.") from err
+    problem = _spec_file_problem(meta)
+    if problem:
+        raise ModelFileError(f"{path} is malformed: {problem}; re-export the model.")
+    return meta, IOSpec.from_dict(meta["io_spec"])
+
+
+def _spec_file_problem(meta: Any) -> Optional[str]:
+    """What is wrong with the structure of onnxport.json, or None: checked field by field, so a
+    hand-edited or damaged file is refused by name instead of failing later inside numpy or ONNX Runtime."""
+    if not isinstance(meta, dict):
+        return f"the top level must be an object, got {type(meta).__name__}"
+    spec = meta.get("io_spec")
+    if not isinstance(spec, dict):
+        return "field 'io_spec' must be an object" if "io_spec" in meta else "field 'io_spec' is missing"
+    wanted = {"task": str, "model_type": str, "with_past": bool, "inputs": list, "outputs": list}
+    for key, kind in wanted.items():
+        if key not in spec:
+            return f"field 'io_spec.{key}' is missing"
+        if not isinstance(spec[key], kind):
+            return f"field 'io_spec.{key}' must be a {kind.__name__}, got {type(spec[key]).__name__}"
+    if spec["task"] not in TASKS:
+        return f"io_spec.task {spec['task']!r} is not an export task ({', '.join(TASKS)})"
+    layers = spec.get("num_layers", 0)
+    if not isinstance(layers, int) or isinstance(layers, bool) or layers < 0:
+        return f"field 'io_spec.num_layers' must be a non-negative integer, got {layers!r}"
+    if not isinstance(spec.get("extra", {}), dict):
+        return f"field 'io_spec.extra' must be an object, got {type(spec['extra']).__name__}"
+    for key in ("vocab_size", "type_vocab_size", "max_sequence_length", "num_attention_heads", "head_dim"):
+        value = spec.get("extra", {}).get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            return f"field 'io_spec.extra.{key}' must be a positive integer, got {value!r}"
+    if spec["with_past"] and ("num_attention_heads" not in spec.get("extra", {}) or "head_dim" not in spec["extra"]):
+        return "a with_past io_spec needs 'extra.num_attention_heads' and 'extra.head_dim'"
+    for group in ("inputs", "outputs"):
+        if not spec[group]:
+            return f"field 'io_spec.{group}' is empty"
+        for index, tensor in enumerate(spec[group]):
+            where = f"io_spec.{group}[{index}]"
+            if not isinstance(tensor, dict):
+                return f"{where} must be an object, got {type(tensor).__name__}"
+            if not isinstance(tensor.get("name"), str) or not isinstance(tensor.get("dtype"), str):
+                return f"{where} needs a string 'name' and 'dtype'"
+            try:
+                np.dtype(tensor["dtype"])
+            except TypeError:
+                return f"{where}.dtype {tensor['dtype']!r} is not a numpy dtype"
+            shape = tensor.get("shape")
+            if not isinstance(shape, list) or not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in shape):
+                return f"{where}.shape must be a list of integers and dimension names, got {shape!r}"
+    if "input_ids" not in [t["name"] for t in spec["inputs"]]:
+        return "io_spec.inputs has no 'input_ids'"
+    return None
 
 
 class OnnxModelBase:
@@ -79,6 +133,7 @@ class OnnxModelBase:
         self.device_id = device_id
         self._input_specs = {t.name: t for t in spec.inputs}
         self._lock = threading.Lock()  # only guards lazy state; ONNX Runtime's run() is thread-safe
+        self._limits = _input_limits(config, spec)  # from_pretrained narrows these to what the graph holds
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -90,25 +145,29 @@ class OnnxModelBase:
         meta, spec = read_export_dir(export_dir)
         if cls.task and spec.task != cls.task:
             right = MODEL_CLASSES_BY_TASK.get(spec.task)
-            raise ValueError(
+            raise TaskError(
                 f"{export_dir} was exported for {spec.task!r}, not {cls.task!r}; load it with "
                 f"{right.__name__ if right else 'the matching class'} or re-export with --task {cls.task}."
             )
         config = AutoConfig.from_pretrained(export_dir)
+        _check_spec_matches_task(spec, config, export_dir)
         config_obj = session_config or SessionConfig()
         config_obj.provider = provider
         model_path = os.path.join(export_dir, MODEL_FILE)
+        graph = _read_graph(model_path, export_dir)
         model_source: str | bytes = model_path
         if fuse_rotary and config.model_type == "roformer":
-            model_source = _maybe_lower_rotary(model_path, provider, config_obj)
+            model_source = _maybe_lower_rotary(graph, model_path, provider, config_obj)
         session, chosen = create_session(model_source, config_obj, **session_options)
         _check_graph_matches_spec(session, spec, export_dir)
         tokenizer = None
         if load_tokenizer:
             tokenizer = _load_tokenizer(export_dir)
         model_cls = cls if cls.task else MODEL_CLASSES_BY_TASK[spec.task]
-        return model_cls(session, spec, config, tokenizer, export_dir, chosen, meta, use_io_binding,
-                         config_obj.device_id)
+        model = model_cls(session, spec, config, tokenizer, export_dir, chosen, meta, use_io_binding,
+                          config_obj.device_id)
+        model._limits = _input_limits(config, spec, graph)
+        return model
 
     # -- calling -----------------------------------------------------------------------------
     def __call__(self, **inputs: Any) -> RuntimeOutput:
@@ -143,7 +202,8 @@ class OnnxModelBase:
         return RuntimeOutput(named)
 
     def prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Check inputs against the IO spec and fill defaults (attention_mask, token_type_ids)."""
+        """Check inputs against the IO spec and the graph's limits and fill defaults (attention_mask,
+        token_type_ids): every input ONNX Runtime would fail on (or silently misread) is an InputError here."""
         inputs = dict(inputs)
         past = inputs.pop("past_key_values", None)
         known = set(self._input_specs)
@@ -152,83 +212,132 @@ class OnnxModelBase:
             raise RuntimeInputError(
                 f"Unknown input(s) {unknown} for this {self.spec.task} export; it takes {sorted(known)}."
             )
-        if "input_ids" not in inputs:
+        if inputs.get("input_ids") is None:
             raise RuntimeInputError("input_ids is required.")
-        feeds: dict[str, np.ndarray] = {}
-        ids = self._int_array("input_ids", inputs["input_ids"])
+        limits = self._limits
+        ids = self._int_array("input_ids", inputs["input_ids"], limits.vocab_size, "use the tokenizer exported with the model")
         rank = len(self._input_specs["input_ids"].shape)
+        what = "(batch, num_choices, sequence)" if rank == 3 else "(batch, sequence)"
         if ids.ndim != rank:
-            what = "(batch, num_choices, sequence)" if rank == 3 else "(batch, sequence)"
             raise RuntimeInputError(f"input_ids must have shape {what}, got {ids.shape}.")
-        vocab = self.config.vocab_size
-        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+        if 0 in ids.shape:
             raise RuntimeInputError(
-                f"input_ids must lie in [0, {vocab - 1}] (vocab_size), found [{ids.min()}, {ids.max()}]; "
-                "use the tokenizer exported with the model."
+                f"input_ids has shape {ids.shape}: every dimension of {what} must be at least 1; "
+                "pass at least one sequence of at least one token."
             )
+        mask = inputs.get("attention_mask")
+        mask = None if mask is None else self._mask_array(mask)
+        types = None
+        if "token_type_ids" in known and inputs.get("token_type_ids") is not None:
+            types = self._int_array("token_type_ids", inputs["token_type_ids"], limits.type_vocab_size,
+                                    "token types are 0 for the first text and 1 for a pair's second")
+        if rank == 3:  # the reference models' rules are stated for (batch, sequence): check choices, then flatten
+            for name, array in (("attention_mask", mask), ("token_type_ids", types)):
+                if array is not None and array.shape != ids.shape:
+                    raise RuntimeInputError(f"{name} must have the shape of input_ids {ids.shape}, got {array.shape}.")
+        flat = lambda a: None if a is None else a.reshape(-1, a.shape[-1]) if rank == 3 else a  # noqa: E731
+
+        past_feeds: dict[str, Any] = {}
         past_length = 0
         if self.spec.with_past:
             past_feeds = self._past_feeds(past, ids.shape[0])
             past_length = _shape(next(iter(past_feeds.values())))[2] if past_feeds else 0
-            feeds.update(past_feeds)
         elif past is not None:
             raise RuntimeInputError("past_key_values given, but this export has no cache inputs; export with --with-past.")
+        check_inputs(
+            limits, family_of(self.config), input_shape=flat(ids).shape,
+            attention_mask_shape=None if mask is None else flat(mask).shape,
+            token_type_ids_shape=None if types is None else flat(types).shape, past_length=past_length,
+        )
         seq = ids.shape[-1]
-        limit = self.config.max_sequence_length
-        if seq + past_length > limit:
-            raise RuntimeInputError(
-                f"Sequence length {seq + past_length} exceeds the model's maximum of {limit} positions; "
-                "truncate the input (tokenizer(..., truncation=True, max_length=...))."
-            )
+        feeds: dict[str, Any] = dict(past_feeds)
         feeds["input_ids"] = ids
-        mask = inputs.get("attention_mask")
-        want_mask = ids.shape[:-1] + (seq + past_length,)
-        mask = np.ones(want_mask, np.int64) if mask is None else self._mask_array(mask)
-        if mask.shape != want_mask:
-            raise RuntimeInputError(f"attention_mask must have shape {want_mask}, got {mask.shape}.")
-        feeds["attention_mask"] = mask
+        feeds["attention_mask"] = np.ones(ids.shape[:-1] + (seq + past_length,), np.int64) if mask is None else mask
         if "token_type_ids" in known:
-            types = inputs.get("token_type_ids")
-            types = np.zeros_like(ids) if types is None else self._int_array("token_type_ids", types)
-            if types.shape != ids.shape:
-                raise RuntimeInputError(f"token_type_ids must have the shape of input_ids {ids.shape}, got {types.shape}.")
-            if types.size and (types.min() < 0 or types.max() >= self.config.type_vocab_size):
-                raise RuntimeInputError(
-                    f"token_type_ids must lie in [0, {self.config.type_vocab_size - 1}], found [{types.min()}, {types.max()}]."
-                )
-            feeds["token_type_ids"] = types
+            feeds["token_type_ids"] = np.zeros_like(ids) if types is None else types
         return feeds
 
     @staticmethod
-    def _int_array(name: str, value: Any) -> np.ndarray:
-        array = np.asarray(value)
+    def _as_array(name: str, value: Any) -> np.ndarray:
+        if _is_ort_value(value):
+            value = value.numpy()
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError) as err:  # numpy refuses ragged nested lists
+            raise RuntimeInputError(
+                f"{name} could not be read as one array ({err}); rows of different lengths must be padded "
+                "to one length (tokenizer(..., padding=True)) with attention_mask marking the padding."
+            ) from None
+        if array.dtype == object:
+            raise RuntimeInputError(
+                f"{name} must be a rectangular array of integers, got ragged rows or non-numbers (dtype object); "
+                "pad the rows to one length (tokenizer(..., padding=True))."
+            )
+        return array
+
+    @classmethod
+    def _int_array(cls, name: str, value: Any, size: Optional[int] = None, hint: str = "") -> np.ndarray:
+        """``value`` as int64, with every entry in [0, size) when ``size`` is given (checked before the cast, so
+        uint64 values past int64 cannot wrap into range)."""
+        array = cls._as_array(name, value)
         if array.dtype.kind not in "iub":
             raise RuntimeInputError(f"{name} must hold integers, got dtype {array.dtype}.")
+        if size is not None and array.size:
+            low, high = int(array.min()), int(array.max())
+            if low < 0 or high >= size:
+                raise RuntimeInputError(
+                    f"{name} must lie in [0, {size - 1}] (the graph's table has {size} rows), found values in "
+                    f"[{low}, {high}]{'; ' + hint if hint else ''}."
+                )
         return array.astype(np.int64, copy=False)
 
     @classmethod
     def _mask_array(cls, value: Any) -> np.ndarray:
-        array = np.asarray(value)
-        if array.dtype.kind == "f":  # transformers accepts 0.0/1.0 float masks; the graph takes int64
-            if not np.isin(array, (0.0, 1.0)).all():
-                raise RuntimeInputError("attention_mask must contain only 0 and 1.")
-            return array.astype(np.int64)
-        return cls._int_array("attention_mask", array)
+        array = cls._as_array("attention_mask", value)
+        if array.dtype.kind not in "iubf":
+            raise RuntimeInputError(f"attention_mask must hold 0/1 integers, got dtype {array.dtype}.")
+        if array.size and not np.isin(array, (0, 1)).all():  # NaN is not in (0, 1) either
+            bad = array[~np.isin(array, (0, 1))].ravel()[0].item()
+            raise RuntimeInputError(
+                f"attention_mask must contain only 0 and 1 (0 marks padding), found {bad!r}; "
+                "pass the tokenizer's attention_mask."
+            )
+        return array.astype(np.int64, copy=False)  # transformers accepts 0.0/1.0 float masks; the graph takes int64
 
-    def _past_feeds(self, past: Optional[Sequence], batch: int) -> dict[str, np.ndarray]:
+    def _past_feeds(self, past: Any, batch: int) -> dict[str, Any]:
+        """past_key_values as the graph's cache inputs: one (key, value) pair per layer, each
+        (batch, heads, past, head_dim) of one past length, in the graph's dtype."""
         if past is None:
             return empty_past(self.spec, batch)
-        if len(past) != self.spec.num_layers:
-            raise RuntimeInputError(f"past_key_values has {len(past)} layers, the model has {self.spec.num_layers}.")
-        feeds = {}
+        layers = self.spec.num_layers
+        form = f"a sequence of {layers} (key, value) pairs, each (batch, heads, past, head_dim)"
+        if isinstance(past, (str, bytes, dict)) or not isinstance(past, (Sequence, np.ndarray)):
+            raise RuntimeInputError(f"past_key_values must be {form}, got {type(past).__name__}; "
+                                    "pass the past_key_values of the previous call's output.")
+        if len(past) != layers:
+            raise RuntimeInputError(f"past_key_values has {len(past)} layers, the model has {layers}; it must be {form}.")
+        feeds: dict[str, Any] = {}
         want = (batch, self.spec.extra["num_attention_heads"], None, self.spec.extra["head_dim"])
-        for (key_name, value_name), layer in zip(self.spec.past_names(), past):
+        past_length = None
+        for index, ((key_name, value_name), layer) in enumerate(zip(self.spec.past_names(), past)):
+            if isinstance(layer, (str, bytes, dict)) or not isinstance(layer, (Sequence, np.ndarray)) or len(layer) != 2:
+                raise RuntimeInputError(f"past_key_values[{index}] must be a (key, value) pair; past_key_values must be {form}.")
             for name, array in ((key_name, layer[0]), (value_name, layer[1])):
                 if not _is_ort_value(array):  # OrtValues from IO binding stay where they are
-                    array = np.asarray(array, dtype=self._input_specs[name].dtype)  # float16 in fp16 exports
+                    array = self._as_array(name, array)
+                    if array.dtype.kind not in "fiu":
+                        raise RuntimeInputError(f"{name} must hold floating-point numbers, got dtype {array.dtype}.")
+                    # float16 in fp16 exports
+                    array = np.asarray(array, dtype=self._input_specs[name].dtype)
                 shape = _shape(array)
                 if len(shape) != 4 or any(w is not None and w != g for w, g in zip(want, shape)):
-                    raise RuntimeInputError(f"{name} must have shape (batch, heads, past, head_dim) = {want}, got {shape}.")
+                    raise RuntimeInputError(
+                        f"{name} must have shape (batch, heads, past, head_dim) = {want}, got {shape}.")
+                if past_length is not None and shape[2] != past_length:
+                    raise RuntimeInputError(
+                        f"{name} holds {shape[2]} past positions, the cache before it {past_length}: every key and "
+                        "value of past_key_values must cover the same past positions.")
+                past_length = shape[2]
                 feeds[name] = array
         return feeds
 
@@ -254,17 +363,110 @@ def _check_graph_matches_spec(session, spec: IOSpec, export_dir: str) -> None:
         )
 
 
+def _check_spec_matches_task(spec: IOSpec, config: EncoderConfig, export_dir: str) -> None:
+    """The spec's tensor names are what the exporter writes for its task (io_spec.build_io_spec): a spec
+    copied from another export (a question-answering spec over a fill-mask graph, with_past over a graph
+    without a cache) is refused here, not by a KeyError or a missing output later."""
+    try:
+        expected = build_io_spec(spec.task, config, spec.with_past)
+    except (TaskError, ValueError) as err:
+        raise ModelFileError(f"{export_dir}/{SPEC_FILE} does not fit config.json ({err}); re-export the model.") from err
+    for group, got, want in (("inputs", spec.input_names, expected.input_names),
+                             ("outputs", spec.output_names, expected.output_names)):
+        if sorted(got) != sorted(want):
+            raise ModelFileError(
+                f"{export_dir}/{SPEC_FILE} lists {group} {got}, but a {spec.task!r} export"
+                f"{' with past' if spec.with_past else ''} of this config has {want}; re-export the model."
+            )
+
+
+def _read_graph(model_path: str, export_dir: str):
+    """The graph's structure (weights left on disk), or a ModelFileError naming the file that is missing,
+    truncated or corrupt. Read once at load: the rotary lowering and the input limits use it."""
+    import onnx
+
+    check_model_file(model_path)
+    try:
+        graph = onnx.load(model_path, load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError, and RuntimeError/ValueError from onnx's reader
+        raise ModelFileError(
+            f"{model_path} is not a readable ONNX model (truncated or corrupt?): {err}; re-export the model."
+        ) from err
+    if not graph.graph.node:
+        raise ModelFileError(f"{model_path} holds no graph (truncated or corrupt?); re-export the model.")
+    for init in graph.graph.initializer:
+        if init.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {entry.key: entry.value for entry in init.external_data}
+        location = info.get("location", "")
+        path = os.path.realpath(os.path.join(export_dir, location))
+        if os.path.dirname(path) != os.path.realpath(export_dir):
+            raise ModelFileError(
+                f"{model_path} keeps weight {init.name!r} in {location!r}, outside the export directory; "
+                "re-export the model."
+            )
+        if not os.path.isfile(path):
+            raise ModelFileError(
+                f"{model_path} keeps its weights in {location!r}, which is missing from {export_dir}; "
+                "copy it beside model.onnx or re-export the model."
+            )
+        end = int(info.get("offset", 0)) + int(info.get("length", 0))
+        if end > os.path.getsize(path):
+            raise ModelFileError(
+                f"{path} is truncated: weight {init.name!r} ends at byte {end}, the file has "
+                f"{os.path.getsize(path)}; re-export the model."
+            )
+    return graph
+
+
+def _embedding_rows(graph, input_name: str) -> Optional[int]:
+    """Rows of the table that ``input_name`` indexes (a Gather on the input, through Casts), or None."""
+    if graph is None:
+        return None
+    names = {input_name}
+    for node in graph.graph.node:  # nodes are topologically sorted
+        if node.op_type in ("Cast", "Identity") and node.input and node.input[0] in names:
+            names.update(node.output)
+    tables = {init.name: list(init.dims) for init in graph.graph.initializer}
+    for node in graph.graph.node:
+        if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in names:
+            dims = tables.get(node.input[0])
+            if dims and len(dims) == 2:
+                return int(dims[0])
+    return None
+
+
+def _input_limits(config: EncoderConfig, spec: IOSpec, graph=None) -> SimpleNamespace:
+    """Value limits for check_inputs from what the graph holds (its embedding tables, else the IO spec the
+    exporter wrote), config.json only as a last resort: a config edited after export must not let ids
+    through that the graph's Gather would read out of bounds."""
+    extra = spec.extra
+    vocab = _embedding_rows(graph, "input_ids") or extra.get("vocab_size") or config.vocab_size
+    types = _embedding_rows(graph, "token_type_ids") or extra.get("type_vocab_size") or config.type_vocab_size
+    length = min(config.max_sequence_length, extra.get("max_sequence_length") or config.max_sequence_length)
+    return SimpleNamespace(vocab_size=vocab, type_vocab_size=types, max_sequence_length=length,
+                           max_position_embeddings=config.max_position_embeddings,
+                           hidden_size=config.hidden_size, embedding_size=getattr(config, "embedding_size", None))
+
+
 def _load_tokenizer(export_dir: str):
     from ..tokenizers import AutoTokenizer
 
+    present = [name for name in TOKENIZER_FILES if os.path.isfile(os.path.join(export_dir, name))]
     try:
         return AutoTokenizer.from_pretrained(export_dir)
     except (OSError, ValueError) as err:
+        vocabulary = [name for name in present if name not in ("tokenizer_config.json", "special_tokens_map.json")]
+        if vocabulary:  # the files are there but do not read: corrupt, not missing
+            raise ModelFileError(
+                f"The tokenizer files in {export_dir} ({', '.join(present)}) are corrupt: {err}. "
+                "Re-export the model from a checkpoint with intact tokenizer files."
+            ) from err
         logger.info("No tokenizer loaded from %s (%s); models still take ids.", export_dir, err)
         return None
 
 
-def _maybe_lower_rotary(model_path: str, provider: str, session_config: SessionConfig) -> str | bytes:
+def _maybe_lower_rotary(graph, model_path: str, provider: str, session_config: SessionConfig) -> str | bytes:
     """Serialized model with rotary nodes fused for providers that have the kernel; else the path unchanged."""
     from .session import select_providers
 
@@ -276,12 +478,13 @@ def _maybe_lower_rotary(model_path: str, provider: str, session_config: SessionC
     except ImportError as err:  # onnx missing on a minimal host: the function body still runs
         logger.info("Rotary nodes left as functions (%s).", err)
         return model_path
+    if not rotary_op.rotary_nodes(graph):
+        return model_path
     import onnx
 
-    model = onnx.load(model_path)
-    if not rotary_op.rotary_nodes(model):
-        return model_path
-    lowered = rotary_op.lower_to_contrib(model)
+    # In place: the graph was read for this load only; _read_graph checked the data files are whole.
+    onnx.load_external_data_for_model(graph, os.path.dirname(model_path))
+    lowered = rotary_op.lower_to_contrib(graph)
     logger.info("Rotary nodes lowered to ONNX Runtime's fused RotaryEmbedding kernel for %s.", chosen)
     return lowered.SerializeToString()
 
