@@ -371,13 +371,22 @@ def _check_spec_matches_task(spec: IOSpec, config: EncoderConfig, export_dir: st
         expected = build_io_spec(spec.task, config, spec.with_past)
     except (TaskError, ValueError) as err:
         raise ModelFileError(f"{export_dir}/{SPEC_FILE} does not fit config.json ({err}); re-export the model.") from err
-    for group, got, want in (("inputs", spec.input_names, expected.input_names),
-                             ("outputs", spec.output_names, expected.output_names)):
-        if sorted(got) != sorted(want):
-            raise ModelFileError(
-                f"{export_dir}/{SPEC_FILE} lists {group} {got}, but a {spec.task!r} export"
-                f"{' with past' if spec.with_past else ''} of this config has {want}; re-export the model."
-            )
+    # Inputs may be fewer than today's exporter writes (an older export without token_type_ids runs with
+    # the default filled in); outputs and cache inputs are what the task class reads, so they must match.
+    past = {name for pair in expected.past_names() for name in pair}
+    problems = []
+    if sorted(spec.output_names) != sorted(expected.output_names):
+        problems.append(f"outputs {spec.output_names}, a {spec.task!r} export has {expected.output_names}")
+    if {n for n in spec.input_names if n.startswith("past_key_values.")} != past:
+        problems.append(f"{'no ' if spec.with_past else ''}past_key_values inputs with with_past={spec.with_past}")
+    unknown = sorted(set(spec.input_names) - set(expected.input_names))
+    if unknown or "input_ids" not in spec.input_names:
+        problems.append(f"inputs {spec.input_names}, a {spec.task!r} export takes {expected.input_names}")
+    if problems:
+        raise ModelFileError(
+            f"{export_dir}/{SPEC_FILE} does not describe a {spec.task!r} export of this config: it lists "
+            f"{'; '.join(problems)}. Re-export the model."
+        )
 
 
 def _read_graph(model_path: str, export_dir: str):

@@ -7,13 +7,17 @@ Arithmetic lives in ``postprocess``.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..errors import InputError, ModelFileError, TaskError
 from . import postprocess as pp
 from .models import MODEL_CLASSES_BY_TASK, OnnxModelBase, read_export_dir
+
+logger = logging.getLogger("onnxport")
 
 # Pipeline task names -> the export task whose graph serves them.
 PIPELINE_TASKS = {
@@ -31,8 +35,10 @@ PIPELINE_TASKS = {
 
 class Pipeline:
     def __init__(self, model: OnnxModelBase, batch_size: int = 32, max_length: Optional[int] = None) -> None:
+        pp.check_int("batch_size", batch_size, 1)
+        pp.check_int("max_length", max_length, 1, allow_none=True)
         if model.tokenizer is None:
-            raise ValueError(
+            raise ModelFileError(
                 f"{model.export_dir} has no tokenizer files; export from a checkpoint directory that holds the "
                 "tokenizer (or copy them into the export directory) to use pipelines."
             )
@@ -88,8 +94,7 @@ class Pipeline:
         which is close to every row), cut into batches of ``batch_size`` and answered back in input order.
         """
         batch_size = self.batch_size if batch_size is None else batch_size
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        pp.check_int("batch_size", batch_size, 1)
         if not texts:
             return []
         encoding = self._encode(texts, **encode_kwargs)
@@ -102,16 +107,50 @@ class Pipeline:
         return results
 
     @staticmethod
-    def _as_list(inputs: Any) -> tuple[list[Any], bool]:
-        if isinstance(inputs, (str, tuple, dict)):
-            return [inputs], True
-        return list(inputs), False
+    def _as_list(inputs: Any, pairs: bool = True, name: str = "inputs") -> tuple[list[Any], bool]:
+        """Texts as a list (and whether one text was given): each a str, or with ``pairs`` a (text, text_pair)
+        tuple or a {"text": ..., "text_pair": ...} dict; anything else is an InputError naming it."""
+        single = isinstance(inputs, (str, tuple, dict))
+        if inputs is None or not single and not isinstance(inputs, (list, np.ndarray)) and not hasattr(inputs, "__iter__"):
+            raise InputError(f"{name} must be a text or a list of texts, got {type(inputs).__name__}.")
+        items = [inputs] if single else list(inputs)
+        texts = []
+        for index, item in enumerate(items):
+            where = name if single else f"{name}[{index}]"
+            if isinstance(item, dict) and pairs:
+                if "text" not in item:
+                    raise InputError(f"{where} is a dict without 'text' (keys: {sorted(map(str, item))}); "
+                                     "pass {'text': ..., 'text_pair': ...}.")
+                item = (item["text"], item.get("text_pair"))
+            if isinstance(item, tuple) and pairs:
+                if len(item) != 2:
+                    raise InputError(f"{where} must be a (text, text_pair) pair, got a tuple of {len(item)}.")
+                check_text(f"{where}[0]", item[0])
+                if item[1] is not None:
+                    check_text(f"{where}[1]", item[1])
+                texts.append(item if item[1] is not None else item[0])
+            else:
+                check_text(where, item)
+                texts.append(item)
+        return texts, single
+
+
+def check_text(name: str, text: Any) -> None:
+    """A str that UTF-8 can encode (the tokenizers' Rust core cannot take lone surrogates such as "\\ud800")."""
+    if not isinstance(text, str):
+        raise InputError(f"{name} must be a str, got {type(text).__name__}.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InputError(
+            f"{name} holds a lone surrogate {text[err.start]!r} at character {err.start}, which is not text; "
+            "decode the source with errors='replace' (or remove it)."
+        ) from None
 
 
 class FeatureExtractionPipeline(Pipeline):
     def __call__(self, inputs, pooling: str = "cls", normalize: bool = False, batch_size: Optional[int] = None):
-        if pooling not in ("cls", "mean", "none"):
-            raise ValueError(f"pooling={pooling!r} is not one of 'cls', 'mean', 'none'.")
+        pp.check_choice("pooling", pooling, ("cls", "mean", "none"))
         texts, single = self._as_list(inputs)
 
         def run(batch, enc):
@@ -135,8 +174,10 @@ class FeatureExtractionPipeline(Pipeline):
 class TextClassificationPipeline(Pipeline):
     def __call__(self, inputs, top_k: Optional[int] = 1, function_to_apply: Optional[str] = None,
                  batch_size: Optional[int] = None):
+        pp.check_int("top_k", top_k, 1, allow_none=True)
+        if function_to_apply is not None:
+            pp.check_choice("function_to_apply", function_to_apply, pp.FUNCTIONS_TO_APPLY)
         texts, single = self._as_list(inputs)
-        texts = [(t["text"], t.get("text_pair")) if isinstance(t, dict) else t for t in texts]
         config = self.model.config
 
         def run(batch, enc):
@@ -153,16 +194,12 @@ class TextClassificationPipeline(Pipeline):
 class FillMaskPipeline(Pipeline):
     def __call__(self, inputs, top_k: int = 5, targets: Optional[Sequence[str]] = None,
                  batch_size: Optional[int] = None):
+        pp.check_int("top_k", top_k, 1)
         texts, single = self._as_list(inputs)
         mask_id = self.tokenizer.mask_token_id
         target_ids = None
         if targets is not None:
-            target_ids = []
-            for target in [targets] if isinstance(targets, str) else targets:
-                ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
-                if not ids:
-                    raise ValueError(f"Target {target!r} tokenizes to nothing.")
-                target_ids.append(ids[0])
+            target_ids = self._target_ids(targets)
 
         def run(batch, enc):
             ids = enc["input_ids"]
@@ -172,7 +209,7 @@ class FillMaskPipeline(Pipeline):
             for row_ids, row_logits, row_mask, text in zip(ids, logits, attention, batch):
                 positions = np.nonzero(row_ids == mask_id)[0]
                 if len(positions) == 0:
-                    raise ValueError(f"No {self.tokenizer.mask_token} token in {text!r}.")
+                    raise self._no_mask_error(text)
                 per_mask = []
                 for pos in positions:
                     cand_ids, probs = pp.fill_mask_candidates(row_logits[pos], top_k, target_ids)
@@ -193,6 +230,40 @@ class FillMaskPipeline(Pipeline):
         results = self._in_length_order(texts, run, batch_size)
         return results[0] if single else results
 
+    def _target_ids(self, targets: Any) -> list[int]:
+        """One vocabulary id per target, as transformers: a target of several tokens stands for its first."""
+        targets = [targets] if isinstance(targets, str) else targets
+        if not isinstance(targets, (list, tuple)) or not targets:
+            raise InputError(f"targets must be a non-empty list of words (or one word), got {targets!r}.")
+        target_ids = []
+        for index, target in enumerate(targets):
+            check_text(f"targets[{index}]", target)
+            ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+            if not ids or ids[0] == self.tokenizer.unk_token_id:
+                raise InputError(
+                    f"targets[{index}]={target!r} is not in the model's vocabulary (it tokenizes to "
+                    f"{self.tokenizer.convert_ids_to_tokens(ids) if ids else 'nothing'}); pick words the tokenizer knows."
+                )
+            if len(ids) > 1:
+                logger.warning("Target %r is %d tokens; scoring its first, %r.", target, len(ids),
+                               self.tokenizer.convert_ids_to_tokens(ids[0]))
+            target_ids.append(ids[0])
+        return target_ids
+
+    def _no_mask_error(self, text: Any) -> InputError:
+        """No mask in the encoded row: say whether the text had none, or truncation cut it off."""
+        mask = self.tokenizer.mask_token
+        first, second = text if isinstance(text, tuple) else (text, None)
+        if mask not in first and (second is None or mask not in second):
+            return InputError(f"No {mask} token in {text!r}; put {mask} where a word should be predicted.")
+        full = self.tokenizer(first, text_pair=second, truncation=False)["input_ids"]
+        position = full.index(self.tokenizer.mask_token_id)
+        return InputError(
+            f"The {mask} token of {text!r} is token {position} of {len(full)}, beyond max_length={self.max_length}: "
+            f"truncation removed it. Shorten the text before the {mask} or raise max_length "
+            f"(the model takes at most {self.model.config.max_sequence_length})."
+        )
+
 
 def _tokens_to_string(tokenizer):
     if hasattr(tokenizer, "convert_tokens_to_string"):
@@ -209,7 +280,8 @@ def _subword_prefix(tokenizer) -> Optional[str]:
 class TokenClassificationPipeline(Pipeline):
     def __call__(self, inputs, aggregation_strategy: str = "none", ignore_labels: Sequence[str] = ("O",),
                  batch_size: Optional[int] = None):
-        texts, single = self._as_list(inputs)
+        pp.check_choice("aggregation_strategy", aggregation_strategy, pp.AGGREGATION_STRATEGIES)
+        texts, single = self._as_list(inputs, pairs=False)
         tok = self.tokenizer
         to_string = _tokens_to_string(tok)
         prefix = _subword_prefix(tok)
@@ -239,18 +311,35 @@ class QuestionAnsweringPipeline(Pipeline):
                  max_answer_len: int = 15, max_seq_len: Optional[int] = None, handle_impossible_answer: bool = False,
                  align_to_words: bool = True):
         if question is None or context is None:
-            raise ValueError("question-answering needs question=... and context=...")
+            raise InputError("question-answering needs question=... and context=... (texts, or lists of texts).")
+        pp.check_int("top_k", top_k, 1)
+        pp.check_int("doc_stride", doc_stride, 0)
+        pp.check_int("max_answer_len", max_answer_len, 1)
+        pp.check_int("max_seq_len", max_seq_len, 1, allow_none=True)
         single = isinstance(question, str)
-        questions = [question] if single else list(question)
-        contexts = [context] * len(questions) if isinstance(context, str) else list(context)
+        questions, _ = self._as_list(question, pairs=False, name="question")
+        contexts = [context] * len(questions) if isinstance(context, str) else self._as_list(context, False, "context")[0]
         if len(questions) != len(contexts):
-            raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts.")
+            raise InputError(f"{len(questions)} questions but {len(contexts)} contexts; pass one context per question.")
         max_seq_len = min(max_seq_len or min(384, self.max_length), self.max_length)
+        for index, q in enumerate(questions):
+            self._check_question_fits(q, max_seq_len, "question" if single else f"question[{index}]")
         if doc_stride >= max_seq_len // 2:
             doc_stride = max_seq_len // 4  # keep windows advancing; transformers would error instead
         answers = [self._answer(q, c, top_k, doc_stride, max_answer_len, max_seq_len, handle_impossible_answer,
                                 align_to_words) for q, c in zip(questions, contexts)]
         return answers[0] if single else answers
+
+    def _check_question_fits(self, question: str, max_seq_len: int, name: str) -> None:
+        """Each window holds the whole question, the special tokens and at least one context token."""
+        question_tokens = len(self.tokenizer(question, add_special_tokens=False)["input_ids"])
+        needed = question_tokens + self.tokenizer.num_special_tokens_to_add(pair=True) + 1
+        if needed > max_seq_len:
+            raise InputError(
+                f"{name} is {question_tokens} tokens: with the special tokens and one context token a window needs "
+                f"{needed}, more than max_seq_len={max_seq_len}; shorten the question or raise max_seq_len "
+                f"(at most {self.max_length})."
+            )
 
     def _answer(self, question, context, top_k, doc_stride, max_answer_len, max_seq_len, handle_impossible,
                 align_to_words):
@@ -295,8 +384,15 @@ class MultipleChoicePipeline(Pipeline):
     """Scores each choice as a continuation of a prompt: ``{"scores": [...], "best": index}``."""
 
     def __call__(self, prompt: str, choices: Sequence[str]):
+        check_text("prompt", prompt)
+        if isinstance(choices, str) or not isinstance(choices, (list, tuple)):
+            # a str would be scored one choice per character
+            raise InputError(f"choices must be a list of texts, got {type(choices).__name__} {choices!r}; "
+                             "pass e.g. ['yes', 'no'].")
         if not choices:
-            raise ValueError("multiple-choice needs at least one choice.")
+            raise InputError("choices is empty; multiple-choice needs at least one choice.")
+        for index, choice in enumerate(choices):
+            check_text(f"choices[{index}]", choice)
         enc = self.tokenizer([prompt] * len(choices), text_pair=list(choices), padding=True, truncation=True,
                              max_length=self.max_length, return_tensors="np")
         feeds = {k: v[None] for k, v in self._feeds(enc).items()}
@@ -309,7 +405,9 @@ class TextGenerationPipeline(Pipeline):
     def __call__(self, inputs, max_new_tokens: int = 20, do_sample: bool = False, temperature: float = 1.0,
                  top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
                  eos_token_id: Optional[int] = None, return_full_text: bool = True):
-        texts, single = self._as_list(inputs)
+        pp.check_int("max_new_tokens", max_new_tokens, 0)
+        pp.check_sampling(temperature, top_k, top_p)
+        texts, single = self._as_list(inputs, pairs=False)
         rng = np.random.default_rng(seed)
         eos = self.tokenizer.eos_token_id if eos_token_id is None else eos_token_id
         results = []
@@ -328,7 +426,7 @@ class TextGenerationPipeline(Pipeline):
         """Decode up to ``max_new_tokens`` after ``ids`` (1, n); uses the cache when the export has one."""
         limit = self.model.config.max_sequence_length
         if ids.shape[1] >= limit:
-            raise ValueError(f"The prompt has {ids.shape[1]} tokens; the model takes at most {limit}.")
+            raise InputError(f"The prompt has {ids.shape[1]} tokens; the model takes at most {limit}: shorten it.")
         max_new_tokens = min(max_new_tokens, limit - ids.shape[1])
         new: list[int] = []
         past = None
@@ -364,11 +462,13 @@ def pipeline(task: str, export_dir: str | os.PathLike, provider: str = "auto", b
              max_length: Optional[int] = None, **model_kwargs: Any) -> Pipeline:
     """A pipeline for ``task`` served from ``export_dir`` (which must have been exported for that task)."""
     if task not in PIPELINE_TASKS:
-        raise ValueError(f"Unknown pipeline task {task!r}; valid: {', '.join(PIPELINE_TASKS)}.")
+        raise TaskError(f"Unknown pipeline task {task!r}; valid: {', '.join(PIPELINE_TASKS)}.")
+    pp.check_int("batch_size", batch_size, 1)
+    pp.check_int("max_length", max_length, 1, allow_none=True)
     export_task = PIPELINE_TASKS[task]
     _, spec = read_export_dir(export_dir)
     if spec.task != export_task:
-        raise ValueError(
+        raise TaskError(
             f"{export_dir} was exported for {spec.task!r}; the {task!r} pipeline needs an export for {export_task!r} "
             f"(onnxport export CHECKPOINT OUT --task {export_task})."
         )

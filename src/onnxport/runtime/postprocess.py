@@ -7,11 +7,41 @@ callables instead of a tokenizer object so they can be tested in isolation.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from ..errors import InputError
+
 AGGREGATION_STRATEGIES = ("none", "simple", "first", "average", "max")
+FUNCTIONS_TO_APPLY = ("softmax", "sigmoid", "none")
+
+
+# ----------------------------------------------------------------------------- argument checks
+def check_int(name: str, value, minimum: int, allow_none: bool = False) -> None:
+    """``value`` is an integer >= ``minimum`` (or None when ``allow_none``), else an InputError naming ``name``."""
+    if value is None and allow_none:
+        return
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        none = " or None" if allow_none else ""
+        raise InputError(f"{name} must be an integer >= {minimum}{none}, got {value!r}.")
+
+
+def check_choice(name: str, value, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise InputError(f"{name}={value!r} is not one of {', '.join(repr(a) for a in allowed)}.")
+
+
+def check_sampling(temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None) -> None:
+    """Sampling settings that mean something: temperature > 0, top_k >= 1 (None: off), top_p in (0, 1] (None: off)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) or not temperature > 0 \
+            or not math.isfinite(temperature):
+        raise InputError(f"temperature must be a finite number > 0 (the logits are divided by it), got {temperature!r}.")
+    check_int("top_k", top_k, 1, allow_none=True)
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float, np.number))
+                              or not 0 < top_p <= 1):
+        raise InputError(f"top_p must lie in (0, 1] (1 keeps every token), got {top_p!r}.")
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -39,7 +69,8 @@ def classification_scores(
         return softmax(logits)
     if function_to_apply == "none":
         return logits
-    raise ValueError(f"function_to_apply={function_to_apply!r} is not one of 'softmax', 'sigmoid', 'none'.")
+    check_choice("function_to_apply", function_to_apply, FUNCTIONS_TO_APPLY)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def top_labels(scores: np.ndarray, id2label: dict[int, str], top_k: Optional[int]) -> list[dict]:
@@ -84,8 +115,7 @@ def token_entities(
     ignore_labels: Sequence[str] = ("O",),
 ) -> list[dict]:
     """Entities of one text from per-token logits, as transformers' token-classification pipeline."""
-    if aggregation_strategy not in AGGREGATION_STRATEGIES:
-        raise ValueError(f"aggregation_strategy={aggregation_strategy!r} is not one of {AGGREGATION_STRATEGIES}.")
+    check_choice("aggregation_strategy", aggregation_strategy, AGGREGATION_STRATEGIES)
     scores = softmax(logits.astype(np.float64))
     tokens = []
     for index, token_scores in enumerate(scores):
@@ -216,13 +246,12 @@ def next_tokens(
     top_p: Optional[float] = None,
 ) -> np.ndarray:
     """Next token per row of ``logits`` (batch, vocab): greedy, or sampled with temperature / top-k / top-p."""
+    check_sampling(temperature, top_k, top_p)
     if not do_sample:
         return np.argmax(logits, axis=-1)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}.")
     rng = rng or np.random.default_rng()
     scores = logits.astype(np.float64) / temperature
-    if top_k is not None and top_k > 0:
+    if top_k is not None:
         kth = np.sort(scores, axis=-1)[:, -min(top_k, scores.shape[-1])][:, None]
         scores = np.where(scores < kth, -np.inf, scores)
     probs = softmax(scores)
