@@ -31,8 +31,16 @@ from onnxport import checkpoints
 from onnxport.errors import CheckpointError
 from onnxport.reference_models import pt as ours
 
-# Each fuzzer records how many examples it ran (printed with -s; the numbers go in the issue's closing note).
-FUZZ_EXAMPLES: dict[str, int] = {}
+# Each fuzzer records how many examples it ran and how many were read vs refused (printed with -s; the
+# numbers go in the issue's closing note).
+FUZZ_EXAMPLES: dict[str, dict[str, int]] = {}
+
+
+def _record(fuzzer: str, outcome: str) -> str:
+    counts = FUZZ_EXAMPLES.setdefault(fuzzer, {"examples": 0, "read": 0, "refused": 0})
+    counts["examples"] += 1
+    counts[outcome] += 1
+    return outcome
 FUZZ_SETTINGS = settings(
     max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -312,6 +320,12 @@ def test_valid_bin_views_still_load(tmp_path):
     ("storage_not_whole_elements", lambda: torch_archive(
         torch_pickle({"w": View(Storage("0", numel=4), 0, (2,), (1,))}), {"0": bytes(10)}),
      "storage '0' has 10 bytes, not a multiple of its 4-byte elements"),
+    ("storage_shorter_than_declared", lambda: torch_archive(
+        torch_pickle({"w": View(Storage("0", numel=4), 0, (2,), (1,))}), {"0": bytes(12)}),
+     "storage '0' has 12 bytes but declares 4 elements of 4 bytes"),
+    ("storage_numel_not_int", lambda: torch_archive(
+        torch_pickle({"w": View(Storage("0", numel=-1), 0, (2,), (1,))}), {"0": bytes(16)}),
+     "storage '0' declares -1 elements"),
     ("pid_arity", lambda: torch_archive(
         torch_pickle({"w": View(Storage("0", pid=("storage", torch.FloatStorage, "0")), 0, (2,), (1,))}),
         {"0": bytes(16)}),
@@ -518,11 +532,10 @@ def _valid_safetensors() -> bytes:
 @FUZZ_SETTINGS
 @given(header=_headers, body=st.binary(max_size=96))
 def test_fuzz_safetensors_random_headers(header, body):
-    FUZZ_EXAMPLES["safetensors_random_headers"] = FUZZ_EXAMPLES.get("safetensors_random_headers", 0) + 1
     data = safetensors_bytes(header, body)
     path = write(os.path.join(_SCRATCH, "h.safetensors"), data)
     bf16 = {k for k, v in header.items() if isinstance(v, dict) and v.get("dtype") == "BF16"}
-    _assert_read_or_refused(checkpoints.read_safetensors, path, data, bf16)
+    _record("safetensors_random_headers", _assert_read_or_refused(checkpoints.read_safetensors, path, data, bf16))
 
 
 _mutations = st.lists(
@@ -553,16 +566,18 @@ def _mutate(data: bytes, mutations, protect_prefix: int = 0) -> bytes:
 
 
 @FUZZ_SETTINGS
-@given(mutations=_mutations, in_header=st.booleans())
-def test_fuzz_safetensors_byte_mutations(mutations, in_header):
-    FUZZ_EXAMPLES["safetensors_byte_mutations"] = FUZZ_EXAMPLES.get("safetensors_byte_mutations", 0) + 1
+@given(mutations=_mutations, target=st.sampled_from(["anywhere", "header", "body"]))
+def test_fuzz_safetensors_byte_mutations(mutations, target):
     valid = _valid_safetensors()
-    header_len = struct.unpack("<Q", valid[:8])[0]
-    if in_header:  # aim the mutations at the length and JSON header, where the parsing is
-        mutations = [(kind, position % (header_len + 8), value) for kind, position, value in mutations]
+    header_end = 8 + struct.unpack("<Q", valid[:8])[0]
+    if target == "header":  # the length and the JSON, where the parsing is
+        mutations = [(kind, position % header_end, value) for kind, position, value in mutations]
+    elif target == "body":  # same layout, other values: must read back exactly the file's bytes
+        mutations = [("flip" if kind == "flip" else "set", header_end + position % (len(valid) - header_end), value)
+                     for kind, position, value in mutations]
     data = _mutate(valid, mutations)
     path = write(os.path.join(_SCRATCH, "m.safetensors"), data)
-    _assert_read_or_refused(checkpoints.read_safetensors, path, data)
+    _record("safetensors_byte_mutations", _assert_read_or_refused(checkpoints.read_safetensors, path, data))
 
 
 def _valid_bin_pickle() -> tuple[bytes, dict[str, bytes]]:
@@ -579,38 +594,51 @@ def _valid_bin_pickle() -> tuple[bytes, dict[str, bytes]]:
 def test_fuzz_bin_byte_mutations(mutations, target):
     """Byte flips/truncations of the whole zip (zip and CRC checks), or of data.pkl inside a well-formed zip
     (the unpickler and the view checks)."""
-    FUZZ_EXAMPLES[f"bin_byte_mutations_{target}"] = FUZZ_EXAMPLES.get(f"bin_byte_mutations_{target}", 0) + 1
     data_pkl, storages = _valid_bin_pickle()
     if target == "archive":
         data = _mutate(torch_archive(data_pkl, storages), mutations)
     else:
         data = torch_archive(_mutate(data_pkl, mutations, protect_prefix=2), storages)
     path = write(os.path.join(_SCRATCH, "m.bin"), data)
-    _assert_read_or_refused(checkpoints.read_torch_bin, path, data)
+    _record(f"bin_byte_mutations_{target}", _assert_read_or_refused(checkpoints.read_torch_bin, path, data))
 
 
-_view_ints = st.one_of(st.integers(-3, 16), st.integers(-(1 << 64), 1 << 64), st.sampled_from([1.5, True, None]))
+# Mostly small non-negative ints (so that a good share of the views are valid and get compared with
+# torch), with negative, huge, and non-int values mixed in.
+_small = st.integers(0, 6)
+_view_ints = st.one_of(_small, _small, _small, st.integers(-3, 16), st.integers(-(1 << 64), 1 << 64),
+                       st.sampled_from([1.5, True, None]))
+_STORAGE_DTYPES = {"FloatStorage": np.float32, "HalfStorage": np.float16, "LongStorage": np.int64,
+                   "BFloat16Storage": np.uint16, "ByteStorage": np.uint8}
+
+
+@st.composite
+def _views(draw):
+    ndim = draw(st.integers(0, 3))
+    size = draw(st.lists(_view_ints, min_size=ndim, max_size=ndim))
+    # usually one stride per dim; sometimes a wrong count
+    stride = draw(st.one_of(st.lists(_view_ints, min_size=ndim, max_size=ndim), st.lists(_view_ints, max_size=4)))
+    return draw(_view_ints), tuple(size), tuple(stride)
 
 
 @FUZZ_SETTINGS
-@given(offset=_view_ints, size=st.lists(_view_ints, max_size=3), stride=st.lists(_view_ints, max_size=3),
-       storage_bytes=st.integers(0, 50), storage_class=st.sampled_from(["FloatStorage", "HalfStorage", "LongStorage",
-                                                                       "BFloat16Storage", "ByteStorage"]))
-def test_fuzz_bin_pickle_views(offset, size, stride, storage_bytes, storage_class):
-    """Random offsets, sizes, strides and storage lengths in an otherwise valid archive: the as_strided path."""
-    FUZZ_EXAMPLES["bin_pickle_views"] = FUZZ_EXAMPLES.get("bin_pickle_views", 0) + 1
-    raw = bytes((7 * i + 3) % 251 for i in range(storage_bytes))
-    itemsize = {"FloatStorage": 4, "HalfStorage": 2, "LongStorage": 8, "BFloat16Storage": 2, "ByteStorage": 1}
-    view = View(Storage("0", storage_class, numel=storage_bytes // itemsize[storage_class]), offset, tuple(size),
-                tuple(stride))
-    data = torch_archive(torch_pickle({"t": view}), {"0": raw})
+@given(view=_views(), elements=st.integers(0, 24), ragged_bytes=st.sampled_from([0, 0, 0, 1, 3]),
+       storage_class=st.sampled_from(sorted(_STORAGE_DTYPES)))
+def test_fuzz_bin_pickle_views(view, elements, ragged_bytes, storage_class):
+    """Random offsets, sizes, strides and storage lengths in an otherwise valid archive: the as_strided path.
+    A view that is read must equal what torch.load builds from the same file."""
+    offset, size, stride = view
+    raw = np.arange(1, elements + 1).astype(_STORAGE_DTYPES[storage_class]).tobytes() + b"\x01" * ragged_bytes
+    tensor = View(Storage("0", storage_class, numel=elements), offset, size, stride)
+    data = torch_archive(torch_pickle({"t": tensor}), {"0": raw})
     path = write(os.path.join(_SCRATCH, "v.bin"), data)
-    outcome = _assert_read_or_refused(checkpoints.read_torch_bin, path, data,
-                                      {"t"} if storage_class == "BFloat16Storage" else set())
-    if outcome == "read":  # and what was read is exactly the view torch would build
+    is_bf16 = storage_class == "BFloat16Storage"
+    outcome = _record("bin_pickle_views", _assert_read_or_refused(
+        checkpoints.read_torch_bin, path, data, {"t"} if is_bf16 else set()))
+    if outcome == "read":
         want = torch.load(path, weights_only=True)["t"]
         got = checkpoints.read_torch_bin(path)["t"]
-        np.testing.assert_array_equal(got, want.float().numpy() if storage_class == "BFloat16Storage" else want.numpy())
+        np.testing.assert_array_equal(got, want.float().numpy() if is_bf16 else want.numpy())
 
 
 def test_zz_report_fuzz_example_counts():
@@ -619,4 +647,4 @@ def test_zz_report_fuzz_example_counts():
         pytest.skip("no fuzzer ran in this session")
     print("\nfuzz examples:", json.dumps(FUZZ_EXAMPLES, sort_keys=True))
     for name in ("safetensors_random_headers", "safetensors_byte_mutations", "bin_pickle_views"):
-        assert FUZZ_EXAMPLES.get(name, 0) >= 50, (name, FUZZ_EXAMPLES)
+        assert FUZZ_EXAMPLES.get(name, {}).get("examples", 0) >= 50, (name, FUZZ_EXAMPLES)

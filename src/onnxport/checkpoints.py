@@ -238,6 +238,7 @@ class _StorageKey:
 
     key: str
     dtype_name: str
+    numel: int  # elements, as declared by the pickle; torch.load refuses a storage of another length
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +275,7 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
         self._archive = archive
         self._prefix = prefix
         self._source = source
-        self._storages: dict[tuple[str, str], tuple[np.ndarray, bool]] = {}
+        self._storages: dict[tuple[str, str, int], tuple[np.ndarray, bool]] = {}
 
     def find_class(self, module: str, name: str):
         if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
@@ -302,7 +303,7 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
                 f"{self._source}: unsupported persistent id {pid!r:.80} (a torch storage is "
                 "('storage', type, key, location, numel)); the file is corrupt."
             )
-        _, storage_type, key, _location, _numel = pid
+        _, storage_type, key, _location, numel = pid
         if isinstance(storage_type, _TorchDtype):
             dtype_name = storage_type.name
         elif isinstance(storage_type, str) and storage_type in _TORCH_STORAGE_DTYPES:
@@ -311,11 +312,13 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
             raise CheckpointError(f"{self._source}: storage {key!r:.80} has unsupported type {storage_type!r:.80}.")
         if not isinstance(key, str):
             raise CheckpointError(f"{self._source}: storage key {key!r:.80} is not a string; the file is corrupt.")
-        return _StorageKey(key, dtype_name)
+        if not _is_int(numel) or numel < 0:
+            raise CheckpointError(f"{self._source}: storage {key!r} declares {numel!r:.80} elements; the file is corrupt.")
+        return _StorageKey(key, dtype_name, numel)
 
     def storage(self, ref: _StorageKey) -> tuple[np.ndarray, bool]:
         """The storage's elements (flat) and whether they are bf16 bits, read once per key and dtype."""
-        cache_key = (ref.key, ref.dtype_name)
+        cache_key = (ref.key, ref.dtype_name, ref.numel)
         if cache_key not in self._storages:
             member = f"{self._prefix}/data/{ref.key}" if self._prefix else f"data/{ref.key}"
             try:
@@ -334,6 +337,11 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
                 raise CheckpointError(
                     f"{self._source}: storage {ref.key!r} has {len(raw)} bytes, not a multiple of its "
                     f"{raw_dtype.itemsize}-byte elements; the file is corrupt."
+                )
+            if len(raw) != ref.numel * raw_dtype.itemsize:
+                raise CheckpointError(
+                    f"{self._source}: storage {ref.key!r} has {len(raw)} bytes but declares {ref.numel} elements of "
+                    f"{raw_dtype.itemsize} bytes; the file is truncated or corrupt."
                 )
             self._storages[cache_key] = (np.frombuffer(raw, dtype=raw_dtype), is_bf16)
         return self._storages[cache_key]
