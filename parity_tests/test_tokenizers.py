@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -328,11 +329,19 @@ def test_tensors_for_every_framework(tokenizer_pair, fast):
     assert expected["input_ids"].tolist() == mine(texts, padding=True)["input_ids"]
     single = mine(texts[0], return_tensors="np")
     assert single["input_ids"].shape == (1, len(mine(texts[0])["input_ids"]))
-    for framework, to_numpy in [("pt", lambda t: t.numpy()), ("tf", lambda t: t.numpy()), ("jax", np.asarray)]:
+    # The newest-releases CI venv has torch only; each framework is checked where it is installed.
+    checked = []
+    for framework, module, to_numpy in [("pt", "torch", lambda t: t.numpy()), ("tf", "tensorflow", lambda t: t.numpy()),
+                                        ("jax", "jax", np.asarray)]:
+        if importlib.util.find_spec(module) is None:
+            continue
         converted = mine(texts, padding=True, return_tensors=framework)
+        assert type(converted["input_ids"]).__module__.split(".")[0] in (module, "jaxlib")
         for key in expected:
             np.testing.assert_array_equal(to_numpy(converted[key]), expected[key])
-    assert type(converted["input_ids"]).__module__.startswith("jax")
+        checked.append(framework)
+    if "pt" not in checked:
+        pytest.skip("torch is not installed")
     assert mine.decode(mine(texts[1], return_tensors="pt")["input_ids"][0], skip_special_tokens=True) == \
         ("hello world!" if fast else "hello world !")
 
