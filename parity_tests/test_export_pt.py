@@ -168,7 +168,9 @@ def test_relative_positions_with_past(exported, position_embedding_type):
     got = _session(report.model_path).run(["logits"], feeds)[0]
     hf = _hf("roberta-prelayernorm", "ForCausalLM", checkpoint)
     with torch.no_grad():
-        want = hf(input_ids=torch.from_numpy(feeds["input_ids"]), use_cache=False).logits.numpy()
+        # the export takes token types (type_vocab_size 2) and make_inputs gives non-zero ones: feed them both
+        want = hf(input_ids=torch.from_numpy(feeds["input_ids"]), token_type_ids=torch.from_numpy(feeds["token_type_ids"]),
+                  use_cache=False).logits.numpy()
     diff = max_abs_diff(got, want)
     _record("roberta-prelayernorm", diff)
     assert diff <= DEFAULT_ATOL
@@ -372,7 +374,12 @@ def test_io_spec_names_axes_and_json():
     assert IOSpec.from_json(spec.to_json()) == spec
     assert build_io_spec("feature-extraction", xlmr).output_names == ["last_hidden_state", "pooler_output"]
     assert build_io_spec("feature-extraction", roformer).output_names == ["last_hidden_state"]
-    assert build_io_spec("fill-mask", xlmr).input_names == ["input_ids", "attention_mask"]
+    # token types are an input whenever the model has more than one (transformers' XLM-R default is 2) ...
+    assert build_io_spec("fill-mask", xlmr).input_names == ["input_ids", "attention_mask", "token_type_ids"]
+    one_type = AutoConfig.for_model("xlm-roberta", vocab_size=99, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=4, intermediate_size=37, type_vocab_size=1)
+    # ... and not when it has one (xlm-roberta-base, roberta-base): nothing the native model uses is left out
+    assert build_io_spec("fill-mask", one_type).input_names == ["input_ids", "attention_mask"]
     mc = build_io_spec("multiple-choice", xlmr)
     assert mc.dynamic_axes()["input_ids"] == {0: "batch_size", 1: "num_choices", 2: "sequence_length"}
     assert build_io_spec("question-answering", xlmr).output_names == ["start_logits", "end_logits"]

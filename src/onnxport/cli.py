@@ -155,7 +155,9 @@ def _add_run_parser(commands) -> None:
 
 def _add_parity_parser(commands) -> None:
     p = commands.add_parser("parity", help="run the parity matrix (native vs native vs ONNX) and print a table")
-    p.add_argument("--families", nargs="+", choices=("xlm-roberta", "roberta-prelayernorm", "roformer"))
+    from .families import FAMILIES
+
+    p.add_argument("--families", nargs="+", choices=tuple(FAMILIES))
     p.add_argument("--frameworks", nargs="+", choices=("pt", "tf", "flax"))
     p.add_argument("--tasks", nargs="+", help="export tasks (default: all)")
     p.add_argument("--size", default="tiny", choices=("tiny", "base"), help="model geometry (base: 768 x 12 layers)")

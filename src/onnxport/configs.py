@@ -287,6 +287,13 @@ class XLMRobertaConfig(_RobertaLikeConfig):
     family_defaults = {"vocab_size": 30522, **_ROBERTA_LIKE_DEFAULTS}
 
 
+class RobertaConfig(_RobertaLikeConfig):
+    """RoBERTa checkpoints (``model_type: roberta``): XLM-R's architecture with a byte-level BPE vocabulary."""
+
+    model_type = "roberta"
+    family_defaults = {"vocab_size": 50265, **_ROBERTA_LIKE_DEFAULTS}
+
+
 class RobertaPreLayerNormConfig(_RobertaLikeConfig):
     model_type = "roberta-prelayernorm"
     family_defaults = {"vocab_size": 50265, **_ROBERTA_LIKE_DEFAULTS}
@@ -337,7 +344,7 @@ class RoFormerConfig(EncoderConfig):
 
 
 CONFIG_CLASSES: dict[str, type[EncoderConfig]] = {
-    cls.model_type: cls for cls in (XLMRobertaConfig, RobertaPreLayerNormConfig, RoFormerConfig)
+    cls.model_type: cls for cls in (XLMRobertaConfig, RobertaConfig, RobertaPreLayerNormConfig, RoFormerConfig)
 }
 # Spellings of model_type seen in the wild.
 _MODEL_TYPE_ALIASES = {"xlm_roberta": "xlm-roberta", "roberta_prelayernorm": "roberta-prelayernorm"}

@@ -51,7 +51,8 @@ SENTIMENT_LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
 def write_tokenizer_files(model_type: str, directory: Path) -> None:
     """Train (or write) a tiny vocabulary in the format the family's users have."""
     directory.mkdir(parents=True, exist_ok=True)
-    if model_type == "xlm-roberta":
+    tokenizer = FAMILIES[model_type].tokenizer_class
+    if tokenizer == "XLMRobertaTokenizer":
         import sentencepiece as spm
 
         corpus = directory / "corpus.txt"
@@ -60,7 +61,7 @@ def write_tokenizer_files(model_type: str, directory: Path) -> None:
                                        vocab_size=120, model_type="unigram", hard_vocab_limit=False, minloglevel=2)
         corpus.unlink()
         (directory / "sentencepiece.bpe.vocab").unlink()
-    elif model_type == "roberta-prelayernorm":
+    elif tokenizer == "RobertaTokenizer":
         from tokenizers import ByteLevelBPETokenizer
 
         trainer = ByteLevelBPETokenizer()

@@ -7,9 +7,10 @@ PreLayerNorm-specific) is visible here in one place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
-from .configs import EncoderConfig, RobertaPreLayerNormConfig, RoFormerConfig, XLMRobertaConfig
+from .configs import EncoderConfig, RobertaConfig, RobertaPreLayerNormConfig, RoFormerConfig, XLMRobertaConfig
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,15 @@ class Family:
     classifier_dropout_from_config: bool
     # Multiple choice reduces each choice to one vector: "pooler" output (RoBERTa) or the "last" token (RoFormer).
     multiple_choice_summary: str
-    # Whether the tokenizer and the ONNX graph carry token_type_ids (Optimum's convention).
+    # Whether the tokenizer emits token_type_ids (then the ONNX graph always takes them, Optimum's convention;
+    # otherwise the graph takes them when type_vocab_size > 1: io_spec.takes_token_type_ids).
     uses_token_type_ids: bool
+    # transformers' tokenizer class for the family's vocabulary files (AutoTokenizer's fallback).
+    tokenizer_class: str
+    # Arguments that transformers' TF classes of the family do not take at all; onnxport's TF classes take
+    # them as keywords (after ``training``) so every option of the PyTorch classes works, while positional
+    # calls keep transformers' TF order.
+    not_in_transformers_tf: frozenset[str] = field(default=frozenset())
 
     @property
     def rotary(self) -> bool:
@@ -69,21 +77,27 @@ XLM_ROBERTA = Family(
     classifier_dropout_from_config=True,
     multiple_choice_summary="pooler",
     uses_token_type_ids=False,
+    tokenizer_class="XLMRobertaTokenizer",
 )
 
-ROBERTA_PRELAYERNORM = Family(
+# RoBERTa is XLM-R's architecture exactly; only the names and the (byte-level BPE) tokenizer differ.
+ROBERTA = replace(
+    XLM_ROBERTA,
+    model_type="roberta",
+    config_class=RobertaConfig,
+    class_prefix="Roberta",
+    tokenizer_class="RobertaTokenizer",
+)
+
+# RoBERTa-PreLayerNorm is XLM-R with the LayerNorm moved before each sub-layer (plus a final one).
+ROBERTA_PRELAYERNORM = replace(
+    XLM_ROBERTA,
     model_type="roberta-prelayernorm",
     config_class=RobertaPreLayerNormConfig,
     class_prefix="RobertaPreLayerNorm",
     base_model_prefix="roberta_prelayernorm",
     norm_placement="pre",
-    position_scheme="learned",
-    has_pooler=True,
-    lm_head_layout="roberta",
-    classifier_activation="tanh",
-    classifier_dropout_from_config=True,
-    multiple_choice_summary="pooler",
-    uses_token_type_ids=False,
+    tokenizer_class="RobertaTokenizer",
 )
 
 ROFORMER = Family(
@@ -99,9 +113,13 @@ ROFORMER = Family(
     classifier_dropout_from_config=False,
     multiple_choice_summary="last",
     uses_token_type_ids=True,
+    tokenizer_class="RoFormerTokenizer",
+    not_in_transformers_tf=frozenset(
+        {"position_ids", "encoder_hidden_states", "encoder_attention_mask", "past_key_values", "use_cache"}
+    ),
 )
 
-FAMILIES: dict[str, Family] = {f.model_type: f for f in (XLM_ROBERTA, ROBERTA_PRELAYERNORM, ROFORMER)}
+FAMILIES: dict[str, Family] = {f.model_type: f for f in (XLM_ROBERTA, ROBERTA, ROBERTA_PRELAYERNORM, ROFORMER)}
 
 # Head name suffixes, in the order transformers lists them.
 HEADS = (
@@ -119,4 +137,4 @@ def family_of(config: EncoderConfig) -> Family:
     try:
         return FAMILIES[config.model_type]
     except KeyError:
-        raise ValueError(f"No model family for model_type {config.model_type!r}; expected one of {sorted(FAMILIES)}.")
+        raise ConfigError(f"No model family for model_type {config.model_type!r}; expected one of {sorted(FAMILIES)}.") from None

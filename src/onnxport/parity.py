@@ -256,7 +256,7 @@ def build_checkpoint(directory: str, model_type: str, head: str, size: str, seed
     overrides = dict(SIZES[size])
     if head == "ForCausalLM":
         overrides["is_decoder"] = True
-    if model_type == "roformer" and size == "base":
+    if FAMILIES[model_type].rotary and size == "base":
         overrides["max_position_embeddings"] = 1536
     config = AutoConfig.for_model(model_type, **overrides)
     model = model_class(model_type, head)(config)
@@ -316,7 +316,7 @@ def run_row(model_type: str, task: str, with_past: bool, workdir: str, framework
             if not os.path.isdir(out):
                 (export_fn or export)(checkpoint, out, framework=f, task=task, with_past=with_past, validate=False)
             sessions[f] = OnnxModelBase.from_pretrained(out, provider="cpu", fuse_rotary=False, load_tokenizer=False)
-            if model_type == "roformer":
+            if FAMILIES[model_type].rotary:
                 sessions[f + "+fused"] = OnnxModelBase.from_pretrained(out, provider="cpu", load_tokenizer=False)
         except (ExportError, ImportError) as err:
             missing.setdefault(f"onnx[{f}]", "")
@@ -352,7 +352,7 @@ def run_row(model_type: str, task: str, with_past: bool, workdir: str, framework
                 row.add(comparison, *compare(onnx["pt"], onnx[other], spec.output_names, case))
             else:
                 row.skip(comparison, missing.get(other) or "export unavailable")
-        if model_type == "roformer":
+        if FAMILIES[model_type].rotary:
             for f in FRAMEWORKS:
                 if f in onnx and f + "+fused" in onnx:
                     row.add("function~fused", *compare(onnx[f], onnx[f + "+fused"], spec.output_names, f"{case}/{f}"))

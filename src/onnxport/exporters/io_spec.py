@@ -3,7 +3,7 @@
 Exporters (PyTorch, TensorFlow, Flax), the validator and the runtime all read
 these specs, so the three exports of one checkpoint have identical signatures.
 Names follow Optimum's ONNX conventions (``input_ids``, ``attention_mask``,
-``token_type_ids`` where the family's tokenizer emits them,
+``token_type_ids`` whenever the model has more than one token type,
 ``past_key_values.{i}.key|value`` in, ``present.{i}.key|value`` out), so
 Optimum's ORTModel classes can read our export directories too.
 
@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..configs import EncoderConfig
-from ..families import Family, family_of
+from ..families import FAMILIES, Family, family_of
 from ..errors import TaskError  # noqa: F401  (re-exported: the old import path keeps working)
 
 # Optimum's dimension names.
@@ -59,11 +59,7 @@ TASKS: dict[str, Task] = {
 
 # Which family can be exported for which task. Every family has every head today;
 # the table exists so a family that lacks one fails with a clear message, not deep in an exporter.
-FAMILY_TASKS: dict[str, tuple[str, ...]] = {
-    "xlm-roberta": tuple(TASKS),
-    "roberta-prelayernorm": tuple(TASKS),
-    "roformer": tuple(TASKS),
-}
+FAMILY_TASKS: dict[str, tuple[str, ...]] = {model_type: tuple(TASKS) for model_type in FAMILIES}
 
 
 def get_task(name: str) -> Task:
@@ -191,6 +187,13 @@ def check_task(task: str, family: Family, with_past: bool = False, config: Encod
     return spec
 
 
+def takes_token_type_ids(config: EncoderConfig) -> bool:
+    """Every forward input the native model uses is a graph input: token types whenever the model has more
+    than one (transformers' XLM-R and RoBERTa-PreLayerNorm configs default to 2), and always where the family's
+    tokenizer emits them (RoFormer, Optimum's convention). Callers that have none feed zeros."""
+    return family_of(config).uses_token_type_ids or config.type_vocab_size > 1
+
+
 def build_io_spec(task: str, config: EncoderConfig, with_past: bool = False) -> IOSpec:
     """The graph signature for ``task`` on a model with ``config``."""
     family = family_of(config)
@@ -199,7 +202,7 @@ def build_io_spec(task: str, config: EncoderConfig, with_past: bool = False) -> 
     text = (BATCH, CHOICES, SEQUENCE) if task == "multiple-choice" else (BATCH, SEQUENCE)
     mask_shape = (BATCH, TOTAL) if with_past else text
     inputs = [TensorSpec("input_ids", ids, text), TensorSpec("attention_mask", ids, mask_shape)]
-    if family.uses_token_type_ids:
+    if takes_token_type_ids(config):
         inputs.append(TensorSpec("token_type_ids", ids, text))
 
     heads, head_dim = config.num_attention_heads, config.head_dim

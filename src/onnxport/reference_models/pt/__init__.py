@@ -1,37 +1,14 @@
-"""PyTorch reference models: the 21 transformers-named classes over one generic encoder."""
+"""PyTorch reference models: the transformers-named classes (7 heads per family) over one generic encoder."""
 
 from ...errors import TaskError
-from ...families import ROBERTA_PRELAYERNORM, ROFORMER, XLM_ROBERTA
+from ...families import FAMILIES, HEADS
 from .modeling import PreTrainedModel, bind
 
-XLMRobertaModel = bind(XLM_ROBERTA, "Model")
-XLMRobertaForCausalLM = bind(XLM_ROBERTA, "ForCausalLM")
-XLMRobertaForMaskedLM = bind(XLM_ROBERTA, "ForMaskedLM")
-XLMRobertaForSequenceClassification = bind(XLM_ROBERTA, "ForSequenceClassification")
-XLMRobertaForMultipleChoice = bind(XLM_ROBERTA, "ForMultipleChoice")
-XLMRobertaForTokenClassification = bind(XLM_ROBERTA, "ForTokenClassification")
-XLMRobertaForQuestionAnswering = bind(XLM_ROBERTA, "ForQuestionAnswering")
-
-RobertaPreLayerNormModel = bind(ROBERTA_PRELAYERNORM, "Model")
-RobertaPreLayerNormForCausalLM = bind(ROBERTA_PRELAYERNORM, "ForCausalLM")
-RobertaPreLayerNormForMaskedLM = bind(ROBERTA_PRELAYERNORM, "ForMaskedLM")
-RobertaPreLayerNormForSequenceClassification = bind(ROBERTA_PRELAYERNORM, "ForSequenceClassification")
-RobertaPreLayerNormForMultipleChoice = bind(ROBERTA_PRELAYERNORM, "ForMultipleChoice")
-RobertaPreLayerNormForTokenClassification = bind(ROBERTA_PRELAYERNORM, "ForTokenClassification")
-RobertaPreLayerNormForQuestionAnswering = bind(ROBERTA_PRELAYERNORM, "ForQuestionAnswering")
-
-RoFormerModel = bind(ROFORMER, "Model")
-RoFormerForCausalLM = bind(ROFORMER, "ForCausalLM")
-RoFormerForMaskedLM = bind(ROFORMER, "ForMaskedLM")
-RoFormerForSequenceClassification = bind(ROFORMER, "ForSequenceClassification")
-RoFormerForMultipleChoice = bind(ROFORMER, "ForMultipleChoice")
-RoFormerForTokenClassification = bind(ROFORMER, "ForTokenClassification")
-RoFormerForQuestionAnswering = bind(ROFORMER, "ForQuestionAnswering")
-
-_FAMILY_PREFIXES = ("XLMRoberta", "RobertaPreLayerNorm", "RoFormer")
+# One class per family and head, named as in transformers (XLMRobertaForMaskedLM, RobertaModel, ...).
 MODEL_CLASSES: dict[tuple[str, str], type[PreTrainedModel]] = {
-    (cls.family.model_type, cls.head): cls for name, cls in list(globals().items()) if name.startswith(_FAMILY_PREFIXES)
+    (family.model_type, head): bind(family, head) for family in FAMILIES.values() for head in HEADS
 }
+globals().update({cls.__name__: cls for cls in MODEL_CLASSES.values()})
 
 
 def model_class(model_type: str, head: str) -> type[PreTrainedModel]:
@@ -42,4 +19,4 @@ def model_class(model_type: str, head: str) -> type[PreTrainedModel]:
         raise TaskError(f"No PyTorch class for model_type={model_type!r}, head={head!r}.") from None
 
 
-__all__ = [name for name in dir() if name.startswith(_FAMILY_PREFIXES)] + ["MODEL_CLASSES", "model_class"]
+__all__ = [cls.__name__ for cls in MODEL_CLASSES.values()] + ["PreTrainedModel", "MODEL_CLASSES", "model_class"]

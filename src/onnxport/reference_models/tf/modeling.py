@@ -49,16 +49,6 @@ from .encoder import (
 
 logger = logging.getLogger("onnxport")
 
-# Arguments that transformers' TF classes of a family do not take at all; ours take them as keywords
-# (after ``training``) so every option of the PyTorch classes works, while positional calls keep
-# transformers' TF order.
-_NOT_IN_TRANSFORMERS_TF: dict[str, frozenset[str]] = {
-    "xlm-roberta": frozenset(),
-    "roberta-prelayernorm": frozenset(),
-    "roformer": frozenset(
-        {"position_ids", "encoder_hidden_states", "encoder_attention_mask", "past_key_values", "use_cache"}
-    ),
-}
 # Inputs converted to tensors on entry; everything else (flags) is passed through.
 _TENSOR_ARGS = frozenset(
     {
@@ -106,7 +96,7 @@ class TFPreTrainedModel(Module):
     def positional_arguments(cls) -> list[str]:
         """Names of the positional arguments, in transformers' TF order (up to ``training``)."""
         params = cls._call_parameters()
-        dropped = _NOT_IN_TRANSFORMERS_TF[cls.family.model_type]
+        dropped = cls.family.not_in_transformers_tf
         return [p for p in params[: params.index("training") + 1] if p not in dropped]
 
     # Plain Python while tracing: the model has no tensor-dependent control flow for autograph to convert.
