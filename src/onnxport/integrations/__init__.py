@@ -106,11 +106,14 @@ def _as_refusal(err: Exception) -> OnnxportError:
 class RowRunner:
     """Answers rows (dicts of text fields) with one pipeline; a bad row gets its own error, never the batch's."""
 
-    def __init__(self, pipe, task: str, options: Optional[Mapping[str, Any]] = None) -> None:
+    def __init__(self, pipe, task: str, options: Optional[Mapping[str, Any]] = None,
+                 shown_names: Optional[Mapping[str, str]] = None) -> None:
         self.pipe = pipe
         self.task = task
         self.fields = row_fields(task)
         self.options = dict(options or {})
+        # How errors name a field: the caller's name for it (Triton's input TEXT, a dataset's column text).
+        self.shown = {f: (shown_names or {}).get(f, f) for f in self.fields.all}
 
     def check(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """The row's fields as texts (``choices`` as a list of texts), or an InputError naming the fault."""
@@ -118,24 +121,26 @@ class RowRunner:
         for field in self.fields.required:
             value = row.get(field)
             if value is None or (isinstance(value, float) and np.isnan(value)):
-                raise InputError(f"{field} is missing; the {self.task} model needs {', '.join(self.fields.required)}.")
-            clean[field] = self._choices(row[field]) if field == "choices" else _text(field, row[field])
+                needed = ", ".join(self.shown[f] for f in self.fields.required)
+                raise InputError(f"{self.shown[field]} is missing; the {self.task} model needs {needed}.")
+            shown = self.shown[field]
+            clean[field] = self._choices(shown, value) if field == "choices" else _text(shown, value)
         for field in self.fields.optional:
             if not _is_absent(row.get(field)):
-                clean[field] = _text(field, row[field])
+                clean[field] = _text(self.shown[field], row[field])
         return clean
 
     @staticmethod
-    def _choices(value: Any) -> list[str]:
+    def _choices(shown: str, value: Any) -> list[str]:
         if isinstance(value, (bytes, str, np.bytes_, np.str_)):
-            text = _text("choices", value)
+            text = _text(shown, value)
             try:
                 value = json.loads(text)
             except ValueError:
-                raise InputError("choices must be a JSON list of texts, e.g. [\"yes\", \"no\"].") from None
+                raise InputError(f"{shown} must be a JSON list of texts, e.g. [\"yes\", \"no\"].") from None
         if not isinstance(value, (list, tuple, np.ndarray)) or len(value) == 0:
-            raise InputError("choices must be a non-empty list of texts.")
-        return [_text(f"choices[{i}]", choice) for i, choice in enumerate(value)]
+            raise InputError(f"{shown} must be a non-empty list of texts.")
+        return [_text(f"{shown}[{i}]", choice) for i, choice in enumerate(value)]
 
     def run(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Per row its result, or the OnnxportError that refused it. Good rows go through one pipeline call."""

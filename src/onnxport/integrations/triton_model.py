@@ -14,8 +14,7 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from onnxport.integrations import RowRunner
-from onnxport.integrations import to_json
+from onnxport.integrations import RowRunner, row_fields, to_json
 from onnxport.runtime import pipeline
 
 
@@ -30,8 +29,10 @@ class TritonPythonModel:
         self.task = parameters["task"]
         pipe = pipeline(self.task, export_dir, provider=parameters.get("provider", "cpu"),
                         batch_size=int(parameters.get("pipeline_batch_size", "32")), **session)
-        self.runner = RowRunner(pipe, self.task, json.loads(parameters.get("pipeline_kwargs", "{}")))
-        self.inputs = {field.upper(): field for field in self.runner.fields.all}
+        fields = row_fields(self.task)
+        self.inputs = {field.upper(): field for field in fields.all}
+        self.runner = RowRunner(pipe, self.task, json.loads(parameters.get("pipeline_kwargs", "{}")),
+                                shown_names={field: name for name, field in self.inputs.items()})
 
     def execute(self, requests):
         rows, owners, refusals = [], [], {}

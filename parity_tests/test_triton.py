@@ -1,0 +1,387 @@
+"""`onnxport triton`: repositories written from exports, served by a real tritonserver on 127.0.0.1.
+
+The server is the one bundled in the nvidia-pytriton wheel (Python backend only), in a cached venv with
+numpy 1.26 (triton_server.py). Every RESULT is compared with the in-process pipeline's answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import triton_server
+from integration_exports import ExportFactory, ragged_texts
+from onnxport.errors import ConfigError, InputError, ModelFileError, TaskError
+from onnxport.integrations import RowRunner, jsonable
+from onnxport.integrations.triton import add_cli_parser, cli_main, write_repository
+from onnxport.runtime import pipeline
+
+FAMILY = "xlm-roberta"
+TASKS = ("feature-extraction", "fill-mask", "text-classification", "token-classification", "question-answering",
+         "multiple-choice", "text-generation")
+MODEL_NAMES = {task: task.replace("-", "_") for task in TASKS}
+WAITING_MODEL = "classify_waiting"  # a long queue delay: concurrent requests surely land in one batch
+TEXTS = ["hello world, the quick brown fox", "a", "the lazy dog jumps over the quick brown fox and it is happy",
+         "今天天气非常好"]
+
+
+def assert_same(got, want, where="result", atol=1e-5):
+    """Equal JSON values; floats within ``atol`` (rows batched with others pad differently)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(want), f"{where}: keys {got} != {want}"
+        for key in want:
+            assert_same(got[key], want[key], f"{where}.{key}", atol)
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), f"{where}: {got} != {want}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same(g, w, f"{where}[{i}]", atol)
+    elif isinstance(want, float):
+        assert isinstance(got, (int, float)) and abs(got - want) <= atol, f"{where}: {got} != {want}"
+    else:
+        assert got == want, f"{where}: {got!r} != {want!r}"
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    return ExportFactory(tmp_path_factory.mktemp("triton-exports"))
+
+
+@pytest.fixture(scope="module")
+def pipes(exports):
+    return {task: pipeline(task, exports(FAMILY, task), provider="cpu") for task in TASKS}
+
+
+def requests_for(task, pipe):
+    """Rows (Triton input name -> text) for ``task`` and the in-process answer for each."""
+    if task == "question-answering":
+        rows = [{"QUESTION": "where is the fox?", "CONTEXT": "the quick brown fox is in the world"},
+                {"QUESTION": "how are you?", "CONTEXT": "hello world how are you doing today"}]
+        return [(row, pipe(question=row["QUESTION"], context=row["CONTEXT"])) for row in rows]
+    if task == "multiple-choice":
+        rows = [{"TEXT": "the quick brown fox", "CHOICES": json.dumps(["jumps", "sleeps", "reads"])},
+                {"TEXT": "hello", "CHOICES": json.dumps(["world", "dog"])}]
+        return [(row, pipe(row["TEXT"], json.loads(row["CHOICES"]))) for row in rows]
+    texts = list(TEXTS)
+    if task == "fill-mask":
+        texts = [f"the quick {pipe.tokenizer.mask_token} fox", f"{pipe.tokenizer.mask_token} world"]
+    if task == "text-generation":
+        texts = texts[:2]
+    answers = [(({"TEXT": t}), pipe(t)) for t in texts]
+    if task == "text-classification":  # pairs through TEXT_PAIR
+        answers.append(({"TEXT": "the quick fox", "TEXT_PAIR": "the lazy dog"}, pipe([("the quick fox", "the lazy dog")])[0]))
+    return answers
+
+
+def infer(client, model, row, timeout=30.0):
+    """One request of one row; the RESULT decoded from JSON."""
+    import tritonclient.http as http
+
+    inputs = []
+    for name, value in row.items():
+        tensor = http.InferInput(name, [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[value if isinstance(value, bytes) else value.encode()]], dtype=object))
+        inputs.append(tensor)
+    result = client.infer(model, inputs, timeout=int(timeout * 1e6))
+    return json.loads(result.as_numpy("RESULT")[0, 0])
+
+
+def client_for(server):
+    import tritonclient.http as http
+
+    return http.InferenceServerClient(server.url, connection_timeout=30.0, network_timeout=60.0)
+
+
+def stats(server, model):
+    entry = server.get(f"/v2/models/{model}/stats")["model_stats"][0]
+    return entry["inference_count"], entry["execution_count"]
+
+
+@pytest.fixture(scope="module")
+def server(exports, tmp_path_factory):
+    pytest.importorskip("tritonclient.http", reason="tritonclient[http] is not installed (onnxport[triton])")
+    try:
+        venv = triton_server.build_venv()
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+        pytest.skip(f"the Triton server venv ({triton_server.PYTRITON}, {triton_server.SERVER_NUMPY}) cannot be "
+                    f"installed here: {err}")
+    repo = tmp_path_factory.mktemp("triton-repo")
+    for task in TASKS:
+        write_repository(exports(FAMILY, task), repo, MODEL_NAMES[task], max_batch_size=16, max_queue_delay_us=2000)
+    write_repository(exports(FAMILY, "text-classification"), repo, WAITING_MODEL, max_batch_size=8,
+                     max_queue_delay_us=300_000)
+    logs = tmp_path_factory.mktemp("triton-logs")
+    with triton_server.running_server(repo, logs, venv, ready_model=MODEL_NAMES["text-generation"]) as running:
+        deadline = time.monotonic() + 60
+        names = [*MODEL_NAMES.values(), WAITING_MODEL]
+        while True:  # every text model loaded (or a clear failure)
+            index = {m["name"]: m for m in running.post("/v2/repository/index")}
+            failed = {n: index[n].get("reason") for n in names if index.get(n, {}).get("state") == "UNAVAILABLE"}
+            assert not failed, f"models failed to load: {failed}\n{running.log()[-3000:]}"
+            if all(index.get(n, {}).get("state") == "READY" for n in names) or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        running.repo = repo
+        yield running
+    assert running.process.poll() is not None  # stopped by pid
+
+
+# ----------------------------------------------------------------------------- the writer (no server)
+def test_configs_generated_from_the_io_spec(exports, tmp_path):
+    from onnxport.runtime.models import read_export_dir
+
+    export_dir = exports(FAMILY, "text-classification")
+    repository = write_repository(export_dir, tmp_path, "cls", max_batch_size=8, instances=2, max_queue_delay_us=500)
+    assert repository.inputs == ["TEXT", "TEXT_PAIR"]
+    text = (tmp_path / "cls" / "config.pbtxt").read_text()
+    assert 'backend: "python"' in text and "max_batch_size: 8" in text and "max_queue_delay_microseconds: 500" in text
+    assert re.search(r'name: "TEXT"\s+data_type: TYPE_STRING\s+dims: \[ 1 \]\s+\}', text)
+    assert re.search(r'name: "TEXT_PAIR"\s+data_type: TYPE_STRING\s+dims: \[ 1 \]\s+optional: true', text)
+    assert re.search(r'name: "RESULT"\s+data_type: TYPE_STRING\s+dims: \[ 1 \]', text)
+    assert re.search(r"count: 2\s+kind: KIND_CPU", text)
+    assert (tmp_path / "cls" / "1" / "model.py").is_file()
+    assert (tmp_path / "cls" / "1" / "export" / "onnxport.json").is_file()
+
+    _, spec = read_export_dir(export_dir)
+    onnx_text = (tmp_path / "cls_onnx" / "config.pbtxt").read_text()
+    declared = re.findall(r'name: "([^"]+)"\s+data_type: (\w+)\s+dims: \[ ([^\]]*) \]', onnx_text)
+    num_labels = spec.outputs[0].shape[1]
+    assert declared == [(t.name, "TYPE_INT64", "-1") for t in spec.inputs] + [("logits", "TYPE_FP32", str(num_labels))]
+    assert 'backend: "onnxruntime"' in onnx_text and "max_batch_size: 8" in onnx_text and "dynamic_batching" in onnx_text
+    assert "gpu_execution_accelerator" not in onnx_text
+    # The copied graph has what the config declares: names, element types and rank (+1 for the batch axis).
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "cls_onnx" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    graph = {t.name: (t.type, len(t.shape)) for t in (*session.get_inputs(), *session.get_outputs())}
+    for name, data_type, dims in declared:
+        want_type = {"TYPE_INT64": "tensor(int64)", "TYPE_FP32": "tensor(float)"}[data_type]
+        assert graph[name] == (want_type, len(dims.split(",")) + 1), name
+
+    gpu = write_repository(export_dir, tmp_path / "gpu", "cls", kind="gpu", tensorrt=True, trt_fp16=True,
+                           trt_engine_cache_dir="/cache/trt")
+    gpu_text = (tmp_path / "gpu" / "cls_onnx" / "config.pbtxt").read_text()
+    assert gpu.onnx_model == "cls_onnx" and "kind: KIND_GPU" in gpu_text and 'name: "tensorrt"' in gpu_text
+    for key, value in (("precision_mode", "FP16"), ("trt_engine_cache_enable", "true"), ("trt_engine_cache_path", "/cache/trt")):
+        assert f'parameters {{ key: "{key}" value: "{value}" }}' in gpu_text
+
+
+def test_multiple_choice_config_keeps_the_choices_axis(exports, tmp_path):
+    write_repository(exports(FAMILY, "multiple-choice"), tmp_path, "mc")
+    text = (tmp_path / "mc_onnx" / "config.pbtxt").read_text()
+    assert re.findall(r'data_type: \w+\s+dims: \[ ([^\]]*) \]', text) == ["-1, -1"] * 3 + ["-1"]
+    assert re.findall(r'name: "([A-Z_]+)"', (tmp_path / "mc" / "config.pbtxt").read_text()) == ["TEXT", "CHOICES", "RESULT"]
+
+
+def test_writer_refuses_what_it_cannot_serve(exports, tmp_path):
+    export_dir = exports(FAMILY, "text-classification")
+    no_tokenizer = tmp_path / "no-tokenizer"
+    shutil.copytree(export_dir, no_tokenizer)
+    for f in no_tokenizer.iterdir():
+        if f.name not in ("model.onnx", "model.onnx_data", "onnxport.json", "config.json"):
+            f.unlink()
+    with pytest.raises(ModelFileError, match="no usable tokenizer"):
+        write_repository(no_tokenizer, tmp_path / "repo")
+
+    unknown = tmp_path / "unknown-task"
+    shutil.copytree(export_dir, unknown)
+    meta = json.loads((unknown / "onnxport.json").read_text())
+    meta["io_spec"]["task"] = "summarization"
+    (unknown / "onnxport.json").write_text(json.dumps(meta))
+    with pytest.raises((TaskError, ModelFileError), match="'summarization' is not"):
+        write_repository(unknown, tmp_path / "repo")
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+
+    write_repository(export_dir, tmp_path / "repo", "cls")
+    with pytest.raises(ModelFileError, match="already exists; pass --force"):
+        write_repository(export_dir, tmp_path / "repo", "cls")
+    write_repository(export_dir, tmp_path / "repo", "cls", force=True)
+    with pytest.raises(ConfigError, match="--max-batch-size"):
+        write_repository(export_dir, tmp_path / "repo2", max_batch_size=0)
+    with pytest.raises(ConfigError, match="need --kind gpu"):
+        write_repository(export_dir, tmp_path / "repo2", tensorrt=True)
+
+
+def test_cli_subcommand(exports, tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="onnxport")
+    commands = parser.add_subparsers(dest="command")
+    add_cli_parser(commands)
+    help_text = commands.choices["triton"].format_help()
+    assert "onnxport installed" in help_text and "NAME_onnx" in help_text and "tokenize" in help_text
+    export_dir = exports(FAMILY, "text-classification")
+    args = parser.parse_args(["triton", export_dir, str(tmp_path), "--max-batch-size", "4", "--instances", "2",
+                              "--max-queue-delay-us", "100", "--pipeline-kwargs", '{"top_k": 2}'])
+    assert cli_main(args) == 0
+    name = os.path.basename(export_dir)
+    assert name in capsys.readouterr().out
+    text = (tmp_path / name / "config.pbtxt").read_text()
+    assert "max_batch_size: 4" in text and "count: 2" in text and "max_queue_delay_microseconds: 100" in text
+    assert '{\\"top_k\\": 2}' in text
+    with pytest.raises(ConfigError, match="--pipeline-kwargs"):
+        cli_main(parser.parse_args(["triton", export_dir, str(tmp_path / "x"), "--pipeline-kwargs", "[1]"]))
+
+
+def test_row_runner_refuses_bad_rows_alone(pipes):
+    """In process: a batch mixing good and bad rows answers the good ones like the pipeline does."""
+    runner = RowRunner(pipes["text-classification"], "text-classification")
+    rows = [{"text": "hello world"}, {"text": ""}, {"text": b"\xff\xfeabc"}, {}, {"text": "the lazy dog",
+            "text_pair": "a fox"}, {"text": "\ud800 lone surrogate"}, {"text": b"the quick fox"}]
+    answers = runner.run(rows)
+    assert answers[0] == pipes["text-classification"]("hello world")
+    assert answers[4] == pipes["text-classification"]([("the lazy dog", "a fox")])[0]
+    assert answers[6] == pipes["text-classification"]("the quick fox")
+    for i, message in ((1, "text is empty"), (2, "not valid UTF-8"), (3, "text is missing"),
+                       (5, "cannot encode")):
+        assert isinstance(answers[i], InputError) and message in str(answers[i]), (i, answers[i])
+    # A fault only the pipeline finds (no mask token) is refused for its row only.
+    fill = RowRunner(pipes["fill-mask"], "fill-mask")
+    mask = pipes["fill-mask"].tokenizer.mask_token
+    answers = fill.run([{"text": f"the {mask} fox"}, {"text": "no mask here"}])
+    assert answers[0] == pipes["fill-mask"](f"the {mask} fox")
+    assert isinstance(answers[1], InputError) and "No <mask> token" in str(answers[1])
+
+
+# ----------------------------------------------------------------------------- the real server
+@pytest.mark.parametrize("task", TASKS)
+def test_server_answers_like_the_pipeline(server, pipes, task):
+    client = client_for(server)
+    for row, want in requests_for(task, pipes[task]):
+        assert_same(infer(client, MODEL_NAMES[task], row), jsonable(want), f"{task} {row}")
+
+
+def test_onnx_model_fails_only_for_the_missing_backend(server):
+    index = {m["name"]: m for m in server.post("/v2/repository/index")}
+    for task in TASKS:
+        entry = index[f"{MODEL_NAMES[task]}_onnx"]
+        assert entry["state"] == "UNAVAILABLE"
+        # The config was read and its backend looked up: a config that did not parse fails earlier, saying so.
+        assert entry["reason"] == ("Invalid argument: unable to find backend library for backend 'onnxruntime', "
+                                   "try specifying runtime on the model configuration."), entry
+        assert index[MODEL_NAMES[task]]["state"] == "READY"
+
+
+def test_concurrent_ragged_requests_are_batched(server, pipes):
+    """One HTTP client per thread; the dynamic batcher merges requests (fewer executions than inferences)."""
+    model, pipe = MODEL_NAMES["text-classification"], pipes["text-classification"]
+    texts = ragged_texts(48, seed=3)
+    before = stats(server, model)
+    results: dict[int, dict] = {}
+    errors = []
+
+    def worker(k):
+        client = client_for(server)
+        try:
+            for i in range(k, len(texts), 8):
+                results[i] = infer(client, model, {"TEXT": texts[i]})
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+        finally:
+            client.close()  # in its own thread: gevent's hub is per thread
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and len(results) == len(texts)
+    for i, text in enumerate(texts):
+        assert_same(results[i], jsonable(pipe(text)), text)
+    inferences, executions = (a - b for a, b in zip(stats(server, model), before))
+    assert inferences == len(texts) and executions < inferences, (inferences, executions)
+
+
+def test_bad_requests_get_errors_and_the_instance_keeps_serving(server, pipes):
+    from tritonclient.utils import InferenceServerException
+    import tritonclient.http as http
+
+    model, pipe = MODEL_NAMES["text-classification"], pipes["text-classification"]
+    client = client_for(server)
+    for value, message in ((b"", "TEXT is empty"), (b"   ", "TEXT is empty"), (b"\xff\xfe", "not valid UTF-8")):
+        with pytest.raises(InferenceServerException, match=message):
+            infer(client, model, {"TEXT": value})
+    with pytest.raises(InferenceServerException, match="TEXT"):  # Triton refuses it before the model runs
+        client.infer(model, [], timeout=30_000_000)
+    two_rows = http.InferInput("TEXT", [2, 1], "BYTES")
+    two_rows.set_data_from_numpy(np.array([[b"hello world"], [b""]], dtype=object))
+    with pytest.raises(InferenceServerException, match="row 1: TEXT is empty"):
+        client.infer(model, [two_rows], timeout=30_000_000)
+    fill_model = MODEL_NAMES["fill-mask"]
+    with pytest.raises(InferenceServerException, match="No <mask> token"):
+        infer(client, fill_model, {"TEXT": "no mask in this text"})
+    assert_same(infer(client, model, {"TEXT": "hello world"}), jsonable(pipe("hello world")))
+
+    # Good and bad requests in one batch: the long queue delay merges the concurrent requests.
+    rows = [b"the quick brown fox", b"", b"hello world how are you", b"\xc3\x28", b"a"]
+    outcomes: dict[int, object] = {}
+    before = stats(server, WAITING_MODEL)
+
+    def send(i):
+        own = client_for(server)
+        try:
+            outcomes[i] = infer(own, WAITING_MODEL, {"TEXT": rows[i]})
+        except InferenceServerException as err:
+            outcomes[i] = err
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(rows))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    inferences, executions = (a - b for a, b in zip(stats(server, WAITING_MODEL), before))
+    assert executions < len(rows), (inferences, executions)  # merged (failed requests count no inference)
+    for i in (0, 2, 4):
+        assert_same(outcomes[i], jsonable(pipe(rows[i].decode())), str(rows[i]))
+    assert "TEXT is empty" in str(outcomes[1]) and "not valid UTF-8" in str(outcomes[3])
+    assert server.get(f"/v2/models/{WAITING_MODEL}/ready") is None  # 200 with an empty body: still ready
+    assert_same(infer(client, WAITING_MODEL, {"TEXT": "still serving"}), jsonable(pipe("still serving")))
+
+
+@pytest.mark.slow
+def test_ragged_traffic_throughput(server, pipes):
+    """Measures (prints) requests/s and the mean batch size: concurrent ragged requests vs one by one."""
+    model = MODEL_NAMES["text-classification"]
+    texts = ragged_texts(160, seed=11)
+    client = client_for(server)
+    before = stats(server, model)
+    start = time.perf_counter()
+    for text in texts:
+        infer(client, model, {"TEXT": text})
+    serial = time.perf_counter() - start
+    serial_counts = [a - b for a, b in zip(stats(server, model), before)]
+
+    before = stats(server, model)
+    errors = []
+
+    def worker(k):
+        own = client_for(server)
+        try:
+            for i in range(k, len(texts), 16):
+                infer(own, model, {"TEXT": texts[i]})
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    concurrent = time.perf_counter() - start
+    inferences, executions = (a - b for a, b in zip(stats(server, model), before))
+    assert not errors and inferences == len(texts) and serial_counts == [len(texts), len(texts)]
+    print(f"\nragged 1-40-word texts, {len(texts)} requests: one by one {len(texts) / serial:.1f} req/s (batch 1.0); "
+          f"16 concurrent clients {len(texts) / concurrent:.1f} req/s, mean batch {inferences / executions:.1f} "
+          f"({executions} executions)")
+    assert executions < inferences
