@@ -145,20 +145,40 @@ def _front_end(framework: str):
     return importlib.import_module(f"{__name__}.{fe.module}")
 
 
-def _prepare_out_dir(out_dir: str, force: bool) -> None:
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        if not force:
-            raise ExportError(
-                f"Output directory {out_dir!r} exists and is not empty; choose another one or pass force=True "
-                "(--force) to overwrite the export files in it."
-            )
-        from .artifact import EXTERNAL_DATA_FILE, MODEL_FILE
+def _check_out_dir(checkpoint_dir: str, out_dir: str, force: bool) -> None:
+    """Refuse, before anything is written, an OUT that overlaps the checkpoint or holds files without ``force``."""
+    from .artifact import overlapping
 
-        for name in (MODEL_FILE, EXTERNAL_DATA_FILE, SPEC_FILE, "config.json", *TOKENIZER_FILES):
-            path = os.path.join(out_dir, name)
-            if os.path.isfile(path):
-                os.remove(path)
-    os.makedirs(out_dir, exist_ok=True)
+    if overlapping(checkpoint_dir, out_dir):
+        raise ExportError(
+            f"Output directory {out_dir!r} and checkpoint directory {checkpoint_dir!r} are the same or one is "
+            "inside the other; exporting would overwrite or delete checkpoint files. Choose an output directory "
+            "outside the checkpoint."
+        )
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ExportError(f"Output path {out_dir!r} exists and is not a directory; choose a directory path.")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
+        raise ExportError(
+            f"Output directory {out_dir!r} exists and is not empty; choose another one or pass force=True "
+            "(--force) to replace the export files in it."
+        )
+
+
+def export_file_names(out_dir: str) -> set[str]:
+    """Names in ``out_dir`` that belong to an export (replaced by a new one); anything else is the user's.
+
+    The files every export may write, plus those the directory's ``onnxport.json`` lists (an int8 or
+    older export's own files)."""
+    from .artifact import EXTERNAL_DATA_FILE, MODEL_FILE
+
+    names = {MODEL_FILE, EXTERNAL_DATA_FILE, SPEC_FILE, "config.json", *TOKENIZER_FILES}
+    try:
+        with open(os.path.join(out_dir, SPEC_FILE), encoding="utf-8") as fh:
+            listed = json.load(fh).get("files", [])
+        names.update(os.path.basename(n) for n in listed if isinstance(n, str))
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass  # no readable onnxport.json: the fixed names only
+    return names
 
 
 def _task_from_architectures(config, family) -> str:
@@ -191,6 +211,15 @@ def export(
 
     ``dtype="fp16"`` writes a half-precision graph for GPU hosts (``fp16.py``: fp16 weights, LayerNorm /
     softmax / attention mask in fp32, float32 outputs, float16 cache), validated against the fp32 native model.
+
+    ``out_dir`` is written all or nothing: the export is built and validated in a directory beside it
+    (``.onnxport-tmp-*``, same filesystem) and swapped in at the end, so a failed export — conversion error,
+    ``ValidationError``, interruption — leaves ``out_dir`` exactly as it was (absent if it was absent).
+    A non-empty ``out_dir`` is refused unless ``force=True``, which replaces the export files in it (those
+    of ``export_file_names``: model, external data, config, tokenizer files, ``onnxport.json`` and whatever
+    the old ``onnxport.json`` lists) and keeps every other file and folder (your notes, results) as they were,
+    like ``save_pretrained`` into a directory that holds other files. An ``out_dir`` that is the checkpoint
+    directory, inside it or containing it is refused before anything is read or written.
     """
     from .. import __version__
     from ..configs import AutoConfig
@@ -220,7 +249,7 @@ def export(
     task = task or _task_from_architectures(config, family)
     io_spec.check_task(task, family, with_past, config)
     front_end = _front_end(framework)
-    _prepare_out_dir(out_dir, force)
+    _check_out_dir(checkpoint_dir, out_dir, force)
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if task == "text-generation" and not config.is_decoder:
         logger.info("text-generation: setting is_decoder=True (causal self-attention)")
@@ -234,7 +263,11 @@ def export(
     example = io_spec.make_inputs(spec, shape["batch"], sequence, past=past, num_choices=shape["num_choices"], seed=0)
     stage("read")
 
-    with tempfile.TemporaryDirectory(prefix="onnxport-export-") as workdir:
+    # Everything is written and validated in a directory beside OUT, then swapped in: a failure at any
+    # stage leaves OUT as it was. User files in OUT (not export files) are carried across.
+    owned = export_file_names(out_dir)
+    with artifact.staged_directory(out_dir, owned.__contains__, ExportError) as build_dir, \
+            tempfile.TemporaryDirectory(prefix="onnxport-export-") as workdir:
         logger.info("[2/7] converting %s %s (%s) to ONNX opset %d", family.model_type, task, framework, opset)
         job = ExportJob(checkpoint_dir, config, family, spec, opset, example, workdir, allow_missing_weights)
         converted = front_end.convert(job)
@@ -260,10 +293,10 @@ def export(
 
         logger.info("[4/7] saving to %s", out_dir)
         threshold = artifact.EXTERNAL_DATA_THRESHOLD if external_data_threshold is None else external_data_threshold
-        files = artifact.save(model, out_dir, threshold, base_dir=workdir)  # weights may be external data there
-        model_path = os.path.join(out_dir, artifact.MODEL_FILE)
+        written = artifact.save(model, build_dir, threshold, base_dir=workdir)  # weights may be external data there
+        built_model = os.path.join(build_dir, artifact.MODEL_FILE)
         logger.info("[5/7] ONNX checker (full, with shape inference)")
-        artifact.check(model_path, model, base_dir=workdir)
+        artifact.check(built_model, model, base_dir=workdir)
         del model
         stage("save")
 
@@ -271,49 +304,55 @@ def export(
         if validate:
             logger.info("[6/7] validating against the native model")
             check = fp16.validate if dtype == "fp16" else validation.validate
-            report_validation = check(model_path, spec, native, atol=atol, raise_on_failure=False)
+            report_validation = check(built_model, spec, native, atol=atol, raise_on_failure=False)
             stage("validate")
+            if not report_validation.passed:
+                raise validation.ValidationError(
+                    "The exported model differs from the native model beyond tolerance:\n"
+                    f"{report_validation.table()}\nNothing was written to {out_dir}"
+                    f"{' (it is as it was)' if os.path.isdir(out_dir) else ''}; export with validate=False "
+                    "(--no-validate) to keep the graph for inspection, or pass a larger atol (--atol) if the "
+                    "differences are expected."
+                )
 
-    logger.info("[7/7] writing config, tokenizer files and %s", SPEC_FILE)
-    config.architectures = [family.class_prefix + spec.head]
-    config.save_pretrained(out_dir)
-    files.append(os.path.join(out_dir, "config.json"))
-    if copy_tokenizer:
-        for name in TOKENIZER_FILES:
-            source = os.path.join(checkpoint_dir, name)
-            if os.path.isfile(source):
-                shutil.copyfile(source, os.path.join(out_dir, name))
-                files.append(os.path.join(out_dir, name))
-    metadata = {
-        "onnxport_version": __version__,
-        "framework": framework,
-        "task": task,
-        "with_past": with_past,
-        "model_type": family.model_type,
-        "architecture": family.class_prefix + spec.head,
-        "opset": opset,
-        "dtype": dtype,
-        **({"precision": precision.to_dict()} if precision is not None else {}),
-        "custom_ops": [{"domain": rotary_op.DOMAIN, "op_type": rotary_op.OP_TYPE, "version": rotary_op.VERSION,
-                        "count": custom_nodes}] if custom_nodes else [],
-        "io_spec": spec.to_dict(),
-        "validation": None if report_validation is None else report_validation.to_dict(),
-        "versions": _versions(converted.versions),
-        "files": sorted(os.path.basename(f) for f in files),
-    }
-    with open(os.path.join(out_dir, SPEC_FILE), "w", encoding="utf-8") as fh:
-        json.dump(metadata, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    files.append(os.path.join(out_dir, SPEC_FILE))
-    stage("write")
+        logger.info("[7/7] writing config, tokenizer files and %s", SPEC_FILE)
+        names = [os.path.basename(f) for f in written]
+        config.architectures = [family.class_prefix + spec.head]
+        config.save_pretrained(build_dir)
+        names.append("config.json")
+        if copy_tokenizer:
+            for name in TOKENIZER_FILES:
+                source = os.path.join(checkpoint_dir, name)
+                if os.path.isfile(source):
+                    shutil.copyfile(source, os.path.join(build_dir, name))
+                    names.append(name)
+        metadata = {
+            "onnxport_version": __version__,
+            "framework": framework,
+            "task": task,
+            "with_past": with_past,
+            "model_type": family.model_type,
+            "architecture": family.class_prefix + spec.head,
+            "opset": opset,
+            "dtype": dtype,
+            **({"precision": precision.to_dict()} if precision is not None else {}),
+            "custom_ops": [{"domain": rotary_op.DOMAIN, "op_type": rotary_op.OP_TYPE, "version": rotary_op.VERSION,
+                            "count": custom_nodes}] if custom_nodes else [],
+            "io_spec": spec.to_dict(),
+            "validation": None if report_validation is None else report_validation.to_dict(),
+            "versions": _versions(converted.versions),
+            "files": sorted(names),
+        }
+        with open(os.path.join(build_dir, SPEC_FILE), "w", encoding="utf-8") as fh:
+            json.dump(metadata, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        names.append(SPEC_FILE)
+        stage("write")
 
+    model_path = os.path.join(out_dir, artifact.MODEL_FILE)
+    files = [os.path.join(out_dir, name) for name in names]
     report = ExportReport(out_dir, model_path, framework, task, with_past, opset, spec, files,
                           report_validation, seconds, custom_nodes, dtype)
-    if report_validation is not None and not report_validation.passed:
-        raise validation.ValidationError(
-            "The exported model differs from the native model beyond tolerance:\n"
-            f"{report_validation.table()}\nThe export is kept for inspection in {out_dir}."
-        )
     logger.info("exported %s in %.1fs (%s)", model_path, sum(seconds.values()), seconds)
     return report
 

@@ -9,14 +9,22 @@ Weights may arrive as external data in ``base_dir`` (the PyTorch front end
 streams them to its workdir rather than holding them in the proto). Everything
 here reads them one tensor at a time, and ``save`` streams each weight into the
 artifact, so no stage holds the weights twice (or the serialized model at all).
+
+Output directories are built beside their destination and swapped in whole once
+written and validated (``staged_directory``): a failed export or quantization
+leaves the destination as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import shutil
+import stat
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Union
 
@@ -397,3 +405,117 @@ def check(path: str, model: Optional[onnx.ModelProto] = None, base_dir: Optional
         with open(path, "wb") as fh:
             fh.write(model.SerializeToString())
     onnx.checker.check_model(path, full_check=True)
+
+
+# ----------------------------------------------------------------------------- output directories, swapped in whole
+STAGING_PREFIX = ".onnxport-tmp-"
+_ASIDE_PREFIX = ".onnxport-old-"
+
+
+def overlapping(a: str, b: str) -> bool:
+    """The same directory, or one inside the other, once symlinks and ``..`` are resolved."""
+    a, b = os.path.realpath(a), os.path.realpath(b)
+    return os.path.commonpath([a, b]) in (a, b)
+
+
+@contextlib.contextmanager
+def staged_directory(out_dir: str, owned: Callable[[str], bool], error: type[Exception]) -> Iterator[str]:
+    """A directory to build ``out_dir``'s new contents in, swapped in for ``out_dir`` only if the block succeeds.
+
+    The build directory is created beside ``out_dir`` (same filesystem, so the swap is two renames). On
+    success, entries of the old ``out_dir`` that ``owned(name)`` does not claim (the user's own files: notes,
+    results) are carried across (hard links where possible) unless the build wrote that name, the old
+    directory is renamed aside, the build renamed to ``out_dir`` and the old one removed. When the block
+    raises, or a rename fails, ``out_dir`` is left exactly as it was (put back if already moved aside) and
+    nothing is left behind: no build directory, no parent directories created for ``out_dir``.
+
+    ``out_dir`` given as a symlink to a directory: the directory it points to is replaced, the link stays.
+    """
+    target = os.path.realpath(out_dir)
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise error(f"Output path {out_dir!r} exists and is not a directory; choose a directory path.")
+    parent = os.path.dirname(target)
+    created = []  # parent directories made for out_dir, deepest first, removed again on failure
+    probe = parent
+    while not os.path.isdir(probe):
+        created.append(probe)
+        probe = os.path.dirname(probe)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        build = tempfile.mkdtemp(dir=parent, prefix=STAGING_PREFIX)
+    except OSError as err:
+        _remove_empty(created)
+        raise error(f"Cannot create a working directory beside {out_dir!r} ({err}); choose a writable location.") \
+            from err
+    try:
+        _set_mode_like(build, target)
+        yield build
+        if os.path.isdir(target):
+            _carry_over(target, build, owned)
+        _swap_in(build, target, parent)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        _remove_empty(created)
+        raise
+
+
+def _set_mode_like(build: str, target: str) -> None:
+    """mkdtemp makes 0700 directories: give the build the old directory's mode, or a fresh directory's."""
+    if os.path.isdir(target):
+        shutil.copymode(target, build)
+        return
+    probe = os.path.join(build, "mode-probe")
+    os.mkdir(probe)  # created under the process umask, like os.makedirs(out_dir) would
+    mode = os.stat(probe).st_mode
+    os.rmdir(probe)
+    os.chmod(build, stat.S_IMODE(mode))
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:  # filesystems without hard links
+        shutil.copy2(source, destination)
+
+
+def _carry_over(old: str, build: str, owned: Callable[[str], bool]) -> None:
+    for name in sorted(os.listdir(old)):
+        source, destination = os.path.join(old, name), os.path.join(build, name)
+        if owned(name) or os.path.lexists(destination):
+            continue
+        if os.path.islink(source):
+            os.symlink(os.readlink(source), destination)
+        elif os.path.isdir(source):
+            shutil.copytree(source, destination, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(source, destination)
+
+
+def _swap_in(build: str, target: str, parent: str) -> None:
+    if not os.path.isdir(target):
+        os.rename(build, target)
+        return
+    holder = tempfile.mkdtemp(dir=parent, prefix=_ASIDE_PREFIX)
+    aside = os.path.join(holder, "previous")
+    try:
+        os.rename(target, aside)
+    except BaseException:
+        os.rmdir(holder)
+        raise
+    try:
+        os.rename(build, target)
+    except BaseException:
+        os.rename(aside, target)
+        os.rmdir(holder)
+        raise
+    shutil.rmtree(holder, ignore_errors=True)
+    if os.path.exists(holder):
+        logger.warning("Could not remove the previous output directory, moved aside to %s.", holder)
+
+
+def _remove_empty(directories: list[str]) -> None:
+    for directory in directories:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return

@@ -419,6 +419,31 @@ def _retarget_float_attributes(node: onnx.NodeProto) -> None:
             attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
 
 
+# ----------------------------------------------------------------------------- runtime inputs
+def to_fp16_checked(name: str, array: Any) -> np.ndarray:
+    """``array`` (a cache tensor fed to an fp16 graph) as float16, refusing what float16 cannot hold.
+
+    numpy casts |x| > 65504 to inf and keeps NaN: the graph would then answer NaN/inf without a word.
+    Raises ``InputError`` naming the tensor and its largest magnitude instead."""
+    from ..errors import InputError
+
+    array = np.asarray(array)
+    if array.dtype == np.float16:
+        return array
+    if array.size and array.dtype.kind in "fiu":
+        wide = array.astype(np.float64, copy=False)
+        if np.isnan(wide).any():
+            raise InputError(f"{name} holds NaN values; feed the cache the model returned (present.*).")
+        peak = float(np.max(np.abs(wide)))
+        if peak > FP16_MAX:
+            raise InputError(
+                f"{name} holds values up to {peak:g} in magnitude, beyond float16's range (max {FP16_MAX:g}) that "
+                "this fp16 export's cache takes: they would become inf. Feed the cache the model returned "
+                "(present.*, float16), or use an fp32 export."
+            )
+    return array.astype(np.float16)
+
+
 # ----------------------------------------------------------------------------- validation
 def native_runner(run_native: Callable[[dict], dict]) -> Callable[[dict], dict]:
     """The fp32 native model fed the fp16 graph's inputs (fp16 cache upcast to fp32)."""
@@ -482,5 +507,5 @@ def validate(model_path: str, spec, run_native, atol: Optional[float] = None, to
     return report
 
 
-__all__ = ["convert", "fp16_spec", "validate", "native_runner", "long_masked_run", "relative_rows",
+__all__ = ["convert", "fp16_spec", "validate", "to_fp16_checked", "native_runner", "long_masked_run", "relative_rows",
            "canonical_dtype", "Fp16Report", "FP16_TOLERANCE", "KEEP_FP32_OPS", "MASK_FILL"]

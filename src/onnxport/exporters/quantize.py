@@ -156,11 +156,18 @@ def quantize(
     force: bool = False,
     raise_on_failure: bool = True,
 ) -> QuantizationReport:
-    """Quantize ``export_dir``'s model to int8 into ``out_dir`` (default ``<export_dir>-int8``); see module doc."""
+    """Quantize ``export_dir``'s model to int8 into ``out_dir`` (default ``<export_dir>-int8``); see module doc.
+
+    ``out_dir`` is written all or nothing (built and gated beside it, then swapped in): a model below the
+    thresholds raises ``QuantizationError`` and leaves ``out_dir`` as it was, unless ``raise_on_failure=False``
+    asks for the report and the directory anyway (its ``onnxport.json`` then says ``"passed": false``).
+    ``force`` replaces the export files of a non-empty ``out_dir`` and keeps the user's other files; an
+    ``out_dir`` that is the export, inside it or around it is refused.
+    """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from . import SPEC_FILE, artifact, load_spec, rotary_op
+    from . import SPEC_FILE, artifact, export_file_names, load_spec, rotary_op
 
     export_dir = os.fspath(export_dir).rstrip(os.sep) or os.sep
     out_dir = os.fspath(out_dir) if out_dir is not None else export_dir + "-int8"
@@ -168,8 +175,11 @@ def quantize(
     if not os.path.isfile(source) or not os.path.isfile(os.path.join(export_dir, SPEC_FILE)):
         raise QuantizationError(f"{export_dir!r} is not an onnxport export directory (model.onnx + {SPEC_FILE}); "
                                 "create one with `onnxport export`.")
-    if os.path.abspath(out_dir) == os.path.abspath(export_dir):
-        raise QuantizationError("The int8 model needs its own directory: pass an --out different from the export.")
+    if artifact.overlapping(export_dir, out_dir):
+        raise QuantizationError(f"The int8 model needs its own directory: {out_dir!r} is the export {export_dir!r}, "
+                                "inside it or around it; pass an --out outside the export.")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise QuantizationError(f"Output path {out_dir!r} exists and is not a directory; choose a directory path.")
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
         raise QuantizationError(f"Output directory {out_dir!r} exists and is not empty; choose another or pass --force.")
     with open(os.path.join(export_dir, SPEC_FILE), encoding="utf-8") as fh:
@@ -185,7 +195,11 @@ def quantize(
     clock = time.perf_counter()
 
     external = os.path.isfile(os.path.join(export_dir, artifact.EXTERNAL_DATA_FILE))
-    with tempfile.TemporaryDirectory(prefix="onnxport-quantize-") as workdir:
+    # Built and gated beside out_dir, then swapped in: a model the gate refuses is never left where
+    # `onnxport run` would serve it, and a previous out_dir stays as it was. User files in out_dir survive --force.
+    owned = export_file_names(out_dir)
+    with artifact.staged_directory(out_dir, owned.__contains__, QuantizationError) as build_dir, \
+            tempfile.TemporaryDirectory(prefix="onnxport-quantize-") as workdir:
         raw = os.path.join(workdir, "int8.onnx")
         logger.info("quantizing %s (per_channel=%s, reduce_range=%s)", source, per_channel, reduce_range)
         quant_logger = logging.getLogger()  # quantize_dynamic warns on the root logger about pre-processing
@@ -214,43 +228,41 @@ def quantize(
         custom_nodes = len(rotary_op.rotary_nodes(model))
         rotary_op.attach_function(model)  # keep the function body beside the kept custom nodes
         model.ir_version = min(max(model.ir_version, artifact.MIN_IR_VERSION), artifact.MAX_IR_VERSION)
-        os.makedirs(out_dir, exist_ok=True)
-        for stale in (artifact.MODEL_FILE, artifact.EXTERNAL_DATA_FILE):
-            if os.path.exists(os.path.join(out_dir, stale)):
-                os.remove(os.path.join(out_dir, stale))
-        model_files = artifact.save(model, out_dir)
+        model_files = artifact.save(model, build_dir)
         del model
-    model_path = os.path.join(out_dir, artifact.MODEL_FILE)
+        built_model = os.path.join(build_dir, artifact.MODEL_FILE)
 
-    report = QuantizationReport(
-        out_dir=out_dir, model_path=model_path, weight_type="int8", per_channel=per_channel, reduce_range=reduce_range,
-        op_types=list(OP_TYPES), quantized_nodes=quantized_nodes, custom_nodes=custom_nodes,
-        fp32_bytes=_files_bytes(export_dir, (artifact.MODEL_FILE, artifact.EXTERNAL_DATA_FILE)),
-        int8_bytes=sum(os.path.getsize(f) for f in model_files), min_cosine=min_cosine, min_top1=min_top1,
-        seconds=seconds,
-    )
-    if validate:
-        clock = time.perf_counter()
-        report.outputs = compare_to_fp32(source, model_path, spec)
-        seconds["validate"] = round(time.perf_counter() - clock, 3)
-
-    # Everything but the model files comes along, so the directory serves like the fp32 one.
-    for name in sorted(os.listdir(export_dir)):
-        src = os.path.join(export_dir, name)
-        if name in (artifact.MODEL_FILE, artifact.EXTERNAL_DATA_FILE, SPEC_FILE) or not os.path.isfile(src):
-            continue
-        shutil.copyfile(src, os.path.join(out_dir, name))
-    metadata["quantization"] = report.to_dict()
-    metadata["files"] = sorted(set(os.listdir(out_dir)) | {SPEC_FILE})
-    with open(os.path.join(out_dir, SPEC_FILE), "w", encoding="utf-8") as fh:
-        json.dump(metadata, fh, indent=2, sort_keys=True, default=float)
-        fh.write("\n")
-    logger.debug("%s", report.table())
-    if raise_on_failure and not report.passed:
-        raise QuantizationError(
-            f"The int8 model disagrees with fp32 beyond the thresholds:\n{report.table()}\n"
-            f"It is kept for inspection in {out_dir}; lower --min-cosine / --min-top1 to accept it, or try --per-channel."
+        report = QuantizationReport(
+            out_dir=out_dir, model_path=os.path.join(out_dir, artifact.MODEL_FILE), weight_type="int8",
+            per_channel=per_channel, reduce_range=reduce_range, op_types=list(OP_TYPES),
+            quantized_nodes=quantized_nodes, custom_nodes=custom_nodes,
+            fp32_bytes=_files_bytes(export_dir, (artifact.MODEL_FILE, artifact.EXTERNAL_DATA_FILE)),
+            int8_bytes=sum(os.path.getsize(f) for f in model_files), min_cosine=min_cosine, min_top1=min_top1,
+            seconds=seconds,
         )
+        if validate:
+            clock = time.perf_counter()
+            report.outputs = compare_to_fp32(source, built_model, spec)
+            seconds["validate"] = round(time.perf_counter() - clock, 3)
+        logger.debug("%s", report.table())
+        if raise_on_failure and not report.passed:
+            raise QuantizationError(
+                f"The int8 model disagrees with fp32 beyond the thresholds:\n{report.table()}\n"
+                f"Nothing was written to {out_dir}{' (it is as it was)' if os.path.isdir(out_dir) else ''}; "
+                "lower --min-cosine / --min-top1 to accept it, or try --per-channel."
+            )
+
+        # Everything but the model files comes along, so the directory serves like the fp32 one.
+        for name in sorted(os.listdir(export_dir)):
+            src = os.path.join(export_dir, name)
+            if name in (artifact.MODEL_FILE, artifact.EXTERNAL_DATA_FILE, SPEC_FILE) or not os.path.isfile(src):
+                continue
+            shutil.copyfile(src, os.path.join(build_dir, name))
+        metadata["quantization"] = report.to_dict()
+        metadata["files"] = sorted(set(os.listdir(build_dir)) | {SPEC_FILE})
+        with open(os.path.join(build_dir, SPEC_FILE), "w", encoding="utf-8") as fh:
+            json.dump(metadata, fh, indent=2, sort_keys=True, default=float)
+            fh.write("\n")
     return report
 
 

@@ -45,7 +45,8 @@ class SessionConfig:
     intra_op_threads: Optional[int] = None
     inter_op_threads: Optional[int] = None
     graph_optimization_level: str = "all"
-    optimized_model_path: Optional[str] = None  # cache of the optimized graph (written on first load)
+    # Cache of the optimized graph (written on load); never one of the export's own files (refused).
+    optimized_model_path: Optional[str] = None
     extra_session_entries: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -135,6 +136,43 @@ def check_model_file(path: str) -> None:
         raise ModelFileError(f"{path} is empty; re-export the model.")
 
 
+# ORT writes the optimized graph's large initializers to this file (beside optimized_model_path) when set.
+_EXTERNAL_INITIALIZERS_ENTRY = "session.optimized_model_external_initializers_file_name"
+
+
+def check_optimized_model_path(config: SessionConfig, model_path: Optional[str] = None) -> None:
+    """Refuse an ``optimized_model_path`` that names the model itself or a file an export directory owns.
+
+    ONNX Runtime writes the graph it optimized for this machine's providers there: over ``model.onnx`` (or
+    its external data, config, ``onnxport.json``, tokenizer files) the portable export would be lost. The
+    export's own files are found from the target's directory (whatever ``model`` the session gets: the
+    RoFormer rotary lowering hands over bytes) and from ``model_path``'s directory.
+    """
+    from ..exporters import SPEC_FILE, export_file_names
+
+    if not config.optimized_model_path:
+        return
+    targets = [os.path.realpath(config.optimized_model_path)]
+    external = config.extra_session_entries.get(_EXTERNAL_INITIALIZERS_ENTRY)
+    if external:
+        targets.append(os.path.realpath(os.path.join(os.path.dirname(targets[0]), external)))
+    model = os.path.realpath(model_path) if model_path else None
+    for target in targets:
+        directory, name = os.path.split(target)
+        owner = None
+        if target == model:
+            owner = "the model the session loads"
+        elif name in export_file_names(directory) and (
+                os.path.isfile(os.path.join(directory, SPEC_FILE)) or (model and directory == os.path.dirname(model))):
+            owner = f"a file of the export in {directory}"
+        if owner:
+            raise ModelFileError(
+                f"optimized_model_path={config.optimized_model_path!r} names {owner} ({target}); ONNX Runtime "
+                "would overwrite it with a graph optimized for this machine's hardware and the portable export "
+                "would be lost. Choose a path outside the export's files, e.g. a file in a separate cache directory."
+            )
+
+
 def create_session(model: str | bytes, config: Optional[SessionConfig] = None, **overrides: Any):
     """Build an InferenceSession; returns ``(session, chosen_provider_key)``.
 
@@ -147,6 +185,7 @@ def create_session(model: str | bytes, config: Optional[SessionConfig] = None, *
         setattr(config, key, value)
     chosen, providers, skipped = select_providers(config)
     source = model if isinstance(model, str) else "<in-memory model>"
+    check_optimized_model_path(config, model if isinstance(model, str) else None)
     if isinstance(model, str):
         check_model_file(model)
     try:
