@@ -262,7 +262,7 @@ BIN_VIEWS = [
     ("bool_size", 0, (True,), (1,), 4, "size"),
     ("stride_arity", 0, (2, 2), (1,), 4, "strides"),
     ("size_not_tuple", 0, [2], (1,), 4, "size"),
-    ("broadcast_bomb", 0, (1 << 40,), (0,), 4, "broadcast view"),
+    ("broadcast_bomb", 0, (1 << 40,), (0,), 4, "over 8x its 4 (broadcast or overlapping views)"),
     ("huge_stride", 0, (2,), (1 << 40,), 4, "out of bounds"),  # as_strided reading 8 TB away: a segfault
     ("huge_stride_2d", 0, (2, 3), (1 << 62, 1 << 62), 4, "out of bounds"),
 ]
@@ -303,6 +303,7 @@ def test_valid_bin_views_still_load(tmp_path):
         ("scalar", View(storage, 11, (), ())),
         ("empty", View(storage, 12, (0, 5), (5, 1))),
         ("position_ids", View(storage, 0, (1, 12), (0, 1))),  # expand((1, -1)) as old checkpoints save it
+        ("expanded", View(storage, 0, (3, 12), (0, 1))),  # torch.save keeps a broadcast view as one
     ])
     path = write(tmp_path / "w.bin", torch_archive(torch_pickle(state), {"0": raw.tobytes()}))
     got = checkpoints.read_torch_bin(path)
@@ -311,6 +312,19 @@ def test_valid_bin_views_still_load(tmp_path):
         np.testing.assert_array_equal(got[name], theirs[name].numpy(), err_msg=name)
     np.testing.assert_array_equal(got["last_row"], [9, 10, 11, 12])
     assert got["scalar"] == 12.0 and got["empty"].shape == (0, 5)
+
+
+def test_tied_weights_share_one_copy_and_repeats_cannot_amplify(tmp_path):
+    """A view named twice (tied weights) is read once and shared, as torch shares it; a small pickle naming a
+    storage ten thousand times therefore costs one copy, not ten thousand."""
+    raw = np.arange(1, 1025, dtype=np.float32)
+    storage = Storage("0", numel=1024)
+    tied = View(storage, 0, (32, 32), (32, 1))
+    state = OrderedDict([(f"layer{i}.weight", tied) for i in range(10_000)])
+    path = write(tmp_path / "w.bin", torch_archive(torch_pickle(state), {"0": raw.tobytes()}))
+    got = checkpoints.read_torch_bin(path)
+    assert len(got) == 10_000 and len({id(array) for array in got.values()}) == 1
+    np.testing.assert_array_equal(got["layer9999.weight"], raw.reshape(32, 32))
 
 
 @pytest.mark.parametrize("label, build, fault", [
@@ -338,6 +352,9 @@ def test_valid_bin_views_still_load(tmp_path):
         torch_pickle({"w": View(Storage("0", pid=("storage", torch.FloatStorage, 0, "cpu", 4)), 0, (2,), (1,))}),
         {"0": bytes(16)}),
      "storage key 0 is not a string"),
+    ("overlapping_views", lambda: torch_archive(torch_pickle(OrderedDict(  # nine distinct views of all 4 elements
+        [(f"x{i}", View(Storage("0", numel=4), 0, (4, 1), (1, i))) for i in range(9)])), {"0": bytes(16)}),
+     "tensor 'x8' brings the elements copied from storage '0' to 36, over 8x its 4"),
     ("view_of_a_number", lambda: torch_archive(torch_pickle({"w": View(5, 0, (2,), (1,))}), {}),
      "tensor 'w' is not built from a storage"),
     ("rebuild_missing_args", lambda: torch_archive(torch_pickle({"w": View(Storage("0", numel=4), 0, None, None)}),

@@ -232,6 +232,11 @@ _MALFORMED_ARCHIVE_ERRORS = (
 )
 
 
+# Views of one storage may overlap (a weight and its transpose, an expanded buffer) but together copy at
+# most this many times its elements: a file cannot make the reader allocate much more than its own size.
+_MAX_VIEW_COPIES = 8
+
+
 @dataclass(frozen=True, slots=True)
 class _StorageKey:
     """What the pickle gets for a storage: a name only (frozen, so pickle BUILD cannot alter it)."""
@@ -276,6 +281,11 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
         self._prefix = prefix
         self._source = source
         self._storages: dict[tuple[str, str, int], tuple[np.ndarray, bool]] = {}
+        # Tensors already copied out, by storage and view (tied weights come back as one shared array, as in
+        # torch), and how many elements each storage has given out: together they bound what a small pickle
+        # naming one big storage many times can make us allocate.
+        self._views: dict[tuple, np.ndarray] = {}
+        self._copied: dict[tuple[str, str, int], int] = {}
 
     def find_class(self, module: str, name: str):
         if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
@@ -318,7 +328,7 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
 
     def storage(self, ref: _StorageKey) -> tuple[np.ndarray, bool]:
         """The storage's elements (flat) and whether they are bf16 bits, read once per key and dtype."""
-        cache_key = (ref.key, ref.dtype_name, ref.numel)
+        cache_key = self._cache_key(ref)
         if cache_key not in self._storages:
             member = f"{self._prefix}/data/{ref.key}" if self._prefix else f"data/{ref.key}"
             try:
@@ -366,6 +376,9 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
             raise corrupt(f"has strides {stride!r:.80}, not {len(size)} non-negative integers")
         data, is_bf16 = self.storage(view.storage)
         numel, count = data.size, math.prod(size)
+        view_key = (self._cache_key(view.storage), offset, size, stride)
+        if view_key in self._views:
+            return self._views[view_key]
         if count == 0:
             if offset > numel:
                 raise corrupt(f"starts at element {offset} of a storage of {numel} elements (out of bounds)")
@@ -377,15 +390,23 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
                     f"reads elements {offset}..{last} of a storage of {numel} elements (out of bounds: offset "
                     f"{offset}, size {size}, strides {stride})"
                 )
-            # Never more elements than the storage holds: a stride-0 view is not a weight, and this bounds
-            # what a file can make us allocate by its own size.
-            if count > numel:
-                raise corrupt(f"has {count} elements over a storage of {numel} (a broadcast view); re-save it contiguous")
+            copied = self._copied.get(view_key[0], 0) + count
+            if copied > _MAX_VIEW_COPIES * numel:
+                raise corrupt(
+                    f"brings the elements copied from storage {view.storage.key!r} to {copied}, over "
+                    f"{_MAX_VIEW_COPIES}x its {numel} (broadcast or overlapping views)"
+                )
+            self._copied[view_key[0]] = copied
             itemsize = data.itemsize
             array = np.lib.stride_tricks.as_strided(
                 data[offset:], shape=size, strides=tuple(s * itemsize for s in stride)
             ).copy()
-        return _bf16_to_f32(array) if is_bf16 else array
+        self._views[view_key] = _bf16_to_f32(array) if is_bf16 else array
+        return self._views[view_key]
+
+    @staticmethod
+    def _cache_key(ref: _StorageKey) -> tuple[str, str, int]:
+        return ref.key, ref.dtype_name, ref.numel
 
 
 def read_torch_bin(path: str) -> StateDict:
