@@ -153,10 +153,7 @@ def native_outputs(framework: str, model, feeds: dict[str, np.ndarray], spec, ex
 
     ``full`` asks for hidden states, attentions and the loss as well (native <-> native cells).
     """
-    kwargs: dict[str, Any] = {k: v for k, v in feeds.items() if not k.startswith("past_key_values.")}
-    if spec.with_past:
-        kwargs["past_key_values"] = tuple((feeds[k], feeds[v]) for k, v in spec.past_names())
-        kwargs["use_cache"] = True
+    kwargs: dict[str, Any] = spec.model_kwargs(feeds)
     if full:
         kwargs.update(extra, output_hidden_states=True, output_attentions=True)
     if framework == "pt":

@@ -203,23 +203,10 @@ def _forward_fn(model, spec, params):
     """Positional io-spec inputs -> the model's HF keyword call -> outputs in io-spec order."""
 
     def forward(*args):
-        feeds = dict(zip(spec.input_names, args))
-        kwargs: dict[str, Any] = {"return_dict": True}
-        if spec.head == "ForCausalLM":
-            kwargs["use_cache"] = spec.with_past
-        if spec.with_past:
-            kwargs["past_key_values"] = tuple((feeds.pop(k), feeds.pop(v)) for k, v in spec.past_names())
-        out = model(**feeds, params=params, **kwargs)
-        return tuple(_pick(out, name) for name in spec.output_names)
+        out = model(**spec.model_kwargs(dict(zip(spec.input_names, args))), params=params, return_dict=True)
+        return spec.select(out)
 
     return forward
-
-
-def _pick(out, name: str):
-    if name.startswith("present."):
-        _, layer, kind = name.split(".")
-        return out.past_key_values[int(layer)][0 if kind == "key" else 1]
-    return getattr(out, name)
 
 
 def _to_traced_dtype(array: np.ndarray, dtype: str) -> np.ndarray:

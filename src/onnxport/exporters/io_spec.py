@@ -131,6 +131,28 @@ class IOSpec:
         """``torch.onnx.export``'s dynamic_axes: {tensor name: {axis: dimension name}}."""
         return {t.name: t.dynamic_axes() for t in (*self.inputs, *self.outputs) if t.dynamic_axes()}
 
+    # -- adapters: graph tensors <-> a reference model's HF call, shared by the three front ends,
+    #    validation and parity ------------------------------------------------------------------
+    def model_kwargs(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """The HF keyword call of a reference model (any framework's arrays) for feeds keyed by graph input
+        name: the cache inputs become ``past_key_values`` (key, value) pairs; causal LMs build a cache only
+        when the graph returns one."""
+        cache_inputs = {name for pair in self.past_names() for name in pair}
+        kwargs = {name: feeds[name] for name in self.input_names if name in feeds and name not in cache_inputs}
+        if self.with_past:
+            kwargs["past_key_values"] = tuple((feeds[k], feeds[v]) for k, v in self.past_names())
+        if self.head == "ForCausalLM":
+            kwargs["use_cache"] = self.with_past
+        return kwargs
+
+    def select(self, out: Any) -> tuple[Any, ...]:
+        """The graph's outputs, in graph order, from a reference model's HF output object
+        (``present.{i}.key`` / ``.value`` are ``out.past_key_values[i][0]`` / ``[1]``)."""
+        present = {name: (layer, kind) for layer, pair in enumerate(self.present_names())
+                   for kind, name in enumerate(pair)}
+        return tuple(out.past_key_values[present[name][0]][present[name][1]] if name in present
+                     else getattr(out, name) for name in self.output_names)
+
     def past_names(self) -> list[tuple[str, str]]:
         return [(f"past_key_values.{i}.key", f"past_key_values.{i}.value") for i in range(self.num_layers)] if self.with_past else []
 

@@ -111,14 +111,8 @@ class _IOWrapper(nn.Module):
         self.spec = spec
 
     def forward(self, *args):
-        spec = self.spec
-        feeds = dict(zip(spec.input_names, args))
-        kwargs = {"return_dict": True}
-        if spec.with_past:
-            kwargs["past_key_values"] = tuple((feeds.pop(k), feeds.pop(v)) for k, v in spec.past_names())
-            kwargs["use_cache"] = True
-        out = self.model(**feeds, **kwargs)
-        return tuple(_pick(out, name) for name in spec.output_names)
+        out = self.model(**self.spec.model_kwargs(dict(zip(self.spec.input_names, args))), return_dict=True)
+        return self.spec.select(out)
 
 
 @contextlib.contextmanager
@@ -230,13 +224,6 @@ def _strip_wrapper_prefix(model: onnx.ModelProto) -> None:
         for i, name in enumerate(node.input):
             if name in rename:
                 node.input[i] = rename[name]
-
-
-def _pick(out, name: str):
-    if name.startswith("present."):
-        _, layer, kind = name.split(".")
-        return out.past_key_values[int(layer)][0 if kind == "key" else 1]
-    return getattr(out, name)
 
 
 class RotaryEmbeddingFunction(torch.autograd.Function):

@@ -152,20 +152,8 @@ def convert(job: ExportJob) -> Converted:
 
 def _call(model, spec, args) -> tuple:
     """Positional io-spec inputs -> the model's HF keyword call -> outputs in io-spec order."""
-    feeds = dict(zip(spec.input_names, args))
-    kwargs = {"return_dict": True, "training": False}
-    if spec.with_past:
-        kwargs["past_key_values"] = tuple((feeds.pop(k), feeds.pop(v)) for k, v in spec.past_names())
-        kwargs["use_cache"] = True
-    out = model(**feeds, **kwargs)
-    return tuple(_pick(out, name) for name in spec.output_names)
-
-
-def _pick(out, name: str):
-    if name.startswith("present."):
-        _, layer, kind = name.split(".")
-        return out.past_key_values[int(layer)][0 if kind == "key" else 1]
-    return getattr(out, name)
+    out = model(**spec.model_kwargs(dict(zip(spec.input_names, args))), return_dict=True, training=False)
+    return spec.select(out)
 
 
 # ----------------------------------------------------------------------------- weights as graph inputs

@@ -25,8 +25,12 @@ TOLERANCES: dict[str, float] = {"default": DEFAULT_ATOL}
 
 # Shapes the exporters trace with, and the different ones validation runs.
 EXAMPLE_SHAPE = {"batch": 2, "sequence": 8, "past": 3, "num_choices": 2}
+# Batch 1 unpadded, a padded batch with token types in a second segment (pairs), and the longest input the
+# position table allows ("sequence": None), each unlike the export example.
 VALIDATION_SHAPES = (
-    {"name": "fresh", "batch": 3, "sequence": 11, "past": 5, "num_choices": 4, "seed": 1234},
+    {"name": "single", "batch": 1, "sequence": 7, "past": 2, "num_choices": 3, "seed": 99, "pad": False},
+    {"name": "fresh", "batch": 3, "sequence": 11, "past": 5, "num_choices": 4, "seed": 1234, "pad": True},
+    {"name": "longest", "batch": 2, "sequence": None, "past": 4, "num_choices": 2, "seed": 7, "pad": True},
 )
 
 NativeRunner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -116,11 +120,11 @@ def validation_cases(spec: IOSpec) -> list[tuple[str, dict[str, np.ndarray]]]:
     limit = int(spec.extra.get("max_sequence_length", 512))
     for shape in VALIDATION_SHAPES:
         past = min(shape["past"], limit // 2) if spec.with_past else 0
-        sequence = min(shape["sequence"], limit - past)  # tiny position tables
+        sequence = limit - past if shape["sequence"] is None else min(shape["sequence"], limit - past)
         inputs = make_inputs(spec, shape["batch"], sequence, past=past, num_choices=shape["num_choices"],
-                             seed=shape["seed"])
+                             seed=shape["seed"], pad=shape["pad"])
         cases.append((shape["name"], {name: inputs[name] for name in spec.input_names}))
-        if spec.with_past:  # the first decoding step: nothing cached yet
+        if spec.with_past and shape["name"] == "fresh":  # the first decoding step: nothing cached yet
             first = make_inputs(spec, shape["batch"], sequence, past=0, seed=shape["seed"] + 1)
             first.update(empty_past(spec, shape["batch"]))
             cases.append(("empty-past", {name: first[name] for name in spec.input_names}))
