@@ -154,6 +154,14 @@ def test_force_export_through_a_symlink_keeps_the_link(checkpoint, good_export):
     assert json.loads((good_export / "onnxport.json").read_text())["validation"] is None
 
 
+def test_force_export_into_the_working_directory(checkpoint, good_export, monkeypatch):
+    """``onnxport export CK . --force`` from inside OUT: the process still works in OUT afterwards."""
+    monkeypatch.chdir(good_export / "results")
+    export(checkpoint, "..", task=TASK, force=True, validate=False)
+    assert os.getcwd() == os.path.realpath(good_export / "results")
+    assert os.path.isfile("eval.json") and os.path.isfile(os.path.join("..", "model.onnx"))
+
+
 # ----------------------------------------------------------------------------- 2. checkpoint and output overlap
 @pytest.mark.parametrize("where", ["same", "out inside checkpoint", "checkpoint inside out", "symlink to checkpoint"])
 def test_overlapping_checkpoint_and_out_refused_untouched(where, checkpoint, tmp_path):

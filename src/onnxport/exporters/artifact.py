@@ -495,6 +495,12 @@ def _swap_in(build: str, target: str, parent: str) -> None:
     if not os.path.isdir(target):
         os.rename(build, target)
         return
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the working directory is already gone
+        cwd = None
+    # A process working inside out_dir would otherwise be left in the removed old directory.
+    follow = cwd is not None and os.path.commonpath([cwd, target]) == target
     holder = tempfile.mkdtemp(dir=parent, prefix=_ASIDE_PREFIX)
     aside = os.path.join(holder, "previous")
     try:
@@ -508,6 +514,8 @@ def _swap_in(build: str, target: str, parent: str) -> None:
         os.rename(aside, target)
         os.rmdir(holder)
         raise
+    if follow:
+        os.chdir(cwd if os.path.isdir(cwd) else target)
     shutil.rmtree(holder, ignore_errors=True)
     if os.path.exists(holder):
         logger.warning("Could not remove the previous output directory, moved aside to %s.", holder)
