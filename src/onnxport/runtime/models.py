@@ -263,7 +263,7 @@ class OnnxModelBase:
             value = value.numpy()
         try:
             array = np.asarray(value)
-        except (ValueError, TypeError) as err:  # numpy refuses ragged nested lists
+        except (ValueError, TypeError, OverflowError) as err:  # ragged nested lists; ints past 64 bits
             raise RuntimeInputError(
                 f"{name} could not be read as one array ({err}); rows of different lengths must be padded "
                 "to one length (tokenizer(..., padding=True)) with attention_mask marking the padding."
@@ -464,13 +464,15 @@ def _load_tokenizer(export_dir: str):
     present = [name for name in TOKENIZER_FILES if os.path.isfile(os.path.join(export_dir, name))]
     try:
         return AutoTokenizer.from_pretrained(export_dir)
-    except (OSError, ValueError) as err:
+    except Exception as err:  # a damaged file can fail anywhere in a tokenizer library's parser
         vocabulary = [name for name in present if name not in ("tokenizer_config.json", "special_tokens_map.json")]
         if vocabulary:  # the files are there but do not read: corrupt, not missing
             raise ModelFileError(
                 f"The tokenizer files in {export_dir} ({', '.join(present)}) are corrupt: {err}. "
                 "Re-export the model from a checkpoint with intact tokenizer files."
             ) from err
+        if not isinstance(err, (OSError, ValueError)):
+            raise
         logger.info("No tokenizer loaded from %s (%s); models still take ids.", export_dir, err)
         return None
 

@@ -239,7 +239,7 @@ class FillMaskPipeline(Pipeline):
         for index, target in enumerate(targets):
             check_text(f"targets[{index}]", target)
             ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
-            if not ids or ids[0] == self.tokenizer.unk_token_id:
+            if not ids or self.tokenizer.unk_token_id in ids:
                 raise InputError(
                     f"targets[{index}]={target!r} is not in the model's vocabulary (it tokenizes to "
                     f"{self.tokenizer.convert_ids_to_tokens(ids) if ids else 'nothing'}); pick words the tokenizer knows."
@@ -318,7 +318,8 @@ class QuestionAnsweringPipeline(Pipeline):
         pp.check_int("max_seq_len", max_seq_len, 1, allow_none=True)
         single = isinstance(question, str)
         questions, _ = self._as_list(question, pairs=False, name="question")
-        contexts = [context] * len(questions) if isinstance(context, str) else self._as_list(context, False, "context")[0]
+        contexts, one_context = self._as_list(context, pairs=False, name="context")
+        contexts = contexts * len(questions) if one_context else contexts
         if len(questions) != len(contexts):
             raise InputError(f"{len(questions)} questions but {len(contexts)} contexts; pass one context per question.")
         max_seq_len = min(max_seq_len or min(384, self.max_length), self.max_length)
