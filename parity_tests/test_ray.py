@@ -21,6 +21,9 @@ from onnxport.integrations import jsonable
 from onnxport.integrations.ray import OnnxPipelinePredictor
 from onnxport.runtime import pipeline
 
+# One worker runs the whole file under `pytest -n 2 --dist loadgroup`: one server / cluster, not two.
+pytestmark = pytest.mark.xdist_group("ray")
+
 FAMILY = "xlm-roberta"
 ROWS = 520
 LOOPBACK = ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]")
@@ -142,7 +145,7 @@ def test_pandas_batches_match_the_pipeline_and_stay_on_loopback(ray_cluster, exp
     texts = ragged_texts(ROWS, seed=5)
     frame = pd.DataFrame({"id": np.arange(ROWS), "text": texts})
     with SocketWatch() as watch:
-        out = (ray.data.from_pandas(frame, override_num_blocks=4)
+        out = (ray.data.from_pandas(frame)
                .map_batches(OnnxPipelinePredictor, fn_constructor_kwargs={"export_dir": export_dir}, batch_size=64,
                             batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1)
                .to_pandas().sort_values("id"))

@@ -25,6 +25,9 @@ from onnxport.integrations import RowRunner, jsonable
 from onnxport.integrations.triton import add_cli_parser, cli_main, write_repository
 from onnxport.runtime import pipeline
 
+# One worker runs the whole file under `pytest -n 2 --dist loadgroup`: one server / cluster, not two.
+pytestmark = pytest.mark.xdist_group("triton")
+
 FAMILY = "xlm-roberta"
 TASKS = ("feature-extraction", "fill-mask", "text-classification", "token-classification", "question-answering",
          "multiple-choice", "text-generation")

@@ -63,14 +63,27 @@ def _run(cmd: list[str], log) -> None:
 
 
 def build_venv() -> Path:
-    """The server venv, built once (a ``ready`` marker says it is complete). Raises on install failure."""
+    """The server venv, built once (a ``ready`` marker says it is complete). Raises on install failure.
+
+    A file lock makes parallel test workers wait for one build instead of racing.
+    """
+    import fcntl
+
     venv = venv_dir()
     marker = venv / "onnxport-ready"
     if marker.is_file():
         return venv
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / (venv.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file():
+            return venv
+        return _build_venv(venv, marker)
+
+
+def _build_venv(venv: Path, marker: Path) -> Path:
     if venv.exists():
         shutil.rmtree(venv)  # an interrupted build
-    venv.parent.mkdir(parents=True, exist_ok=True)
     log_path = venv.parent / (venv.name + ".log")
     with open(log_path, "w") as log:
         _run([sys.executable, "-m", "venv", str(venv)], log)
