@@ -254,6 +254,22 @@ def test_int8_gate_failure_keeps_previous_output(fp32_export, tmp_path):
     assert json.loads((out / "onnxport.json").read_text())["quantization"]["per_channel"] is True
 
 
+def test_cli_export_quantize_gate_failure_leaves_nothing(checkpoint, good_export, tmp_path, monkeypatch, capsys):
+    """`onnxport export CK OUT --quantize int8` whose int8 model the gate refuses: exit 1, OUT as it was."""
+    from onnxport import cli
+    from onnxport.exporters import quantize as quantize_module
+
+    monkeypatch.setattr(quantize_module, "DEFAULT_MIN_COSINE", 1.0 + 1e-9)  # the gate the CLI applies
+    fresh = tmp_path / "int8-out"
+    assert cli.main(["export", checkpoint, str(fresh), "--task", TASK, "--quantize", "int8", "--no-validate"]) == 1
+    assert "beyond the thresholds" in capsys.readouterr().err
+    assert not fresh.exists() and leftovers(tmp_path) == []
+    before = snapshot(good_export)
+    assert cli.main(["export", checkpoint, str(good_export), "--task", TASK, "--quantize", "int8", "--force",
+                     "--no-validate"]) == 1
+    assert snapshot(good_export) == before and leftovers(good_export.parent) == []
+
+
 def test_int8_output_overlapping_the_export_refused(fp32_export, tmp_path):
     before = snapshot(tmp_path)
     with pytest.raises(QuantizationError, match="own directory"):
