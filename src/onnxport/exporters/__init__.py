@@ -219,7 +219,7 @@ def export(
     of ``export_file_names``: model, external data, config, tokenizer files, ``onnxport.json`` and whatever
     the old ``onnxport.json`` lists) and keeps every other file and folder (your notes, results) as they were,
     like ``save_pretrained`` into a directory that holds other files. An ``out_dir`` that is the checkpoint
-    directory, inside it or containing it is refused before anything is read or written.
+    directory, inside it or containing it is refused before anything is written.
     """
     from .. import __version__
     from ..configs import AutoConfig
