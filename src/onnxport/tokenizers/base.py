@@ -21,9 +21,11 @@ pipeline is assembled from vocabulary files (fast).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
@@ -41,6 +43,48 @@ SPECIAL_TOKEN_ATTRIBUTES = ("bos_token", "eos_token", "unk_token", "sep_token", 
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
 TOKENIZER_FILE = "tokenizer.json"
+ADDED_TOKEN_FLAGS = ("special", "lstrip", "rstrip", "single_word", "normalized")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AddedTokenSpec:
+    """A token matched whole in the text before the vocabulary model runs, with transformers' flags:
+    `lstrip`/`rstrip` eat the whitespace on that side, `single_word` matches only between word
+    boundaries, `normalized` matches the normalized text (lowercased, ...), `special` is skipped by
+    decode(skip_special_tokens=True)."""
+
+    content: str
+    special: bool = True
+    lstrip: bool = False
+    rstrip: bool = False
+    single_word: bool = False
+    normalized: bool = False
+
+    @classmethod
+    def read(cls, value, source: str = "the tokenizer configuration", **defaults) -> "AddedTokenSpec":
+        """From a string, a config dict ({"content": ..., flags}) or a `tokenizers.AddedToken`."""
+        if isinstance(value, str):
+            return cls(value, **defaults)
+        if isinstance(value, dict):
+            if not isinstance(value.get("content"), str):
+                raise ValueError(f"an added token in {source} has no string 'content': {value!r}")
+            flags = {flag: bool(value[flag]) for flag in ADDED_TOKEN_FLAGS if value.get(flag) is not None}
+            return cls(value["content"], **{**defaults, **flags})
+        if hasattr(value, "content"):
+            return cls(str(value.content), **{**defaults, **{flag: bool(getattr(value, flag)) for flag in
+                                                             ADDED_TOKEN_FLAGS if hasattr(value, flag)}})
+        raise TypeError(f"an added token must be a string, a dict or a tokenizers.AddedToken, got {value!r}")
+
+    def to_rust(self):
+        from tokenizers import AddedToken
+
+        return AddedToken(self.content, single_word=self.single_word, lstrip=self.lstrip, rstrip=self.rstrip,
+                          normalized=self.normalized, special=self.special)
+
+    def as_config(self) -> dict:
+        return asdict(self)
 
 
 def as_tensor(values: Any, tensor_type: str):
@@ -89,16 +133,50 @@ class BatchEncoding(dict):
         """The Rust `tokenizers.Encoding` per row (fast tokenizers only), else None."""
         return self._encodings
 
+    @property
+    def is_fast(self) -> bool:
+        return self._encodings is not None
+
     def tokens(self, batch_index: int = 0) -> list[str]:
-        return self._require_encodings().__getitem__(batch_index).tokens
+        return self._encoding("tokens", batch_index).tokens
 
     def word_ids(self, batch_index: int = 0) -> list[Optional[int]]:
-        return self._require_encodings().__getitem__(batch_index).word_ids
+        return self._encoding("word_ids", batch_index).word_ids
 
-    def _require_encodings(self):
+    def words(self, batch_index: int = 0) -> list[Optional[int]]:
+        return self.word_ids(batch_index)
+
+    def sequence_ids(self, batch_index: int = 0) -> list[Optional[int]]:
+        return self._encoding("sequence_ids", batch_index).sequence_ids
+
+    def char_to_token(self, batch_or_char_index: int, char_index: Optional[int] = None, sequence_index: int = 0):
+        batch_index, char_index = (0, batch_or_char_index) if char_index is None else (batch_or_char_index, char_index)
+        return self._encoding("char_to_token", batch_index).char_to_token(char_index, sequence_index)
+
+    def token_to_chars(self, batch_or_token_index: int, token_index: Optional[int] = None):
+        """(start, end) of a token in its text, as transformers' CharSpan tuple; None for special tokens."""
+        batch_index, token_index = (0, batch_or_token_index) if token_index is None else \
+            (batch_or_token_index, token_index)
+        span = self._encoding("token_to_chars", batch_index).token_to_chars(token_index)
+        return None if span is None else tuple(span)
+
+    def token_to_sequence(self, batch_or_token_index: int, token_index: Optional[int] = None):
+        batch_index, token_index = (0, batch_or_token_index) if token_index is None else \
+            (batch_or_token_index, token_index)
+        return self._encoding("token_to_sequence", batch_index).token_to_sequence(token_index)
+
+    def token_to_word(self, batch_or_token_index: int, token_index: Optional[int] = None):
+        batch_index, token_index = (0, batch_or_token_index) if token_index is None else \
+            (batch_or_token_index, token_index)
+        return self._encoding("token_to_word", batch_index).token_to_word(token_index)
+
+    def _encoding(self, method: str, batch_index: int):
         if self._encodings is None:
-            raise ValueError("tokens()/word_ids() need a fast tokenizer (the *Fast classes)")
-        return self._encodings
+            raise NotImplementedError(
+                f"BatchEncoding.{method}() needs the per-token alignment of the Rust backend; "
+                "tokenize with a fast tokenizer (the *Fast classes, or AutoTokenizer with use_fast=True)"
+            )
+        return self._encodings[batch_index]
 
     def convert_to_tensors(self, tensor_type: str) -> "BatchEncoding":
         if tensor_type not in TENSOR_TYPES:
@@ -207,11 +285,22 @@ class TokenizerBase:
         self.truncation_side = truncation_side
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
         self._special_tokens = {}
+        self._special_token_specs: dict[str, AddedTokenSpec] = {}
         for attribute in SPECIAL_TOKEN_ATTRIBUTES:
             value = kwargs.pop(attribute, self.default_special_tokens.get(attribute))
             self._special_tokens[attribute] = _token_content(value)
+            self._set_special_token_spec(attribute, value)
         kwargs.pop("tokenizer_class", None)
-        kwargs.pop("added_tokens_decoder", None)
+        # tokenizer_config.json's {"id": {"content": ..., flags}}: ids and flags of the added tokens.
+        configured = kwargs.pop("added_tokens_decoder", None) or {}
+        try:
+            self._configured_added_tokens = sorted(
+                (int(index), AddedTokenSpec.read(value, "added_tokens_decoder")) for index, value in configured.items()
+            )
+        except (AttributeError, TypeError, ValueError) as error:
+            raise ValueError(f"tokenizer_config.json's added_tokens_decoder is malformed ({error}); it maps "
+                             'token ids to {"content": ..., "special": ..., "lstrip": ...} objects') from error
+        self._user_added_tokens: list[AddedTokenSpec] = []
         self.init_kwargs = kwargs  # unused extras from config files are kept, not rejected
 
     # --- special tokens ------------------------------------------------------------------------
@@ -230,12 +319,117 @@ class TokenizerBase:
         specials = self.__dict__.get("_special_tokens")
         if specials is not None and name in specials:
             specials[name] = _token_content(value)
+            self._set_special_token_spec(name, value)
             self._special_tokens_changed()
         else:
             super().__setattr__(name, value)
 
+    def _set_special_token_spec(self, attribute: str, value):
+        if value is None:
+            self._special_token_specs.pop(attribute, None)
+            return
+        # transformers' defaults: special tokens are matched un-normalized; the mask eats the space before it.
+        spec = AddedTokenSpec.read(value, lstrip=attribute in self.lstrip_special_tokens, normalized=False)
+        self._special_token_specs[attribute] = AddedTokenSpec(**{**spec.as_config(), "special": True})
+
     def _special_tokens_changed(self):
-        """Engines that cache special ids refresh them here."""
+        """Engines that cache special ids or added tokens refresh them here."""
+
+    def _added_token_plan(self) -> list[tuple[Optional[int], AddedTokenSpec]]:
+        """The added tokens in the order transformers registers them: tokenizer_config.json's
+        added_tokens_decoder (with its ids and flags), then the special tokens (bos, eos, unk, sep, pad, cls,
+        mask) not among them, then add_tokens()' tokens. A token without an id keeps its vocabulary id, or
+        gets the next id after the vocabulary (GPT-2's files have no <s>: it becomes 50257)."""
+        plan, seen = [], set()
+        for index, spec in self._configured_added_tokens:
+            if spec.content not in seen:
+                plan.append((index, spec))
+                seen.add(spec.content)
+        for spec in [*(self._special_token_specs[name] for name in SPECIAL_TOKEN_ATTRIBUTES
+                       if name in self._special_token_specs), *self._user_added_tokens]:
+            if spec.content not in seen:
+                plan.append((None, spec))
+                seen.add(spec.content)
+        return plan
+
+    def add_tokens(self, new_tokens, special_tokens: bool = False) -> int:
+        """Add tokens matched whole in text (strings, {"content": ...} dicts or tokenizers.AddedToken);
+        returns how many were new. Resize the model's embeddings yourself when ids grow past it."""
+        if isinstance(new_tokens, (str, dict)) or hasattr(new_tokens, "content"):
+            new_tokens = [new_tokens]
+        known = {spec.content for _, spec in self._added_token_plan()}
+        added = 0
+        for token in new_tokens:
+            spec = AddedTokenSpec.read(token, "add_tokens", special=special_tokens, normalized=not special_tokens)
+            if special_tokens and not spec.special:
+                spec = AddedTokenSpec(**{**spec.as_config(), "special": True})
+            if spec.content and spec.content not in known:
+                added += self._add_token_spec(spec)
+                known.add(spec.content)
+        return added
+
+    def add_special_tokens(self, special_tokens_dict: dict, replace_additional_special_tokens: bool = True) -> int:
+        """Set special tokens by attribute name (bos_token, ..., mask_token); returns how many were new."""
+        unknown = sorted(set(special_tokens_dict) - set(SPECIAL_TOKEN_ATTRIBUTES))
+        if unknown:
+            raise NotImplementedError(
+                f"add_special_tokens({unknown}): only {SPECIAL_TOKEN_ATTRIBUTES} are supported; add other special "
+                "tokens with add_tokens([...], special_tokens=True)"
+            )
+        known = {spec.content for _, spec in self._added_token_plan()}
+        added = 0
+        for name, value in special_tokens_dict.items():
+            setattr(self, name, value)
+            spec = self._special_token_specs[name]
+            if spec.content not in known:
+                added += self._add_token_spec(spec)
+                known.add(spec.content)
+        return added
+
+    def _add_token_spec(self, spec: AddedTokenSpec) -> int:
+        """Register one added token with the engine; returns 1 if its id is new, else 0."""
+        raise NotImplementedError
+
+    @property
+    def added_tokens_encoder(self) -> dict[str, int]:
+        return {spec.content: index for index, spec in sorted(self.added_tokens_decoder.items())}
+
+    @property
+    def added_tokens_decoder(self) -> dict[int, AddedTokenSpec]:
+        raise NotImplementedError
+
+    def get_added_vocab(self) -> dict[str, int]:
+        return self.added_tokens_encoder
+
+    def get_special_tokens_mask(self, token_ids_0: list[int], token_ids_1: Optional[list[int]] = None,
+                                already_has_special_tokens: bool = False) -> list[int]:
+        """1 where a special token is (or would be, once build_inputs_with_special_tokens adds them), else 0."""
+        if already_has_special_tokens:
+            if token_ids_1 is not None:
+                raise ValueError("token_ids_1 must be None when already_has_special_tokens=True: "
+                                 "pass the ids of the whole sequence as token_ids_0")
+            special_ids = set(self.all_special_ids)
+            return [1 if index in special_ids else 0 for index in token_ids_0]
+        return self._with_special_tokens(list(token_ids_0), None if token_ids_1 is None else list(token_ids_1))[2]
+
+    def build_inputs_with_special_tokens(self, token_ids_0: list[int], token_ids_1: Optional[list[int]] = None):
+        return self._with_special_tokens(list(token_ids_0), None if token_ids_1 is None else list(token_ids_1))[0]
+
+    def create_token_type_ids_from_sequences(self, token_ids_0: list[int], token_ids_1: Optional[list[int]] = None):
+        return self._with_special_tokens(list(token_ids_0), None if token_ids_1 is None else list(token_ids_1))[1]
+
+    def _with_special_tokens(self, ids, pair_ids):
+        """(input_ids, token_type_ids, special_tokens_mask) for `[cls] A [sep]` / `[cls] A [sep]{n} B [sep]`."""
+        cls_id, sep_id = self.cls_token_id, self.sep_token_id
+        input_ids = [cls_id, *ids, sep_id]
+        special_mask = [1] + [0] * len(ids) + [1]
+        type_ids = [0] * len(input_ids)
+        if pair_ids is not None:
+            extra_separators = self.separators_between_pair - 1
+            input_ids += [sep_id] * extra_separators + pair_ids + [sep_id]
+            special_mask += [1] * extra_separators + [0] * len(pair_ids) + [1]
+            type_ids += [self.second_sequence_type_id] * (extra_separators + len(pair_ids) + 1)
+        return input_ids, type_ids, special_mask
 
     @property
     def special_tokens_map(self) -> dict[str, str]:
@@ -394,21 +588,24 @@ class TokenizerBase:
         if directory.exists() and not directory.is_dir():
             raise OSError(f"{directory} exists and is not a directory")
         directory.mkdir(parents=True, exist_ok=True)
-        special_tokens = dict(self.special_tokens_map)
-        for name in self.lstrip_special_tokens:
-            # Saved as an AddedToken dict so transformers also restores the space-eating flag.
-            if name in special_tokens:
-                special_tokens[name] = {"content": special_tokens[name], "lstrip": True, "normalized": False,
-                                        "rstrip": False, "single_word": False}
+        # As transformers writes them: flags in tokenizer_config.json's added_tokens_decoder (the special tokens
+        # there by name only), and special_tokens_map.json with each special token's flags.
+        special_tokens = {}
+        for name, content in self.special_tokens_map.items():
+            flags = {key: value for key, value in self._special_token_specs[name].as_config().items()
+                     if key != "special"}
+            plain = not any(flags[key] for key in ("lstrip", "rstrip", "single_word", "normalized"))
+            special_tokens[name] = content if plain else flags
         config = {
             **{key: value for key, value in self.init_kwargs.items() if not key.endswith("_file")},
             **{key: getattr(self, key) for key in self.init_config_keys},
-            **special_tokens,
+            **self.special_tokens_map,
             "model_max_length": self.model_max_length,
             "padding_side": self.padding_side,
             "truncation_side": self.truncation_side,
             "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
             "tokenizer_class": self.transformers_class_name,
+            "added_tokens_decoder": {str(index): spec.as_config() for index, spec in self.added_tokens_decoder.items()},
         }
         written = [directory / TOKENIZER_CONFIG_FILE, directory / SPECIAL_TOKENS_MAP_FILE]
         written[0].write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -438,32 +635,102 @@ class TokenizerBase:
 
 
 class SlowTokenizerBase(TokenizerBase):
-    """Python engine. Families implement `_tokenize` (text without special tokens -> tokens),
-    `_token_to_id`, `_id_to_token`, `convert_tokens_to_string` and `get_vocab`."""
+    """Python engine. Families implement `_tokenize` (text without added tokens -> tokens), `_vocab_id`,
+    `_vocab_token`, `_base_vocab` and `convert_tokens_to_string`; added tokens (special tokens, tokens
+    missing from the vocabulary files, add_tokens()) are handled here for all of them."""
 
     do_lower_case = False
+    is_fast = False
 
+    # --- added tokens ------------------------------------------------------------------------------
+    def _added_state(self):
+        """(content -> id, id -> spec, split pattern), rebuilt when special or added tokens change."""
+        state = self.__dict__.get("_added_state_cache")
+        if state is None:
+            encoder, decoder = {}, {}
+            next_id = self.vocab_size
+            for index, spec in self._added_token_plan():
+                if index is None:
+                    index = self._vocab_id(spec.content)
+                if index is None:
+                    index = next_id
+                encoder[spec.content] = index
+                decoder[index] = spec
+                next_id = max(next_id, index + 1)
+            contents = sorted(encoder, key=len, reverse=True)  # longest first at one position, like a trie
+            pattern = re.compile("(" + "|".join(map(re.escape, contents)) + ")") if contents else None
+            state = self.__dict__["_added_state_cache"] = (encoder, decoder, pattern)
+        return state
+
+    def _special_tokens_changed(self):
+        self.__dict__["_added_state_cache"] = None
+
+    def _add_token_spec(self, spec):
+        self._user_added_tokens.append(spec)
+        self._special_tokens_changed()
+        return int(self._vocab_id(spec.content) is None)
+
+    @property
+    def added_tokens_decoder(self) -> dict[int, AddedTokenSpec]:
+        return dict(sorted(self._added_state()[1].items()))
+
+    def _token_to_id(self, token):
+        index = self._added_state()[0].get(token)
+        if index is None:
+            index = self._vocab_id(token)
+        if index is None and self.unk_token is not None and token != self.unk_token:
+            return self._token_to_id(self.unk_token)
+        return index
+
+    def _id_to_token(self, index):
+        spec = self._added_state()[1].get(index)
+        return spec.content if spec is not None else self._vocab_token(index)
+
+    def get_vocab(self) -> dict[str, int]:
+        return {**self._base_vocab(), **self._added_state()[0]}
+
+    def __len__(self) -> int:
+        return self.vocab_size + sum(1 for index in self._added_state()[1] if index >= self.vocab_size)
+
+    # --- tokenization ------------------------------------------------------------------------------
     def tokenize(self, text: str, **kwargs) -> list[str]:
-        text = self._prepare_text(text)
-        specials = set(self.all_special_tokens)
-        if not specials:
-            return self._tokenize(text.lower() if self.do_lower_case else text)
-        # Special tokens written in the text are kept whole (longest match first, like a trie).
-        pattern = "(" + "|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)) + ")"
-        parts = re.split(pattern, text)
-        lstrip = {self._special_tokens[name] for name in self.lstrip_special_tokens}
-        for i in range(1, len(parts), 2):  # odd positions hold the special tokens
-            if parts[i] in lstrip and parts[i - 1]:
-                parts[i - 1] = parts[i - 1].rstrip()
-        tokens = []
+        """transformers' PreTrainedTokenizer.tokenize: added tokens are cut out whole, their flags eat the
+        whitespace beside them (lstrip/rstrip) or keep them to whole words (single_word); the text between
+        goes to the vocabulary model."""
+        text = self._prepare_text(text, is_split_into_words=kwargs.pop("is_split_into_words", False))
+        encoder, decoder, pattern = self._added_state()
+        if self.do_lower_case:
+            # Lowercase all but special tokens and the normalized non-special added tokens.
+            kept = [token for token, index in encoder.items() if decoder[index].special or decoder[index].normalized]
+            keep = "|".join(map(re.escape, sorted(kept, key=len, reverse=True)))
+            text = re.sub(f"({keep})|(.+?)" if keep else "(?!)|(.+?)", lambda m: m.group(1) or m.group(2).lower(),
+                          text, flags=re.DOTALL)
+        parts = [part for part in pattern.split(text) if part] if pattern is not None else [text]
         for i, part in enumerate(parts):
-            if i % 2:
+            if part not in encoder:
+                continue
+            spec = decoder[encoder[part]]
+            left = parts[i - 1] if i > 0 else None
+            right = parts[i + 1] if i < len(parts) - 1 else None
+            if spec.rstrip and right:
+                parts[i + 1] = right.lstrip()
+            if spec.lstrip and left:
+                parts[i - 1] = left.rstrip()
+            if spec.single_word and left and left[-1] != " ":
+                parts[i - 1] += part
+                parts[i] = ""
+            elif spec.single_word and right and right[0] != " ":
+                parts[i + 1] = part + parts[i + 1]
+                parts[i] = ""
+        tokens = []
+        for part in parts:
+            if part in encoder:
                 tokens.append(part)
             elif part:
-                tokens.extend(self._tokenize(part.lower() if self.do_lower_case else part))
+                tokens.extend(self._tokenize(part))
         return tokens
 
-    def _prepare_text(self, text: str) -> str:
+    def _prepare_text(self, text: str, is_split_into_words: bool = False) -> str:
         return text
 
     def _tokenize(self, text: str) -> list[str]:
@@ -472,31 +739,37 @@ class SlowTokenizerBase(TokenizerBase):
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         raise NotImplementedError
 
-    def get_vocab(self) -> dict[str, int]:
+    def _vocab_id(self, token: str) -> Optional[int]:
+        """The token's id in the vocabulary files, None when absent."""
         raise NotImplementedError
 
-    def __len__(self) -> int:
-        return len(self.get_vocab())
+    def _vocab_token(self, index: int) -> Optional[str]:
+        raise NotImplementedError
 
-    def _decode_ids(self, ids, skip_special_tokens):
-        tokens = self.convert_ids_to_tokens(ids, skip_special_tokens=skip_special_tokens)
-        return self.convert_tokens_to_string([token for token in tokens if token is not None])
+    def _base_vocab(self) -> dict[str, int]:
+        raise NotImplementedError
 
-    def build_inputs_with_special_tokens(self, ids: list[int], pair_ids: Optional[list[int]] = None) -> list[int]:
-        return self._with_special_tokens(ids, pair_ids)[0]
-
-    def _with_special_tokens(self, ids, pair_ids):
-        """(input_ids, token_type_ids, special_tokens_mask) for `[cls] A [sep]` / `[cls] A [sep]{n} B [sep]`."""
-        cls_id, sep_id = self.cls_token_id, self.sep_token_id
-        input_ids = [cls_id, *ids, sep_id]
-        special_mask = [1] + [0] * len(ids) + [1]
-        type_ids = [0] * len(input_ids)
-        if pair_ids is not None:
-            extra_separators = self.separators_between_pair - 1
-            input_ids += [sep_id] * extra_separators + pair_ids + [sep_id]
-            special_mask += [1] * extra_separators + [0] * len(pair_ids) + [1]
-            type_ids += [self.second_sequence_type_id] * (extra_separators + len(pair_ids) + 1)
-        return input_ids, type_ids, special_mask
+    def _decode_ids(self, ids, skip_special_tokens, spaces_between_special_tokens=True):
+        # transformers decodes added non-special tokens on their own and joins the pieces with spaces.
+        encoder, decoder, _ = self._added_state()
+        plain_added = {token for token, index in encoder.items() if not decoder[index].special}
+        special = set(self.all_special_tokens)
+        pieces, run = [], []
+        for token in self.convert_ids_to_tokens(ids, skip_special_tokens=skip_special_tokens):
+            if token is None or (skip_special_tokens and token in special):
+                continue
+            if token in plain_added:
+                if run:
+                    text = self.convert_tokens_to_string(run)
+                    if text:
+                        pieces.append(text)
+                    run = []
+                pieces.append(token)
+            else:
+                run.append(token)
+        if run:
+            pieces.append(self.convert_tokens_to_string(run))
+        return (" " if spaces_between_special_tokens else "").join(pieces)
 
     def _truncate(self, ids, pair_ids, num_to_remove, strategy, stride):
         """Cut `num_to_remove` tokens per `strategy`; returns (ids, pair_ids, overflowing window)."""
@@ -509,21 +782,26 @@ class SlowTokenizerBase(TokenizerBase):
             window_len = min(len(sequence), stride + count)
             return kept, (sequence[:window_len] if from_left else sequence[-window_len:])
 
+        # A text too short to lose the tokens stays whole, with an error logged, as transformers' Python
+        # tokenizers do (the fast ones raise instead; FastTokenizerBase does too).
         if strategy == "only_first" or (strategy == "longest_first" and pair_ids is None):
             if len(ids) <= num_to_remove:
-                raise ValueError(
-                    f"cannot truncate: {num_to_remove} tokens must go but the first text has only {len(ids)}; "
-                    "use truncation='longest_first' or 'only_second', or a larger max_length"
-                )
+                logger.error(
+                    "cannot truncate: %d tokens must go but the first text has only %d; returned untruncated. "
+                    "Use truncation='longest_first'%s or a larger max_length", num_to_remove, len(ids),
+                    " or 'only_second'" if pair_ids is not None else "")
+                return ids, pair_ids, []
             ids, overflow = cut(ids, num_to_remove)
             return ids, pair_ids, overflow
         if strategy == "only_second":
-            if pair_ids is None or len(pair_ids) <= num_to_remove:
-                length = "no second text" if pair_ids is None else f"only {len(pair_ids)} tokens in the second text"
-                raise ValueError(
-                    f"cannot truncate: {num_to_remove} tokens must go but there are {length}; "
-                    "use truncation='longest_first' or 'only_first', or a larger max_length"
-                )
+            if pair_ids is None:
+                return ids, pair_ids, []
+            if len(pair_ids) <= num_to_remove:
+                logger.error(
+                    "cannot truncate: %d tokens must go but the second text has only %d; returned untruncated. "
+                    "Use truncation='longest_first' or 'only_first', or a larger max_length",
+                    num_to_remove, len(pair_ids))
+                return ids, pair_ids, []
             pair_ids, overflow = cut(pair_ids, num_to_remove)
             return ids, pair_ids, overflow
         # longest_first on a pair: trim the longer text down to the shorter, then both alternately.
@@ -603,7 +881,10 @@ class SlowTokenizerBase(TokenizerBase):
 
 
 class FastTokenizerBase(TokenizerBase):
-    """`tokenizers` (Rust) engine. Families implement `_build_backend(**files_and_options)`."""
+    """`tokenizers` (Rust) engine. Families implement `_build_backend(**files_and_options)` (model, normalizer,
+    pre-tokenizer, decoder); added tokens come from the shared plan, then `_prepare_backend` finishes it."""
+
+    is_fast = True
 
     def __init__(self, tokenizer_file: Optional[str] = None, **kwargs):
         super().__init__(**{key: value for key, value in kwargs.items() if key not in self.vocab_files})
@@ -624,8 +905,34 @@ class FastTokenizerBase(TokenizerBase):
                 raise FileNotFoundError(f"{type(self).__name__} needs tokenizer_file or {', '.join(missing)}")
             backend = self._build_backend(**files)
         self.vocab_file_paths = {arg: kwargs.get(arg) for arg in self.vocab_files if kwargs.get(arg)}
+        self._add_planned_tokens(backend)
         self._tokenizer = self._prepare_backend(backend)
         self._configured = None
+
+    def _add_planned_tokens(self, backend):
+        """Special and configured added tokens the backend lacks, with their flags (a tokenizer.json keeps its
+        own). One not in the vocabulary gets the next free id, as in transformers."""
+        present = {token.content for token in backend.get_added_tokens_decoder().values()}
+        for _, spec in self._added_token_plan():
+            if spec.content not in present:
+                (backend.add_special_tokens if spec.special else backend.add_tokens)([spec.to_rust()])
+                present.add(spec.content)
+
+    def _add_token_spec(self, spec):
+        self._user_added_tokens.append(spec)
+        known = self._tokenizer.token_to_id(spec.content) is not None
+        (self._tokenizer.add_special_tokens if spec.special else self._tokenizer.add_tokens)([spec.to_rust()])
+        self._special_tokens_changed()
+        return int(not known)
+
+    @property
+    def added_tokens_decoder(self) -> dict[int, AddedTokenSpec]:
+        return {index: AddedTokenSpec.read(token) for index, token in
+                sorted(self._tokenizer.get_added_tokens_decoder().items())}
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        decoder = self._tokenizer.decoder
+        return decoder.decode(tokens) if decoder is not None else " ".join(tokens)
 
     @classmethod
     def _file_names(cls):

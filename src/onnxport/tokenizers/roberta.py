@@ -7,6 +7,7 @@ first word look like a word in the middle of a sentence ("Ġword").
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from .base import FastTokenizerBase, SlowTokenizerBase, TokenizerBase, _read_json, copy_files_into
@@ -81,11 +82,12 @@ class RobertaTokenizer(RobertaFamily, SlowTokenizerBase):
     def vocab_size(self) -> int:
         return len(self.encoder)
 
-    def get_vocab(self):
+    def _base_vocab(self):
         return dict(self.encoder)
 
-    def _prepare_text(self, text):
-        return " " + text if self.add_prefix_space and text and not text[0].isspace() else text
+    def _prepare_text(self, text, is_split_into_words=False):
+        prefix = self.add_prefix_space or is_split_into_words
+        return " " + text if prefix and text and not text[0].isspace() else text
 
     def _bpe(self, word: str) -> list[str]:
         cached = self._bpe_cache.get(word)
@@ -115,10 +117,10 @@ class RobertaTokenizer(RobertaFamily, SlowTokenizerBase):
             tokens.extend(self._bpe("".join(to_char[b] for b in word.encode("utf-8"))))
         return tokens
 
-    def _token_to_id(self, token):
-        return self.encoder.get(token, self.encoder.get(self.unk_token))
+    def _vocab_id(self, token):
+        return self.encoder.get(token)
 
-    def _id_to_token(self, index):
+    def _vocab_token(self, index):
         return self.decoder.get(index)
 
     def convert_tokens_to_string(self, tokens):
@@ -132,23 +134,33 @@ class RobertaTokenizerFast(RobertaFamily, FastTokenizerBase):
     """The same BPE in the `tokenizers` library; RobertaProcessing trims spaces out of offsets."""
 
     def _build_backend(self, vocab_file, merges_file):
-        from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
         vocab, merges = read_bpe_files(vocab_file, merges_file)
         backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="",
                                        end_of_word_suffix="", fuse_unk=False))
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=self.add_prefix_space)
         backend.decoder = decoders.ByteLevel()
-        # sep and cls go by position: tokenizers 0.23 renamed the `cls` keyword to `cls_token`.
-        backend.post_processor = processors.RobertaProcessing(
-            (self.sep_token, vocab[self.sep_token]), (self.cls_token, vocab[self.cls_token]),
-            add_prefix_space=self.add_prefix_space, trim_offsets=self.trim_offsets,
-        )
-        backend.add_special_tokens([
-            AddedToken(token, special=True, normalized=name not in self.lstrip_special_tokens,
-                       lstrip=name in self.lstrip_special_tokens)
-            for name, token in self.special_tokens_map.items()
-        ])
+        return backend  # the post-processor needs the special tokens' ids: _prepare_backend, once they are added
+
+    def _prepare_backend(self, backend):
+        """add_prefix_space / trim_offsets given to from_pretrained win over a tokenizer.json's (as in
+        transformers): the ByteLevel pre-tokenizer and RobertaProcessing (which trims offsets) follow them."""
+        from tokenizers import pre_tokenizers, processors
+
+        state = json.loads(backend.pre_tokenizer.__getstate__()) if backend.pre_tokenizer is not None else {}
+        if state.get("type") == "ByteLevel" and state.get("add_prefix_space") != self.add_prefix_space:
+            backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=self.add_prefix_space,
+                                                             use_regex=state.get("use_regex", True))
+        state = json.loads(backend.post_processor.__getstate__()) if backend.post_processor is not None else None
+        if state is None or (state.get("type") == "RobertaProcessing" and (
+                state.get("add_prefix_space"), state.get("trim_offsets")) != (self.add_prefix_space, self.trim_offsets)):
+            state = state or {}
+            sep = tuple(state.get("sep") or (self.sep_token, backend.token_to_id(self.sep_token)))
+            cls = tuple(state.get("cls") or (self.cls_token, backend.token_to_id(self.cls_token)))
+            # sep and cls go by position: tokenizers 0.23 renamed the `cls` keyword to `cls_token`.
+            backend.post_processor = processors.RobertaProcessing(
+                sep, cls, trim_offsets=self.trim_offsets, add_prefix_space=self.add_prefix_space)
         return backend
 
     def _save_slow_vocabulary(self, directory):

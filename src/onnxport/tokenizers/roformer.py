@@ -148,7 +148,7 @@ class RoFormerTokenizer(RoFormerFamily, SlowTokenizerBase):
     def vocab_size(self) -> int:
         return len(self.vocab)
 
-    def get_vocab(self):
+    def _base_vocab(self):
         return dict(self.vocab)
 
     def _tokenize(self, text):
@@ -162,10 +162,10 @@ class RoFormerTokenizer(RoFormerFamily, SlowTokenizerBase):
                         wordpiece(piece, self.vocab, self.unk_token)
         return tokens
 
-    def _token_to_id(self, token):
-        return self.vocab.get(token, self.vocab.get(self.unk_token))
+    def _vocab_id(self, token):
+        return self.vocab.get(token)
 
-    def _id_to_token(self, index):
+    def _vocab_token(self, index):
         return self.ids_to_tokens.get(index, self.unk_token)
 
     def convert_tokens_to_string(self, tokens):
@@ -218,8 +218,6 @@ class RoFormerTokenizerFast(RoFormerFamily, FastTokenizerBase):
             special_tokens=[(cls, backend.token_to_id(cls)), (sep, backend.token_to_id(sep))],
         )
         backend.decoder = decoders.WordPiece(prefix="##")
-        backend.add_special_tokens([AddedToken(token, special=True, normalized=False)
-                                    for token in self.special_tokens_map.values()])
         return backend
 
     def _prepare_backend(self, backend):

@@ -110,29 +110,27 @@ class XLMRobertaTokenizer(XLMRobertaFamily, SlowTokenizerBase):
     def vocab_size(self) -> int:
         return len(self.sp_model) + FAIRSEQ_OFFSET + 1  # + <mask>
 
-    def get_vocab(self):
-        vocab = {self._id_to_token(i): i for i in range(self.vocab_size)}
-        vocab.update({token: self._token_to_id(token) for token in self.all_special_tokens})
-        return vocab
+    def _base_vocab(self):
+        return {self._vocab_token(i): i for i in range(self.vocab_size)}
 
     def _tokenize(self, text):
         return self.sp_model.encode(text, out_type=str)
 
-    def _token_to_id(self, token):
+    def _vocab_id(self, token):
         if token in FAIRSEQ_RESERVED:
             return FAIRSEQ_RESERVED[token]
-        if token == self.mask_token:
+        if token == "<mask>":
             return self.mask_id
         piece_id = self.sp_model.PieceToId(token)
         # sentencepiece answers 0 (its <unk>) for unknown pieces.
-        return piece_id + FAIRSEQ_OFFSET if piece_id else FAIRSEQ_RESERVED["<unk>"]
+        return piece_id + FAIRSEQ_OFFSET if piece_id else None
 
-    def _id_to_token(self, index):
+    def _vocab_token(self, index):
         for token, reserved in FAIRSEQ_RESERVED.items():
             if index == reserved:
                 return token
         if index == self.mask_id:
-            return self.mask_token
+            return "<mask>"
         if 0 <= index - FAIRSEQ_OFFSET < len(self.sp_model):
             return self.sp_model.IdToPiece(index - FAIRSEQ_OFFSET)
         return None
@@ -173,10 +171,6 @@ class XLMRobertaTokenizerFast(XLMRobertaFamily, FastTokenizerBase):
         )
         user_defined = [piece for piece, _, piece_type in spm["pieces"] if piece_type == 4]
         backend.add_tokens([AddedToken(piece, normalized=False, special=False) for piece in user_defined])
-        backend.add_special_tokens([
-            AddedToken(token, special=True, normalized=False, lstrip=name in self.lstrip_special_tokens)
-            for name, token in self.special_tokens_map.items()
-        ])
         return backend
 
     def _save_slow_vocabulary(self, directory):
