@@ -143,7 +143,8 @@ def _checkpoint_dir(tmp_path, good_checkpoint: str | None = None):
 
 
 def _traversal_cases(outside):
-    """(label, index file name, weight_map value, set-up) — each names a shard outside the checkpoint."""
+    """label -> (index file name, weight_map value, name of an in-directory symlink to the outside file or None);
+    each makes the index name a shard that resolves outside the checkpoint."""
     return {
         "dotdot": ("model.safetensors.index.json", "../elsewhere/other.safetensors", None),
         "absolute": ("model.safetensors.index.json", str(outside / "other.safetensors"), None),
@@ -168,7 +169,8 @@ def _load(entry_point: str, ckpt):
 
 @pytest.mark.parametrize("entry_point", ENTRY_POINTS)
 @pytest.mark.parametrize("case", TRAVERSALS)
-def test_shard_outside_the_checkpoint_is_refused(tmp_path, outside, checkpoint_factory, entry_point, case):
+def test_shard_outside_the_checkpoint_is_refused(tmp_path, outside, checkpoint_factory, monkeypatch, entry_point,
+                                                 case):
     index_name, shard, link_name = _traversal_cases(outside)[case]
     good = checkpoint_factory("xlm-roberta", "Model")
     ckpt = _checkpoint_dir(tmp_path, good)
@@ -182,10 +184,37 @@ def test_shard_outside_the_checkpoint_is_refused(tmp_path, outside, checkpoint_f
     weight_map["embeddings.word_embeddings.weight"] = shard
     index = ckpt / index_name
     index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    opened = _record_opened_files(monkeypatch)
     with pytest.raises(CheckpointError) as refused:
         _load(entry_point, ckpt)
     message = str(refused.value)
     assert repr(shard) in message and str(index) in message and "outside the checkpoint directory" in message
+    # refused before it was opened: nothing outside the checkpoint (the outside file, /etc) was read
+    resolved = [os.path.realpath(path) for path in opened]
+    assert os.path.realpath(index) in resolved  # the recorder sees the reads (the index was read)
+    inside = str(tmp_path.resolve() / "ckpt")
+    assert not [p for p in resolved if not p.startswith((inside, sys.prefix, sys.base_prefix))], resolved
+
+
+def _record_opened_files(monkeypatch) -> list[str]:
+    """Record every path opened through open() and np.fromfile (what the readers use) from now on."""
+    import builtins
+
+    opened: list[str] = []
+    real_open, real_fromfile = builtins.open, np.fromfile
+
+    def recording_open(file, *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)):
+            opened.append(os.fsdecode(file))
+        return real_open(file, *args, **kwargs)
+
+    def recording_fromfile(file, *args, **kwargs):
+        opened.append(os.fsdecode(file))
+        return real_fromfile(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", recording_open)
+    monkeypatch.setattr(np, "fromfile", recording_fromfile)
+    return opened
 
 
 @pytest.mark.parametrize("entry_point", ENTRY_POINTS)
@@ -497,7 +526,8 @@ def test_nan_in_narrow_and_wide_floats(tmp_path, dtype):
 def test_float64_weights_overflowing_float32_are_refused(tmp_path):
     """1e300 is finite in float64 and inf once cast to float32: the cast is checked too."""
     values = np.array([1.0, 1e300], dtype=np.float64)
-    write(tmp_path / "model.safetensors", safetensors_bytes({"t": _entry(dtype="F64", offsets=(0, 16))}, values.tobytes()))
+    write(tmp_path / "model.safetensors",
+          safetensors_bytes({"t": _entry(dtype="F64", offsets=(0, 16))}, values.tobytes()))
     np.testing.assert_array_equal(checkpoints.load_state_dict(str(tmp_path), dtype=None)["t"], values)
     with pytest.raises(CheckpointError, match="tensor 't' has 1 NaN/inf"):
         checkpoints.load_state_dict(str(tmp_path))
@@ -529,11 +559,14 @@ _SCRATCH = tempfile.mkdtemp(prefix="onnxport-fuzz-")
 _DTYPES = ["F32", "F16", "BF16", "I64", "I8", "U8", "BOOL", "F64", "I32", "F8", "f32", "", 3]
 _ints = st.one_of(st.integers(-4, 40), st.integers(-(1 << 70), 1 << 70), st.sampled_from([0.5, True, None, "8"]))
 _entries = st.fixed_dictionaries(
-    {"dtype": st.sampled_from(_DTYPES), "shape": st.lists(_ints, max_size=3), "data_offsets": st.lists(_ints, max_size=3)},
+    {"dtype": st.sampled_from(_DTYPES), "shape": st.lists(_ints, max_size=3),
+     "data_offsets": st.lists(_ints, max_size=3)},
 )
 _json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5))
-_junk = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
-                     max_leaves=8)
+_junk = st.recursive(
+    _json_leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=8,
+)
 _headers = st.dictionaries(st.sampled_from(["a", "b", "c", "__metadata__"]),
                            st.one_of(_entries, _entries.map(lambda e: dict(list(e.items())[:2])), _junk), max_size=4)
 

@@ -10,6 +10,7 @@ Writes safetensors (sharded with an index above ``max_shard_size``).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -94,6 +95,10 @@ class SafetensorsTensor:
         return array if dtype is None else array.astype(dtype, copy=False)
 
 
+def _tensor_fault(path: str, name: str, fault: str) -> CheckpointError:
+    return CheckpointError(f"{path}: tensor {name!r} {fault}; the file is corrupt — re-download or re-save it.")
+
+
 def _refuse_duplicate_keys(pairs):
     keys = [key for key, _ in pairs]
     if len(set(keys)) != len(keys):
@@ -107,7 +112,8 @@ def _read_safetensors_header(path: str) -> tuple[object, int, int]:
 
     def corrupt(fault: str) -> CheckpointError:
         return CheckpointError(
-            f"{path} is not a valid safetensors file: {fault}; it may be truncated or corrupt — re-download or re-save it."
+            f"{path} is not a valid safetensors file: {fault}; it may be truncated or corrupt — "
+            "re-download or re-save it."
         )
 
     try:
@@ -120,7 +126,9 @@ def _read_safetensors_header(path: str) -> tuple[object, int, int]:
             if header_len > size - 8:
                 raise corrupt(f"its header length {header_len} exceeds the {size - 8} bytes after it")
             if header_len > _MAX_SAFETENSORS_HEADER:
-                raise corrupt(f"its header length {header_len} exceeds safetensors' limit of {_MAX_SAFETENSORS_HEADER} bytes")
+                raise corrupt(
+                    f"its header length {header_len} exceeds safetensors' limit of {_MAX_SAFETENSORS_HEADER} bytes"
+                )
             raw = f.read(header_len)
     except OSError as err:
         raise CheckpointError(f"Cannot read {path}: {err}") from err
@@ -157,10 +165,7 @@ def safetensors_tensors(path: str) -> dict[str, SafetensorsTensor]:
     for name, info in header.items():
         if name == "__metadata__":
             continue
-
-        def corrupt(fault: str) -> CheckpointError:
-            return CheckpointError(f"{path}: tensor {name!r} {fault}; the file is corrupt — re-download or re-save it.")
-
+        corrupt = functools.partial(_tensor_fault, path, name)
         if not isinstance(info, dict):
             raise corrupt(f"is described by a JSON {type(info).__name__}, not an object")
         for field_name in ("dtype", "shape", "data_offsets"):
@@ -194,7 +199,8 @@ def safetensors_tensors(path: str) -> dict[str, SafetensorsTensor]:
     for (_, previous_end, previous), (start, end, name) in zip(spans, spans[1:]):
         if start < previous_end:
             raise CheckpointError(
-                f"{path}: tensor {name!r} (bytes {start}..{end}) overlaps tensor {previous!r} (ending at {previous_end}); "
+                f"{path}: tensor {name!r} (bytes {start}..{end}) overlaps tensor {previous!r} "
+                f"(ending at {previous_end}); "
                 "the file is corrupt or crafted — re-download or re-save it."
             )
     return tensors
@@ -323,7 +329,9 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
         if not isinstance(key, str):
             raise CheckpointError(f"{self._source}: storage key {key!r:.80} is not a string; the file is corrupt.")
         if not _is_int(numel) or numel < 0:
-            raise CheckpointError(f"{self._source}: storage {key!r} declares {numel!r:.80} elements; the file is corrupt.")
+            raise CheckpointError(
+                f"{self._source}: storage {key!r} declares {numel!r:.80} elements; the file is corrupt."
+            )
         return _StorageKey(key, dtype_name, numel)
 
     def storage(self, ref: _StorageKey) -> tuple[np.ndarray, bool]:
@@ -362,7 +370,8 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
 
         def corrupt(fault: str) -> CheckpointError:
             return CheckpointError(
-                f"{self._source}: tensor {name!r} {fault}; the file is corrupt or crafted — re-download or re-save it."
+                f"{self._source}: tensor {name!r} {fault}; the file is corrupt or crafted — "
+                "re-download or re-save it."
             )
 
         if not isinstance(view.storage, _StorageKey):
@@ -476,7 +485,8 @@ def _read_index(path: str) -> list[str]:
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(
-            f"{path} is not a valid shard index: it needs a non-empty \"weight_map\" object of tensor name -> shard file."
+            f"{path} is not a valid shard index: it needs a non-empty \"weight_map\" object of "
+            "tensor name -> shard file."
         )
     for name, shard in weight_map.items():
         if not isinstance(shard, str) or not shard or "\x00" in shard:
