@@ -206,7 +206,16 @@ def test_writer_refuses_what_it_cannot_serve(exports, tmp_path):
     write_repository(export_dir, tmp_path / "repo", "cls")
     with pytest.raises(ModelFileError, match="already exists; pass --force"):
         write_repository(export_dir, tmp_path / "repo", "cls")
+    (tmp_path / "repo" / "cls" / "1" / "model.py").write_text("edited by hand")
+    with pytest.raises(ConfigError, match="need --kind gpu"):  # a refused rewrite touches nothing
+        write_repository(export_dir, tmp_path / "repo", "cls", force=True, tensorrt=True)
+    assert (tmp_path / "repo" / "cls" / "1" / "model.py").read_text() == "edited by hand"
     write_repository(export_dir, tmp_path / "repo", "cls", force=True)
+    assert (tmp_path / "repo" / "cls" / "1" / "model.py").read_text() != "edited by hand"
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["cls", "cls_onnx"]  # no staging left
+    with pytest.raises(ConfigError, match="overlap"):  # --force must never delete the export it reads
+        write_repository(tmp_path / "repo" / "cls" / "1" / "export", tmp_path / "repo", "cls", force=True)
+    assert (tmp_path / "repo" / "cls" / "1" / "export" / "onnxport.json").is_file()
     with pytest.raises(ConfigError, match="--max-batch-size"):
         write_repository(export_dir, tmp_path / "repo2", max_batch_size=0)
     with pytest.raises(ConfigError, match="need --kind gpu"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -74,31 +75,45 @@ def write_repository(export_dir: str | os.PathLike, repo_dir: str | os.PathLike,
     except TypeError as err:
         raise ConfigError(f"pipeline_kwargs must be JSON values ({err}).") from None
 
-    text_dir, onnx_dir = os.path.join(repo_dir, name), os.path.join(repo_dir, f"{name}_onnx")
-    for model_dir in (text_dir, onnx_dir):
-        if os.path.exists(model_dir):
-            if not force:
-                raise ModelFileError(f"{model_dir} already exists; pass --force to replace it.")
-            shutil.rmtree(model_dir)
+    targets = {name: os.path.join(repo_dir, name), f"{name}_onnx": os.path.join(repo_dir, f"{name}_onnx")}
+    for target in targets.values():
+        real_export, real_target = os.path.realpath(export_dir), os.path.realpath(target)
+        if os.path.commonpath([real_export, real_target]) in (real_export, real_target):
+            raise ConfigError(f"The export {export_dir} and the model directory {target} overlap; write the "
+                              "repository elsewhere or pick another --name.")
+        if os.path.exists(target) and not force:
+            raise ModelFileError(f"{target} already exists; pass --force to replace it.")
 
-    os.makedirs(os.path.join(text_dir, "1"))
-    shutil.copytree(export_dir, os.path.join(text_dir, "1", "export"))
-    shutil.copy(TEMPLATE, os.path.join(text_dir, "1", "model.py"))
-    parameters = {"task": spec.task, "pipeline_batch_size": str(max_batch_size), "provider": "cpu",
-                  "pipeline_kwargs": json.dumps(pipeline_kwargs, sort_keys=True)}
-    if intra_op_threads:
-        parameters["intra_op_threads"] = str(intra_op_threads)
-    _write(os.path.join(text_dir, "config.pbtxt"),
-           text_model_config(name, spec.task, max_batch_size, instances, max_queue_delay_us, parameters))
+    # Both models are built beside their final place and swapped in only when complete, so a failure
+    # (a full disk, say) leaves an existing repository as it was.
+    os.makedirs(repo_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".onnxport-tmp-", dir=repo_dir)
+    try:
+        text_dir, onnx_dir = os.path.join(staging, name), os.path.join(staging, f"{name}_onnx")
+        os.makedirs(os.path.join(text_dir, "1"))
+        shutil.copytree(export_dir, os.path.join(text_dir, "1", "export"))
+        shutil.copy(TEMPLATE, os.path.join(text_dir, "1", "model.py"))
+        parameters = {"task": spec.task, "pipeline_batch_size": str(max_batch_size), "provider": "cpu",
+                      "pipeline_kwargs": json.dumps(pipeline_kwargs, sort_keys=True)}
+        if intra_op_threads:
+            parameters["intra_op_threads"] = str(intra_op_threads)
+        _write(os.path.join(text_dir, "config.pbtxt"),
+               text_model_config(name, spec.task, max_batch_size, instances, max_queue_delay_us, parameters))
 
-    os.makedirs(os.path.join(onnx_dir, "1"))
-    for file_name in (MODEL_FILE, EXTERNAL_DATA_FILE):
-        source = os.path.join(export_dir, file_name)
-        if os.path.isfile(source):
-            shutil.copy(source, os.path.join(onnx_dir, "1", file_name))
-    _write(os.path.join(onnx_dir, "config.pbtxt"),
-           onnx_model_config(f"{name}_onnx", spec, max_batch_size, instances, max_queue_delay_us, kind,
-                             tensorrt, trt_fp16, trt_engine_cache_dir))
+        os.makedirs(os.path.join(onnx_dir, "1"))
+        for file_name in (MODEL_FILE, EXTERNAL_DATA_FILE):
+            source = os.path.join(export_dir, file_name)
+            if os.path.isfile(source):
+                shutil.copy(source, os.path.join(onnx_dir, "1", file_name))
+        _write(os.path.join(onnx_dir, "config.pbtxt"),
+               onnx_model_config(f"{name}_onnx", spec, max_batch_size, instances, max_queue_delay_us, kind,
+                                 tensorrt, trt_fp16, trt_engine_cache_dir))
+        for model_name, target in targets.items():
+            if os.path.exists(target):
+                os.rename(target, os.path.join(staging, f".old-{model_name}"))
+            os.rename(os.path.join(staging, model_name), target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return TritonRepository(repo_dir, name, f"{name}_onnx", spec.task, [f.upper() for f in fields.all])
 
 
