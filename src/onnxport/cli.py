@@ -18,13 +18,17 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("demo", help="build tiny models of each family, run every head, print a table")
     _add_export_parser(commands)
     _add_run_parser(commands)
+    _add_validate_parser(commands)
+    _add_bench_parser(commands)
+    _add_info_parser(commands)
     _add_quantize_parser(commands)
     _add_parity_parser(commands)
     args = parser.parse_args(argv)
     level = logging.INFO if args.verbose or args.command == "export" else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(message)s")
     uses_tensorflow = (args.command == "export" and args.framework == "tf"
-                       or args.command == "parity" and "tf" in (args.frameworks or ["tf"]))
+                       or args.command == "parity" and "tf" in (args.frameworks or ["tf"])
+                       or args.command == "validate" and _export_framework(args.export_dir) == "tf")
     if uses_tensorflow and not args.verbose:
         from ._quiet import import_quietly
 
@@ -78,6 +82,12 @@ def _dispatch(args) -> int:
         return _run(args)
     if args.command == "quantize":
         return _quantize(args)
+    if args.command == "validate":
+        return _validate(args)
+    if args.command == "bench":
+        return _bench(args)
+    if args.command == "info":
+        return _info(args)
     if args.command == "parity":
         from .parity import main as parity_main
 
@@ -134,23 +144,72 @@ def _export(args) -> int:
 
 
 def _add_run_parser(commands) -> None:
-    p = commands.add_parser("run", help="serve an export directory through its pipeline and print JSON")
+    p = commands.add_parser(
+        "run", help="serve an export directory through its pipeline and print JSON",
+        description="Run the export's pipeline on TEXTs (or a JSONL file) and print the results as JSON "
+                    "(JSONL with --output). Options not given take the pipeline's defaults.")
     p.add_argument("export_dir", help="directory written by `onnxport export`")
     p.add_argument("texts", nargs="*", help="input texts (question-answering: use --question/--context)")
     p.add_argument("--task", help="pipeline task (default: the task the directory was exported for)")
+    p.add_argument("--input", metavar="FILE", help="read inputs from FILE: JSONL with 'text' (and 'text_pair'; "
+                   "question-answering: 'question' + 'context'; multiple-choice: 'text' + 'choices'), or plain "
+                   "text, one input a line; '-' reads standard input")
+    p.add_argument("--output", metavar="FILE", help="write one JSON result a line (JSONL) to FILE instead of "
+                   "pretty JSON on standard output")
+    p.add_argument("--text-pair", help="second sequence for every TEXT (text-classification pairs)")
     p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="texts per model call (default 32)")
+    p.add_argument("--max-length", type=_positive_int, default=None, help="truncate inputs to this many tokens")
     p.add_argument("--top-k", type=_positive_int, default=None,
-                   help="fill-mask / text-classification / question-answering (default: the pipeline's)")
-    p.add_argument("--aggregation", default="simple", help="token-classification: none|simple|first|average|max")
+                   help="fill-mask / text-classification / question-answering / text-generation sampling")
+    p.add_argument("--targets", nargs="+", help="fill-mask: score only these words")
+    p.add_argument("--function-to-apply", choices=("softmax", "sigmoid", "none"),
+                   help="text-classification: score function (default: by problem type)")
+    p.add_argument("--aggregation", default=None, help="token-classification: none|simple|first|average|max")
+    p.add_argument("--ignore-labels", nargs="*", help="token-classification: labels left out (default: O)")
     p.add_argument("--question", help="question-answering question")
     p.add_argument("--context", help="question-answering context")
+    p.add_argument("--doc-stride", type=int, default=None, help="question-answering: overlap of context windows")
+    p.add_argument("--max-answer-len", type=int, default=None, help="question-answering: longest answer in tokens")
+    p.add_argument("--handle-impossible-answer", action="store_true", help="question-answering: allow no answer")
     p.add_argument("--choices", nargs="+", help="multiple-choice: the choices (the first TEXT is the prompt)")
-    p.add_argument("--pooling", default="cls", choices=("cls", "mean", "none"), help="feature-extraction pooling")
+    p.add_argument("--pooling", default=None, choices=("cls", "mean", "none"), help="feature-extraction pooling")
     p.add_argument("--normalize", action="store_true", help="feature-extraction: L2-normalise vectors")
     p.add_argument("--max-new-tokens", type=int, default=None, help="text-generation (default: the pipeline's)")
     p.add_argument("--sample", action="store_true", help="text-generation: sample instead of greedy")
     p.add_argument("--temperature", type=float, default=None, help="text-generation sampling (default: 1.0)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None, help="text-generation: nucleus sampling mass in (0, 1]")
+    p.add_argument("--seed", type=int, default=None, help="text-generation sampling seed")
+
+
+def _add_validate_parser(commands) -> None:
+    p = commands.add_parser(
+        "validate", help="re-run the native vs ONNX Runtime comparison of an export (exit 1 above tolerance)",
+        description="Compare the export with the native model of the checkpoint it came from on the export's "
+                    "validation cases: batch 1 and > 1, padding, token types, the longest allowed length.")
+    p.add_argument("export_dir", help="directory written by `onnxport export`")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint directory (default: the one onnxport.json records)")
+    p.add_argument("--framework", choices=("pt", "tf", "flax"), help="native framework (default: the export's)")
+    p.add_argument("--atol", type=_non_negative_float, default=None, help="tolerance (default: the export's bar)")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
+
+
+def _add_bench_parser(commands) -> None:
+    p = commands.add_parser("bench", help="time an export's model call on this machine (median, p90)")
+    p.add_argument("export_dir", help="directory written by `onnxport export`")
+    p.add_argument("--shapes", default="1x128,8x128", help="BATCHxSEQUENCE list (default: 1x128,8x128)")
+    p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls per shape (default 3)")
+    p.add_argument("--runs", type=_positive_int, default=20, help="timed calls per shape (default 20)")
+    p.add_argument("--json", metavar="FILE", help="also write the timings as JSON to FILE")
+
+
+def _add_info_parser(commands) -> None:
+    p = commands.add_parser("info", help="what an export is: IO spec, provenance, validation, what is random")
+    p.add_argument("export_dir", help="directory written by `onnxport export`")
+    p.add_argument("--json", action="store_true", help="print onnxport.json as it is")
 
 
 def _add_parity_parser(commands) -> None:
@@ -182,42 +241,182 @@ def _jsonable(value):
     return value
 
 
+def _read_inputs(path: str, task: str) -> list:
+    """JSONL records or plain lines -> pipeline inputs for ``task``."""
+    import json
+
+    from .errors import InputError
+
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    with stream:
+        lines = [line for line in stream.read().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.lstrip().startswith("{"):
+            records.append({"text": line})
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise InputError(f"{path}:{number} is not valid JSON ({err}).") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path}:{number} must be a JSON object, got {type(record).__name__}.")
+        records.append(record)
+    need = {"question-answering": ("question", "context"), "multiple-choice": ("text", "choices")}.get(task, ("text",))
+    for number, record in enumerate(records, 1):
+        missing = [k for k in need if k not in record]
+        if missing:
+            raise InputError(f"{path}: record {number} lacks {', '.join(missing)} (a {task} record has "
+                             f"{' and '.join(need)}).")
+    return records
+
+
 def _run(args) -> int:
     import json
 
+    from .errors import InputError
     from .runtime import pipeline
     from .runtime.models import read_export_dir
 
-    try:
-        task = args.task or read_export_dir(args.export_dir)[1].task
-        pipe = pipeline(task, args.export_dir, provider=args.provider)
-        # Only the options the user gave: the pipeline validates them and owns the defaults.
-        given = lambda **options: {k: v for k, v in options.items() if v is not None}  # noqa: E731
-        if task == "question-answering":
-            if not (args.question and args.context):
-                raise ValueError("question-answering needs --question and --context.")
-            result = pipe(question=args.question, context=args.context, **given(top_k=args.top_k))
-        elif not args.texts:
-            raise ValueError("Give at least one TEXT.")
-        elif task == "multiple-choice":
-            if not args.choices:
-                raise ValueError("multiple-choice needs --choices.")
-            result = pipe(args.texts[0], args.choices)
-        elif task == "fill-mask":
-            result = pipe(args.texts, **given(top_k=args.top_k))
+    given = lambda **options: {k: v for k, v in options.items() if v is not None}  # noqa: E731
+    task = args.task or read_export_dir(args.export_dir)[1].task
+    pipe = pipeline(task, args.export_dir, provider=args.provider, **given(
+        batch_size=args.batch_size, max_length=args.max_length, intra_op_threads=args.threads))
+    if args.input:
+        records = _read_inputs(args.input, task)
+    elif task == "question-answering":
+        if not (args.question and args.context):
+            raise InputError("question-answering needs --question and --context (or --input FILE).")
+        records = [{"question": args.question, "context": args.context}]
+    elif not args.texts:
+        raise InputError("Give at least one TEXT (or --input FILE).")
+    elif task == "multiple-choice":
+        if not args.choices:
+            raise InputError("multiple-choice needs --choices.")
+        records = [{"text": args.texts[0], "choices": args.choices}]
+    else:
+        records = [{"text": t, **given(text_pair=args.text_pair)} for t in args.texts]
+
+    # Only the options the user gave: the pipeline validates them and owns the defaults.
+    if task == "question-answering":
+        options = given(top_k=args.top_k, doc_stride=args.doc_stride, max_answer_len=args.max_answer_len)
+        if args.handle_impossible_answer:
+            options["handle_impossible_answer"] = True
+        results = [pipe(question=r["question"], context=r["context"], **options) for r in records]
+    elif task == "multiple-choice":
+        results = [pipe(r["text"], r["choices"]) for r in records]
+    else:
+        pairs = [r for r in records if "text_pair" in r]
+        texts = [{"text": r["text"], "text_pair": r["text_pair"]} if "text_pair" in r else r["text"]
+                 for r in records] if pairs else [r["text"] for r in records]
+        if task == "fill-mask":
+            options = given(top_k=args.top_k, targets=args.targets)
         elif task in ("text-classification", "sentiment-analysis"):
-            result = pipe(args.texts, **given(top_k=args.top_k))
+            options = given(top_k=args.top_k, function_to_apply=args.function_to_apply)
         elif task in ("token-classification", "ner"):
-            result = pipe(args.texts, aggregation_strategy=args.aggregation)
+            options = given(aggregation_strategy=args.aggregation, ignore_labels=args.ignore_labels)
         elif task == "feature-extraction":
-            result = pipe(args.texts, pooling=args.pooling, normalize=args.normalize)
+            options = given(pooling=args.pooling, normalize=args.normalize or None)
         else:
-            result = pipe(args.texts, do_sample=args.sample, **given(
-                max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed))
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"onnxport run: error: {error}", file=sys.stderr)
+            options = given(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
+                            top_k=args.top_k, top_p=args.top_p, do_sample=args.sample or None)
+        results = pipe(texts, **options)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as out:
+            for result in results:
+                out.write(json.dumps(_jsonable(result), ensure_ascii=False) + "\n")
+        print(f"{len(results)} results written to {args.output}", file=sys.stderr)
+    else:
+        single = not args.input and task in ("question-answering", "multiple-choice")
+        print(json.dumps(_jsonable(results[0] if single else results), ensure_ascii=False, indent=2))
+    return 0
+
+
+def _export_framework(export_dir: str):
+    from .runtime.models import read_export_dir
+
+    try:
+        return read_export_dir(export_dir)[0].get("framework")
+    except Exception:  # the command itself reports a bad directory
+        return None
+
+
+def _validate(args) -> int:
+    import json
+
+    from .exporters.validate import validate_export
+
+    report = validate_export(args.export_dir, args.checkpoint, atol=args.atol, framework=args.framework)
+    print(report.table())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(report.to_dict(), out, indent=2)
+    if not report.passed:
+        bad = sum(not r.ok for r in report.rows)
+        print(f"onnxport validate: {bad} output(s) differ beyond tolerance (largest {report.max_abs_diff:.3e})",
+              file=sys.stderr)
         return 1
-    print(json.dumps(_jsonable(result), ensure_ascii=False, indent=2))
+    print(f"passed: largest difference {report.max_abs_diff:.3e}")
+    return 0
+
+
+def _bench(args) -> int:
+    import json
+
+    from .runtime.bench import bench, parse_shapes
+
+    report = bench(args.export_dir, parse_shapes(args.shapes), provider=args.provider, threads=args.threads,
+                   warmup=args.warmup, runs=args.runs)
+    print(report.table())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(report.to_dict(), out, indent=2)
+    return 0
+
+
+def _info(args) -> int:
+    import json
+
+    from .runtime.models import read_export_dir
+
+    meta, spec = read_export_dir(args.export_dir)
+    if args.json:
+        print(json.dumps(meta, indent=2, sort_keys=True))
+        return 0
+    lines = [f"{args.export_dir}: {spec.task}{' with past' if spec.with_past else ''} of a {spec.model_type} "
+             f"{meta.get('architecture', '')}"]
+    source = meta.get("source") or {}
+    lines.append(f"  exported from {source.get('checkpoint', 'an unrecorded checkpoint')} with "
+                 f"{meta.get('framework', '?')}, opset {meta.get('opset', '?')}, {meta.get('dtype', 'fp32')}"
+                 f"{', int8 ' + str(meta['quantization'].get('recipe', '')) if meta.get('quantization') else ''}")
+    versions = meta.get("versions") or {}
+    if versions:
+        lines.append("  versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
+    lines.append("  inputs:")
+    lines += [f"    {t.name:<28} {t.dtype:<8} {list(t.shape)}" for t in spec.inputs]
+    lines.append("  outputs:")
+    lines += [f"    {t.name:<28} {t.dtype:<8} {list(t.shape)}" for t in spec.outputs]
+    for op in meta.get("custom_ops") or []:
+        lines.append(f"  custom op: {op.get('domain')}.{op.get('op_type')} v{op.get('version')} x{op.get('count')} "
+                     "(carries its ONNX function body)")
+    validation = meta.get("validation")
+    if validation:
+        rows = validation.get("rows", [])
+        worst = max((r.get("max_abs_diff", 0.0) for r in rows), default=0.0)
+        cases = sorted({r.get("case") for r in rows})
+        lines.append(f"  validation: {'passed' if validation.get('passed') else 'FAILED'}, largest difference "
+                     f"{worst:.3e} over {len(rows)} outputs x cases ({', '.join(cases)})")
+    else:
+        lines.append("  validation: not run (exported with --no-validate)")
+    random_parts = meta.get("random_weights") or []
+    lines.append("  random weights: " + (", ".join(random_parts) + f" (seed {meta.get('random_seed')})"
+                                         if random_parts else "none (every weight came from the checkpoint)"))
+    tokenizer = meta.get("tokenizer")
+    if isinstance(tokenizer, dict):
+        lines.append(f"  tokenizer: {tokenizer.get('class') or 'none'}"
+                     f"{' — ' + tokenizer['warning'] if tokenizer.get('warning') else ''}")
+    lines.append("  files: " + ", ".join(meta.get("files", [])))
+    print("\n".join(lines))
     return 0
 
 

@@ -167,3 +167,64 @@ def validate(model_path: str, spec: IOSpec, native: NativeRunner | NativeOutputs
             f"{report.table()}\nThe ONNX file is kept for inspection at {model_path}."
         )
     return report
+
+
+# -- `onnxport validate EXPORT_DIR [CHECKPOINT]` -----------------------------------------------------------
+def native_runner(framework: str, checkpoint_dir: str, config, spec: IOSpec) -> NativeRunner:
+    """A reference model of ``framework`` loaded from ``checkpoint_dir`` with the export's ``config``, called
+    through the IO spec's adapters: graph feeds in, graph outputs (numpy) out."""
+    import importlib
+
+    package = importlib.import_module(f"onnxport.reference_models.{framework}")
+    model = package.model_class(spec.model_type, spec.head).from_pretrained(checkpoint_dir, config=config)
+    if framework == "pt":
+        import torch
+
+        model.eval()
+
+        def run(feeds):
+            tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()}
+            with torch.no_grad():
+                out = model(**spec.model_kwargs(tensors), return_dict=True)
+            return {n: v.detach().cpu().numpy() for n, v in zip(spec.output_names, spec.select(out))}
+    elif framework == "tf":
+        def run(feeds):
+            out = model(**spec.model_kwargs(feeds), return_dict=True, training=False)
+            return {n: np.asarray(v) for n, v in zip(spec.output_names, spec.select(out))}
+    else:
+        def run(feeds):
+            out = model(**spec.model_kwargs(feeds), return_dict=True)
+            return {n: np.asarray(v) for n, v in zip(spec.output_names, spec.select(out))}
+    return run
+
+
+def validate_export(export_dir: str, checkpoint_dir: str | None = None, atol: float | None = None,
+                    framework: str | None = None) -> ValidationReport:
+    """Re-run the native-vs-ONNX Runtime comparison of an export directory: the same cases as at export
+    (batch 1 and > 1, padding, token types, the longest allowed length), against the checkpoint it came from.
+
+    ``checkpoint_dir`` defaults to the one recorded in ``onnxport.json``; ``framework`` to the export's."""
+    import os
+
+    from ..configs import AutoConfig
+    from ..errors import ModelFileError
+    from ..runtime.models import MODEL_FILE, read_export_dir
+
+    meta, spec = read_export_dir(export_dir)
+    checkpoint_dir = checkpoint_dir or (meta.get("source") or {}).get("checkpoint")
+    if not checkpoint_dir:
+        raise InputError(f"{export_dir}/onnxport.json records no checkpoint; pass the CHECKPOINT directory it was "
+                         "exported from (onnxport validate EXPORT_DIR CHECKPOINT).")
+    if not os.path.isdir(checkpoint_dir):
+        raise InputError(f"Checkpoint directory {checkpoint_dir!r} does not exist; pass the directory the export "
+                         "was made from (onnxport validate EXPORT_DIR CHECKPOINT).")
+    model_path = os.path.join(export_dir, MODEL_FILE)
+    if not os.path.isfile(model_path):
+        raise ModelFileError(f"No {MODEL_FILE} in {export_dir}; re-export the checkpoint.")
+    config = AutoConfig.from_pretrained(export_dir)  # as exported (is_decoder for text-generation, ...)
+    runner = native_runner(framework or meta.get("framework", "pt"), checkpoint_dir, config, spec)
+    if meta.get("dtype") == "fp16":
+        from . import fp16
+
+        return fp16.validate(model_path, spec, runner, atol=atol, raise_on_failure=False)
+    return validate(model_path, spec, runner, atol=atol, raise_on_failure=False)
