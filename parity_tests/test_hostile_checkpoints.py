@@ -156,7 +156,7 @@ def _traversal_cases(outside):
 
 
 TRAVERSALS = ["dotdot", "absolute", "etc_passwd", "symlink_shard", "bin_dotdot", "bin_symlink_shard"]
-ENTRY_POINTS = ["load_state_dict", "lazy_state_dict", "from_pretrained"]
+ENTRY_POINTS = ["load_state_dict", "lazy_state_dict", "from_pretrained", "export"]
 
 
 def _load(entry_point: str, ckpt):
@@ -164,6 +164,10 @@ def _load(entry_point: str, ckpt):
         return checkpoints.load_state_dict(str(ckpt))
     if entry_point == "lazy_state_dict":
         return checkpoints.lazy_state_dict(str(ckpt))
+    if entry_point == "export":
+        from onnxport.exporters import export
+
+        return export(ckpt, ckpt.parent / "onnx", framework="pt", copy_tokenizer=False)
     return ours.XLMRobertaModel.from_pretrained(ckpt)
 
 
@@ -192,8 +196,8 @@ def test_shard_outside_the_checkpoint_is_refused(tmp_path, outside, checkpoint_f
     # refused before it was opened: nothing outside the checkpoint (the outside file, /etc) was read
     resolved = [os.path.realpath(path) for path in opened]
     assert os.path.realpath(index) in resolved  # the recorder sees the reads (the index was read)
-    inside = str(tmp_path.resolve() / "ckpt")
-    assert not [p for p in resolved if not p.startswith((inside, sys.prefix, sys.base_prefix))], resolved
+    allowed = (str(tmp_path.resolve() / "ckpt"), str(tmp_path.resolve() / "onnx"), sys.prefix, sys.base_prefix)
+    assert not [p for p in resolved if not p.startswith(allowed)], resolved
 
 
 def _record_opened_files(monkeypatch) -> list[str]:
@@ -509,8 +513,13 @@ def test_nan_and_inf_weights_are_named(tmp_path, checkpoint_factory):
     state["encoder.layer.0.attention.self.query.bias"][5] = -np.inf
     ckpt = _checkpoint_dir(tmp_path, good)
     checkpoints.write_safetensors(state, str(ckpt / "model.safetensors"))
-    with pytest.raises(CheckpointError, match="tensor 'encoder.layer.0.attention.self.query.bias' has 1 NaN/inf"):
+    poisoned = "tensor 'encoder.layer.0.attention.self.query.bias' has 1 NaN/inf"
+    with pytest.raises(CheckpointError, match=poisoned):
         ours.XLMRobertaModel.from_pretrained(ckpt)
+    from onnxport.exporters import export  # the PT exporter reads tensors lazily: refused as they are copied in
+
+    with pytest.raises(CheckpointError, match=poisoned):
+        export(ckpt, tmp_path / "onnx", framework="pt", copy_tokenizer=False)
 
 
 @pytest.mark.parametrize("dtype", ["F16", "BF16", "F64"])
