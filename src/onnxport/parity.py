@@ -43,8 +43,11 @@ TASKS = (
     ("text-generation", False),
     ("text-generation", True),
 )
-# fp32 max abs error allowed per comparison kind.
+# fp32 error allowed per comparison kind, relative to each output's scale: a cell's error is
+# max |a - b| / max(1, max |a|) over its outputs, so random tiny models (outputs of order 1) are held to the
+# absolute bar and trained ones (logits of order 10-30) to the same number of significant digits.
 TOLERANCES = {"native-native": 1e-5, "native-onnx": 1e-4, "onnx-onnx": 1e-4}
+ERROR_DEFINITION = "max |a - b| / max(1, max |a|) per output"
 COMPARISONS = (
     ("pt~tf", "native-native"),
     ("pt~flax", "native-native"),
@@ -72,19 +75,27 @@ class Cell:
     comparison: str
     kind: str
     status: str  # "passed" | "failed" | "skipped"
-    max_abs_error: Optional[float] = None
+    error: Optional[float] = None  # scaled error (ERROR_DEFINITION), compared with the tolerance
     tolerance: Optional[float] = None
-    worst: Optional[dict[str, Any]] = None  # output, case, index, both values
+    worst: Optional[dict[str, Any]] = None  # output, case, index, both values, abs_error, scale
     reason: str = ""
+
+    @property
+    def max_abs_error(self) -> Optional[float]:
+        """The absolute difference at the worst place."""
+        if self.worst and "abs_error" in self.worst:
+            return self.worst["abs_error"]
+        return self.error
 
     def describe(self) -> str:
         if self.status == "skipped":
             return f"{self.family} {self.task} {self.comparison}: skipped ({self.reason})"
-        text = f"{self.family} {self.task} {self.comparison}: {self.status}, max abs error {self.max_abs_error:.3e}"
+        text = f"{self.family} {self.task} {self.comparison}: {self.status}, error {self.error:.3e}"
         if self.worst and self.status == "failed":
             w = self.worst
             text += (f" > {self.tolerance:.0e} at {w['output']}{w['index']} ({w['case']}): "
-                     f"{w['a']:.6g} vs {w['b']:.6g}")
+                     f"{w['a']:.6g} vs {w['b']:.6g} (abs {w.get('abs_error', float('nan')):.3e}, "
+                     f"scale {w.get('scale', 1.0):.3g})")
         return text
 
 
@@ -93,6 +104,13 @@ class Result:
     cells: list[Cell] = field(default_factory=list)
     seconds: float = 0.0
     size: str = "tiny"
+    checkpoints: list[str] = field(default_factory=list)  # given checkpoints (else random ones of ``size``)
+    date: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+
+    @property
+    def subject(self) -> str:
+        """What was compared: the checkpoints by path, or the random models' size."""
+        return ", ".join(self.checkpoints) if self.checkpoints else f"random {self.size} checkpoints"
 
     def counts(self) -> dict[str, int]:
         return {s: sum(c.status == s for c in self.cells) for s in ("passed", "skipped", "failed")}
@@ -100,8 +118,8 @@ class Result:
     def worst_by_kind(self) -> dict[str, float]:
         worst: dict[str, float] = {}
         for c in self.cells:
-            if c.max_abs_error is not None:
-                worst[c.kind] = max(worst.get(c.kind, 0.0), c.max_abs_error)
+            if c.error is not None:
+                worst[c.kind] = max(worst.get(c.kind, 0.0), c.error)
         return worst
 
     def summary(self) -> str:
@@ -111,7 +129,8 @@ class Result:
                 f"(worst: {worst or 'n/a'}; {self.seconds:.0f}s)")
 
     def to_json(self) -> str:
-        return json.dumps({"size": self.size, "tolerances": TOLERANCES, "summary": self.summary(),
+        return json.dumps({"size": self.size, "checkpoints": self.checkpoints, "date": self.date,
+                           "tolerances": TOLERANCES, "error": ERROR_DEFINITION, "summary": self.summary(),
                            "counts": self.counts(), "worst_by_kind": self.worst_by_kind(),
                            "cells": [asdict(c) for c in self.cells]}, indent=2)
 
@@ -191,25 +210,31 @@ def _np(value) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- comparing
-def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names: Iterable[str], case: str):
-    """(max abs error, worst-location dict) over ``names`` present in both."""
+def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names: Iterable[str], case: str,
+            skip: Iterable[str] = ()):
+    """(scaled error, worst-location dict) over ``names`` present in both; ``skip``: outputs never compared
+    (computed by randomly initialised weights). The error is ERROR_DEFINITION."""
     worst_err, worst = 0.0, None
     for name in names:
+        if name in skip:
+            continue
         if name not in a or name not in b:
             raise KeyError(f"output {name!r} missing from one side ({sorted(a)} vs {sorted(b)})")
         x, y = np.asarray(a[name], np.float64), np.asarray(b[name], np.float64)
         if x.shape != y.shape:
             return math.inf, {"output": name, "case": case, "index": "", "a": float("nan"), "b": float("nan"),
-                              "shapes": [list(x.shape), list(y.shape)]}
+                              "shapes": [list(x.shape), list(y.shape)], "abs_error": math.inf, "scale": 1.0}
         if x.size == 0:
             continue
         diff = np.abs(x - y)
         diff = np.where(np.isnan(diff), np.inf, diff)
+        finite = np.abs(x[np.isfinite(x)])
+        scale = max(1.0, float(finite.max()) if finite.size else 1.0)
         index = np.unravel_index(int(np.argmax(diff)), diff.shape)
-        if diff[index] >= worst_err:
-            worst_err = float(diff[index])
+        if diff[index] / scale >= worst_err:
+            worst_err = float(diff[index] / scale)
             worst = {"output": name, "case": case, "index": list(int(i) for i in index),
-                     "a": float(x[index]), "b": float(y[index])}
+                     "a": float(x[index]), "b": float(y[index]), "abs_error": float(diff[index]), "scale": scale}
     return worst_err, worst
 
 
@@ -218,6 +243,10 @@ class _CellBuilder:
         self.family, self.task = family, task
         self.errors: dict[str, tuple[float, Optional[dict]]] = {}
         self.skips: dict[str, str] = {}
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
     def add(self, comparison: str, error: float, worst: Optional[dict]) -> None:
         previous = self.errors.get(comparison, (-1.0, None))
@@ -235,7 +264,8 @@ class _CellBuilder:
             if comparison in self.errors and comparison not in self.skips:
                 error, worst = self.errors[comparison]
                 status = "passed" if error <= tol else "failed"
-                out.append(Cell(self.family, self.task, comparison, kind, status, error, tol, worst))
+                out.append(Cell(self.family, self.task, comparison, kind, status, error, tol, worst,
+                                reason="; ".join(self.notes)))
             else:
                 out.append(Cell(self.family, self.task, comparison, kind, "skipped",
                                 reason=self.skips.get(comparison, "not applicable")))
@@ -304,6 +334,10 @@ def run_row(model_type: str, task: str, with_past: bool, workdir: str, framework
     config = AutoConfig.from_pretrained(checkpoint)
     spec = build_io_spec(task, config, with_past)
     overrides = {"is_decoder": True} if task == "text-generation" else {}
+    # Outputs of weights the checkpoint lacks are initialised differently by each framework: never compared.
+    random = random_outputs(checkpoint, spec)
+    if random:
+        row.note(f"not compared (random weights: not in the checkpoint): {', '.join(sorted(random))}")
 
     natives = {f: load_native(f, model_type, head, checkpoint, **overrides) for f in frameworks if not missing[f]}
     sessions: dict[str, Any] = {}
@@ -333,29 +367,42 @@ def run_row(model_type: str, task: str, with_past: bool, workdir: str, framework
         for other in ("tf", "flax"):
             comparison = f"pt~{other}"
             if "pt" in full and other in full:
-                row.add(comparison, *compare(full["pt"], full[other], sorted(full["pt"]), case))
-                row.add(comparison, *compare(plain["pt"], plain[other], sorted(plain["pt"]), case))
+                row.add(comparison, *compare(full["pt"], full[other], sorted(full["pt"]), case, random))
+                row.add(comparison, *compare(plain["pt"], plain[other], sorted(plain["pt"]), case, random))
             else:
                 row.skip(comparison, missing.get(other) or missing.get("pt") or "unavailable")
         for f in FRAMEWORKS:
             comparison = f"{f}~onnx[{f}]"
             if f in plain and f in onnx:
-                row.add(comparison, *compare(plain[f], onnx[f], spec.output_names, case))
+                row.add(comparison, *compare(plain[f], onnx[f], spec.output_names, case, random))
             else:
                 row.skip(comparison, missing.get(f) or "export unavailable")
         for other in ("tf", "flax"):
             comparison = f"onnx[pt]~onnx[{other}]"
             if "pt" in onnx and other in onnx:
-                row.add(comparison, *compare(onnx["pt"], onnx[other], spec.output_names, case))
+                row.add(comparison, *compare(onnx["pt"], onnx[other], spec.output_names, case, random))
             else:
                 row.skip(comparison, missing.get(other) or "export unavailable")
         if FAMILIES[model_type].rotary:
             for f in FRAMEWORKS:
                 if f in onnx and f + "+fused" in onnx:
-                    row.add("function~fused", *compare(onnx[f], onnx[f + "+fused"], spec.output_names, f"{case}/{f}"))
+                    row.add("function~fused", *compare(onnx[f], onnx[f + "+fused"], spec.output_names, f"{case}/{f}",
+                                                       random))
         else:
             row.skip("function~fused", "no rotary embedding in this family")
     return row.cells(c for c, _ in COMPARISONS)
+
+
+def random_outputs(checkpoint: str, spec) -> set[str]:
+    """Graph outputs computed by weights the checkpoint does not hold (a pooler missing from a masked-LM
+    checkpoint): each framework initialises those at random, so comparing them says nothing."""
+    from .checkpoints import lazy_state_dict, load_state_dict
+
+    if "pooler_output" not in spec.output_names:
+        return set()
+    state = lazy_state_dict(checkpoint)
+    names = state.keys() if state is not None else load_state_dict(checkpoint).keys()
+    return set() if any(".pooler." in f".{n}" for n in names) else {"pooler_output"}
 
 
 def checkpoint_rows(checkpoint: str) -> list[tuple[str, str, bool]]:
@@ -389,7 +436,7 @@ def run_matrix(families: Iterable[str] = tuple(FAMILIES), frameworks: Iterable[s
     if unknown:
         raise ValueError(f"Unknown tasks {sorted(unknown)}; choose from {', '.join(sorted({t for t, _ in TASKS}))}.")
     start = time.perf_counter()
-    result = Result(size=size)
+    result = Result(size=size, checkpoints=[os.path.abspath(c) for c in checkpoints])
     if checkpoints:
         rows = [(row, ckpt) for ckpt in checkpoints for row in checkpoint_rows(ckpt)]
     else:
@@ -407,14 +454,19 @@ def run_matrix(families: Iterable[str] = tuple(FAMILIES), frameworks: Iterable[s
 
 
 # ----------------------------------------------------------------------------- reports
-def table(result: Result) -> str:
-    columns = [c for c, _ in COMPARISONS]
+def _rows(result: Result) -> dict[tuple[str, str], dict[str, Cell]]:
     rows: dict[tuple[str, str], dict[str, Cell]] = {}
     for cell in result.cells:
         rows.setdefault((cell.family, cell.task), {})[cell.comparison] = cell
+    return rows
+
+
+def table(result: Result) -> str:
+    columns = [c for c, _ in COMPARISONS]
     width = max(14, max(len(c) for c in columns) + 1)
-    lines = [f"{'family':21}{'task':24}" + "".join(f"{c:>{width}}" for c in columns)]
-    for (family, task), cells in rows.items():
+    lines = [f"parity of {result.subject}, {result.date}",
+             f"{'family':21}{'task':24}" + "".join(f"{c:>{width}}" for c in columns)]
+    for (family, task), cells in _rows(result).items():
         text = []
         for c in columns:
             cell = cells.get(c)
@@ -422,58 +474,83 @@ def table(result: Result) -> str:
                 text.append(f"{'-':>{width}}")
             else:
                 mark = "" if cell.status == "passed" else " FAIL"
-                text.append(f"{f'{cell.max_abs_error:.1e}{mark}':>{width}}")
+                text.append(f"{f'{cell.error:.1e}{mark}':>{width}}")
         lines.append(f"{family:21}{task:24}" + "".join(text))
     failed = [c for c in result.cells if c.status == "failed"]
     skipped_reasons = sorted({f"{c.comparison}: {c.reason}" for c in result.cells
                               if c.status == "skipped" and c.reason != "no rotary embedding in this family"})
+    notes = sorted({f"{c.family} {c.task}: {c.reason}" for c in result.cells if c.status != "skipped" and c.reason})
     lines.append("")
     lines += [c.describe() for c in failed]
     lines += [f"skipped {r}" for r in skipped_reasons]
-    lines.append(f"tolerances: " + ", ".join(f"{k} {v:.0e}" for k, v in TOLERANCES.items()))
+    lines += notes
+    lines.append(f"error = {ERROR_DEFINITION}; tolerances: " + ", ".join(f"{k} {v:.0e}" for k, v in TOLERANCES.items()))
     lines.append(result.summary())
     return "\n".join(lines)
 
 
 def html_report(result: Result) -> str:
-    """A table coloured on a log scale of error / tolerance: green well inside, red above."""
+    """The matrix as a page: every cell says in text what it is (passed with its error, failed with the output,
+    the difference and the tolerance, skipped with the reason); colour repeats it on a log scale of
+    error / tolerance, with a legend."""
     columns = [c for c, _ in COMPARISONS]
-    rows: dict[tuple[str, str], dict[str, Cell]] = {}
-    for cell in result.cells:
-        rows.setdefault((cell.family, cell.task), {})[cell.comparison] = cell
+    esc = html.escape
 
     def colour(cell: Cell) -> str:
         if cell.status == "skipped":
             return "#e0e0e0"
-        ratio = max(cell.max_abs_error, 1e-12) / cell.tolerance
-        # log10(ratio) from -6 (far inside) to 0 (at the tolerance): green -> yellow; above: red
-        t = min(max((math.log10(ratio) + 6) / 6, 0.0), 1.0)
+        ratio = max(cell.error, 1e-12) / cell.tolerance
         if ratio > 1:
             return "#d73027"
+        t = min(max((math.log10(ratio) + 6) / 6, 0.0), 1.0)  # 1e-6 x tolerance (green) .. tolerance (yellow)
         r, g = int(80 + 175 * t), int(200 - 40 * t)
         return f"rgb({r},{g},90)"
 
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    def content(cell: Cell) -> str:
+        if cell.status == "skipped":
+            return f'<span class="why">skipped: {esc(cell.reason)}</span>'
+        if cell.status == "passed":
+            return f"&#10003; {cell.error:.1e}"
+        w = cell.worst or {}
+        return (f'<b>FAILED</b> {cell.error:.2e} &gt; {cell.tolerance:.0e}<br><span class="why">'
+                f'{esc(str(w.get("output", "")))}{esc(str(w.get("index", "")))} ({esc(str(w.get("case", "")))}): '
+                f'{w.get("a", float("nan")):.6g} vs {w.get("b", float("nan")):.6g}, '
+                f'abs {w.get("abs_error", float("nan")):.2e}</span>')
+
     body = []
-    for (family, task), cells in rows.items():
+    for (family, task), cells in _rows(result).items():
         tds = []
         for c in columns:
             cell = cells.get(c)
             if cell is None:
                 tds.append("<td></td>")
                 continue
-            text = "skip" if cell.status == "skipped" else f"{cell.max_abs_error:.1e}"
-            title = html.escape(cell.describe())
-            tds.append(f'<td style="background:{colour(cell)}" title="{title}">{text}</td>')
-        body.append(f"<tr><th>{html.escape(family)}</th><th>{html.escape(task)}</th>{''.join(tds)}</tr>")
+            tds.append(f'<td class="{cell.status}" style="background:{colour(cell)}" '
+                       f'title="{esc(cell.describe())}">{content(cell)}</td>')
+        body.append(f"<tr><th>{esc(family)}</th><th>{esc(task)}</th>{''.join(tds)}</tr>")
+    notes = sorted({f"{c.family} {c.task}: {c.reason}" for c in result.cells if c.status != "skipped" and c.reason})
+    head = "".join(f"<th>{esc(c)}<br><small>{esc(KIND[c])} &le; {TOLERANCES[KIND[c]]:.0e}</small></th>"
+                   for c in columns)
+    legend = "".join(
+        f'<span class="key" style="background:{colour(Cell("", "", "", "native-onnx", status, err, 1e-4))}">'
+        f"{esc(label)}</span>"
+        for status, err, label in (("passed", 1e-10, "error ≤ 1e-6 × tolerance"),
+                                   ("passed", 1e-7, "≈ 1e-3 × tolerance"),
+                                   ("passed", 1e-4, "at the tolerance"),
+                                   ("failed", 1e-3, "above: failed"),
+                                   ("skipped", None, "skipped (reason in the cell)")))
     tolerances = ", ".join(f"{k} {v:.0e}" for k, v in TOLERANCES.items())
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>onnxport parity</title>
-<style>body{{font-family:sans-serif}} table{{border-collapse:collapse}} td,th{{border:1px solid #999;padding:4px 8px;
-font-size:13px}} td{{text-align:right;font-family:monospace}}</style></head>
-<body><h1>onnxport parity matrix ({html.escape(result.size)})</h1>
-<p>{html.escape(result.summary())}</p><p>Max abs error per cell; tolerances: {html.escape(tolerances)}.
-Colour: log scale of error / tolerance (green far inside, yellow near, red above); grey = skipped (hover for the reason).</p>
+<html><head><meta charset="utf-8"><title>onnxport parity: {esc(result.subject)} ({esc(result.date)})</title>
+<style>body{{font-family:sans-serif;margin:16px}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #999;padding:4px 8px;font-size:13px;vertical-align:top}}
+td{{text-align:right;font-family:monospace;max-width:220px}} .why{{font-size:11px;white-space:normal}}
+td.failed{{color:#fff}} .key{{display:inline-block;padding:3px 8px;margin-right:6px;font-size:12px}}</style></head>
+<body><h1>onnxport parity: {esc(result.subject)}</h1>
+<p>{esc(result.date)} &mdash; {esc(result.summary())}</p>
+<p>Each cell: the error ({esc(ERROR_DEFINITION)}) of one comparison over every output and case; tolerances:
+{esc(tolerances)}.</p><p>{legend}</p>
+{''.join(f"<p>{esc(n)}</p>" for n in notes)}
 <table><tr><th>family</th><th>task</th>{head}</tr>
 {chr(10).join(body)}
 </table></body></html>
