@@ -533,7 +533,8 @@ def test_fuzzed_runtime_inputs_answer_right_or_raise_input_error(fuzz_target):
     # Weighted towards inputs the model should answer, so both sides of the property get examples.
     dtypes = st.sampled_from([np.int64, np.int64, np.int64, np.int32, np.uint8, np.uint64, np.int8, np.float32, np.bool_])
     good_shapes = st.tuples(st.integers(1, 3), st.integers(1, 8))
-    shapes = st.one_of(good_shapes, good_shapes, hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=6),
+    empty_shapes = st.tuples(st.integers(0, 3), st.integers(0, 8))
+    shapes = st.one_of(good_shapes, good_shapes, empty_shapes, hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=6),
                        st.tuples(st.integers(1, 2), st.integers(60, 70)))  # around the 64-token limit
 
     @st.composite
@@ -564,8 +565,13 @@ def test_fuzzed_runtime_inputs_answer_right_or_raise_input_error(fuzz_target):
             mask = draw(hnp.arrays(np.float32 if mask_kind == "float" else np.int64, shape, elements=values))
         elif mask_kind == "wrong-shape":
             mask = np.ones(tuple(s + 1 for s in shape), np.int64)
-        as_list = draw(st.booleans())
-        return (ids.tolist() if as_list else ids), mask
+        form = draw(st.sampled_from(["array", "list", "ragged"]))
+        if form == "array":
+            return ids, mask
+        rows = ids.tolist()
+        if form == "ragged" and ids.ndim == 2 and ids.shape[0] > 1 and ids.shape[1] > 0:
+            rows[-1] = rows[-1][:-1]
+        return rows, mask
 
     @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
@@ -580,6 +586,8 @@ def test_fuzzed_runtime_inputs_answer_right_or_raise_input_error(fuzz_target):
             FUZZ_COUNTS["refused"] += 1
             return
         FUZZ_COUNTS["answered"] += 1
+        # answered: the inputs were valid (a mask of 0/1 only), and the answer is transformers'
+        assert mask is None or np.isin(mask, (0, 1)).all(), "a mask other than 0/1 was not refused"
         ids64 = np.asarray(ids).astype(np.int64)
         mask64 = np.ones_like(ids64) if mask is None else np.asarray(mask).astype(np.int64)
         assert np.isfinite(got).all()
