@@ -346,8 +346,7 @@ def test_validation_failure_is_reported(checkpoint_factory, tmp_path):
 
     with pytest.raises(ValidationError, match=r"beyond tolerance(.|\n)*max abs diff(.|\n)*logits"):
         export(checkpoint_factory("roformer", "ForMaskedLM"), tmp_path / "strict", task="fill-mask", atol=1e-12)
-    meta = json.load(open(tmp_path / "strict" / "onnxport.json"))
-    assert meta["validation"]["passed"] is False and (tmp_path / "strict" / "model.onnx").is_file()
+    assert not (tmp_path / "strict").exists()  # a failed export writes nothing (nothing servable is left)
 
 
 def test_opset_18(checkpoint_factory, tmp_path):

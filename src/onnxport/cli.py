@@ -105,7 +105,9 @@ def _add_export_parser(commands) -> None:
     p.add_argument("--task", choices=tuple(TASKS), help="export task (default: from the checkpoint's architectures)")
     p.add_argument("--with-past", action="store_true", help="text-generation with past key/values in and out")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17)")
-    p.add_argument("--force", action="store_true", help="overwrite export files in a non-empty output directory")
+    p.add_argument("--force", action="store_true",
+                   help="replace the export files in a non-empty OUT (your other files are kept; a failed export "
+                        "leaves OUT as it was)")
     p.add_argument("--no-validate", action="store_true", help="skip the native vs ONNX Runtime comparison")
     p.add_argument("--atol", type=_non_negative_float, default=None,
                    help="validation tolerance (default: 1e-4; with --fp16, 1e-2 of each output's scale)")
@@ -435,7 +437,8 @@ def _add_quantize_parser(commands) -> None:
     p = commands.add_parser("quantize", help="dynamic int8 quantization of an export directory, validated vs fp32")
     p.add_argument("export_dir", help="fp32 directory written by `onnxport export`")
     p.add_argument("--out", default=None, help="output directory (default: EXPORT_DIR-int8)")
-    p.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
+    p.add_argument("--force", action="store_true",
+                   help="replace the int8 files in a non-empty --out (a refused model leaves --out as it was)")
     _add_quantize_thresholds(p)
 
 
