@@ -8,11 +8,13 @@ NaN/inf weights; then bounded property-based fuzzing of both readers.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import io
 import json
 import os
 import pickle
+import shutil
 import struct
 import subprocess
 import sys
@@ -564,7 +566,8 @@ def _assert_read_or_refused(read, path: str, file_bytes: bytes, bf16: set[str] =
     return "read"
 
 
-_SCRATCH = tempfile.mkdtemp(prefix="onnxport-fuzz-")
+_SCRATCH = tempfile.mkdtemp(prefix="onnxport-fuzz-")  # hypothesis examples cannot use tmp_path
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
 _DTYPES = ["F32", "F16", "BF16", "I64", "I8", "U8", "BOOL", "F64", "I32", "F8", "f32", "", 3]
 _ints = st.one_of(st.integers(-4, 40), st.integers(-(1 << 70), 1 << 70), st.sampled_from([0.5, True, None, "8"]))
 _entries = st.fixed_dictionaries(
