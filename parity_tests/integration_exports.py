@@ -45,7 +45,9 @@ class ExportFactory:
                 if f.name != "config.json":
                     shutil.copy(f, checkpoint / f.name)
             out = self.root / f"{model_type}-{task}"
-            export(str(checkpoint), str(out), framework="pt", task=task)
+            # Served answers are compared with the in-process pipeline on the same export; export
+            # correctness against the native model is test_export_pt.py's job, so no validation pass here.
+            export(str(checkpoint), str(out), framework="pt", task=task, validate=False)
             self.exports[key] = str(out)
         return self.exports[key]
 

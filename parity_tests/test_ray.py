@@ -139,7 +139,7 @@ def _expected(pipe, texts, pairs=None):
 
 
 def test_pandas_batches_match_the_pipeline_and_stay_on_loopback(ray_cluster, export_dir, pipe):
-    import pandas as pd
+    pd = pytest.importorskip("pandas", reason="pandas comes with ray[data] (onnxport[ray])")
 
     ray = ray_cluster
     texts = ragged_texts(ROWS, seed=5)
@@ -191,7 +191,7 @@ def test_actor_threads_follow_its_cpus(ray_cluster, export_dir):
 
 
 def test_predictor_refuses_bad_rows_and_missing_columns(export_dir, pipe):
-    import pandas as pd
+    pd = pytest.importorskip("pandas", reason="pandas comes with ray[data] (onnxport[ray])")
 
     predictor = OnnxPipelinePredictor(export_dir, intra_op_threads=1)
     frame = predictor(pd.DataFrame({"text": ["hello world", "the lazy dog"]}))
