@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/onnxport demo
 
 test: install
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q parity_tests
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -q parity_tests
 
 bench: install
 	$(BIN)/python -m pip install --quiet -c constraints.txt -r benchmarks/requirements.txt

@@ -41,7 +41,11 @@ def exports(checkpoint_factory, tmp_path_factory):
     root = tmp_path_factory.mktemp("quant-exports")
     out = {}
     for model_type in FAMILIES:
-        checkpoint = checkpoint_factory(model_type, HEAD)
+        # One token type, as real XLM-R / RoBERTa checkpoints have: the tiny random 2-label heads are near ties
+        # on many rows, and a second random type embedding (exported since token types became a graph input)
+        # tips XLM-R's generated-input agreement to 98.9%. Agreement on trained weights: test_trained_checkpoint.
+        overrides = {} if model_type == "roformer" else {"type_vocab_size": 1}
+        checkpoint = checkpoint_factory(model_type, HEAD, **overrides)
         directory = str(root / model_type)
         export(checkpoint, directory, framework="pt", task=TASK)
         out[model_type] = (checkpoint, directory)

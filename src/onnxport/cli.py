@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     _add_info_parser(commands)
     _add_quantize_parser(commands)
     _add_parity_parser(commands)
+    from .integrations.triton import add_cli_parser as _add_triton_parser
+
+    _add_triton_parser(commands)
     args = parser.parse_args(argv)
     level = logging.INFO if args.verbose or args.command == "export" else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(message)s")
@@ -88,6 +91,10 @@ def _dispatch(args) -> int:
         return _bench(args)
     if args.command == "info":
         return _info(args)
+    if args.command == "triton":
+        from .integrations.triton import cli_main as triton_main
+
+        return triton_main(args)
     if args.command == "parity":
         from .parity import main as parity_main
 
