@@ -116,9 +116,11 @@ def as_tensor(values: Any, tensor_type: str):
 class BatchEncoding(dict):
     """The tokenizer output: a dict of model inputs with attribute access (`enc.input_ids`)."""
 
-    def __init__(self, data=None, encodings=None, tensor_type: Optional[str] = None):
+    def __init__(self, data=None, encodings=None, tensor_type: Optional[str] = None, realign=None):
         super().__init__(data or {})
         self._encodings = encodings
+        # Encodings made without offsets (the backend's faster path) are redone with them on first need.
+        self._realign = realign
         if tensor_type is not None:
             self.convert_to_tensors(tensor_type)
 
@@ -131,6 +133,8 @@ class BatchEncoding(dict):
     @property
     def encodings(self):
         """The Rust `tokenizers.Encoding` per row (fast tokenizers only), else None."""
+        if self._realign is not None:
+            self._encodings, self._realign = self._realign(), None
         return self._encodings
 
     @property
@@ -176,7 +180,7 @@ class BatchEncoding(dict):
                 f"BatchEncoding.{method}() needs the per-token alignment of the Rust backend; "
                 "tokenize with a fast tokenizer (the *Fast classes, or AutoTokenizer with use_fast=True)"
             )
-        return self._encodings[batch_index]
+        return self.encodings[batch_index]
 
     def convert_to_tensors(self, tensor_type: str) -> "BatchEncoding":
         if tensor_type not in TENSOR_TYPES:
@@ -301,6 +305,10 @@ class TokenizerBase:
             raise ValueError(f"tokenizer_config.json's added_tokens_decoder is malformed ({error}); it maps "
                              'token ids to {"content": ..., "special": ..., "lstrip": ...} objects') from error
         self._user_added_tokens: list[AddedTokenSpec] = []
+        self._additional_special_tokens: list[AddedTokenSpec] = [
+            AddedTokenSpec(**{**AddedTokenSpec.read(value, "additional_special_tokens").as_config(), "special": True})
+            for value in kwargs.pop("additional_special_tokens", None) or []
+        ]
         self.init_kwargs = kwargs  # unused extras from config files are kept, not rejected
 
     # --- special tokens ------------------------------------------------------------------------
@@ -346,7 +354,8 @@ class TokenizerBase:
                 plan.append((index, spec))
                 seen.add(spec.content)
         for spec in [*(self._special_token_specs[name] for name in SPECIAL_TOKEN_ATTRIBUTES
-                       if name in self._special_token_specs), *self._user_added_tokens]:
+                       if name in self._special_token_specs), *self._additional_special_tokens,
+                     *self._user_added_tokens]:
             if spec.content not in seen:
                 plan.append((None, spec))
                 seen.add(spec.content)
@@ -366,23 +375,38 @@ class TokenizerBase:
             if spec.content and spec.content not in known:
                 added += self._add_token_spec(spec)
                 known.add(spec.content)
+            if spec.special and spec.content not in self.all_special_tokens:
+                # transformers lists special added tokens among additional_special_tokens (skipped by decode).
+                self._additional_special_tokens.append(spec)
         return added
 
     def add_special_tokens(self, special_tokens_dict: dict, replace_additional_special_tokens: bool = True) -> int:
         """Set special tokens by attribute name (bos_token, ..., mask_token); returns how many were new."""
-        unknown = sorted(set(special_tokens_dict) - set(SPECIAL_TOKEN_ATTRIBUTES))
+        unknown = sorted(set(special_tokens_dict) - set(SPECIAL_TOKEN_ATTRIBUTES) - {"additional_special_tokens"})
         if unknown:
             raise NotImplementedError(
-                f"add_special_tokens({unknown}): only {SPECIAL_TOKEN_ATTRIBUTES} are supported; add other special "
-                "tokens with add_tokens([...], special_tokens=True)"
+                f"add_special_tokens({unknown}): only {SPECIAL_TOKEN_ATTRIBUTES} and additional_special_tokens are "
+                "supported; add other special tokens with add_tokens([...], special_tokens=True)"
             )
         known = {spec.content for _, spec in self._added_token_plan()}
         added = 0
+        additional = special_tokens_dict.get("additional_special_tokens")
+        if additional is not None:
+            if replace_additional_special_tokens:
+                self._additional_special_tokens = []
+            added += self.add_tokens(list(additional), special_tokens=True)
+            known = {spec.content for _, spec in self._added_token_plan()}
         for name, value in special_tokens_dict.items():
+            if name == "additional_special_tokens":
+                continue
+            content = _token_content(value)
+            unknown = content not in known and self.convert_tokens_to_ids(content) in (None, self.unk_token_id) \
+                and content != self.unk_token
             setattr(self, name, value)
             spec = self._special_token_specs[name]
             if spec.content not in known:
-                added += self._add_token_spec(spec)
+                self._add_token_spec(spec)
+                added += int(unknown)
                 known.add(spec.content)
         return added
 
@@ -433,11 +457,23 @@ class TokenizerBase:
 
     @property
     def special_tokens_map(self) -> dict[str, str]:
-        return {name: token for name, token in self._special_tokens.items() if token is not None}
+        mapping = {name: token for name, token in self._special_tokens.items() if token is not None}
+        if self._additional_special_tokens:
+            mapping["additional_special_tokens"] = self.additional_special_tokens
+        return mapping
+
+    @property
+    def additional_special_tokens(self) -> list[str]:
+        return [spec.content for spec in self._additional_special_tokens]
+
+    @property
+    def additional_special_tokens_ids(self) -> list[int]:
+        return self.convert_tokens_to_ids(self.additional_special_tokens)
 
     @property
     def all_special_tokens(self) -> list[str]:
-        return list(dict.fromkeys(self.special_tokens_map.values()))
+        named = [token for name, token in self._special_tokens.items() if token is not None]
+        return list(dict.fromkeys(named + self.additional_special_tokens))
 
     @property
     def all_special_ids(self) -> list[int]:
@@ -479,7 +515,8 @@ class TokenizerBase:
             else:
                 pairs = [tuple(item) if isinstance(item, (list, tuple)) else (item, None) for item in text]
         else:
-            pairs = [(text, text_pair)]
+            # transformers' fast classes drop an empty second text of an unbatched call; the Python ones keep it.
+            pairs = [(text, None if text_pair == "" and self.is_fast else text_pair)]
         for first, second in pairs:
             if not isinstance(first, str) or not (second is None or isinstance(second, str)):
                 raise TypeError(f"expected str inputs, got {type(first).__name__} / {type(second).__name__}")
@@ -503,10 +540,13 @@ class TokenizerBase:
             return_offsets_mapping=return_offsets_mapping, return_length=return_length,
         )
         columns, encodings = self._encode_batch(pairs, **options)
+        realign = None
+        if isinstance(encodings, tuple):  # (encodings without offsets, how to redo them with offsets)
+            encodings, realign = encodings
         # An unbatched call returns one row without the batch axis, unless tensors or overflow rows were asked for.
         if not batched and return_tensors is None and not self._overflow_adds_rows(return_overflowing_tokens):
             columns = {key: self._unbatch(values) for key, values in columns.items()}
-        return BatchEncoding(columns, encodings, tensor_type=return_tensors)
+        return BatchEncoding(columns, encodings, tensor_type=return_tensors, realign=realign)
 
     def encode(self, text, text_pair=None, add_special_tokens: bool = True, **kwargs) -> list[int]:
         return self(text, text_pair, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
@@ -592,6 +632,9 @@ class TokenizerBase:
         # there by name only), and special_tokens_map.json with each special token's flags.
         special_tokens = {}
         for name, content in self.special_tokens_map.items():
+            if name == "additional_special_tokens":
+                special_tokens[name] = content
+                continue
             flags = {key: value for key, value in self._special_token_specs[name].as_config().items()
                      if key != "special"}
             plain = not any(flags[key] for key in ("lstrip", "rstrip", "single_word", "normalized"))
@@ -648,8 +691,11 @@ class SlowTokenizerBase(TokenizerBase):
         state = self.__dict__.get("_added_state_cache")
         if state is None:
             encoder, decoder = {}, {}
-            next_id = self.vocab_size
+            pinned = self.__dict__.get("_pinned_added_ids") or {}
+            next_id = max([self.vocab_size, *(index + 1 for index in pinned.values())])
             for index, spec in self._added_token_plan():
+                if index is None:
+                    index = pinned.get(spec.content)
                 if index is None:
                     index = self._vocab_id(spec.content)
                 if index is None:
@@ -663,12 +709,18 @@ class SlowTokenizerBase(TokenizerBase):
         return state
 
     def _special_tokens_changed(self):
-        self.__dict__["_added_state_cache"] = None
+        # A special token set by attribute is matched in text from now on; ids already given stay.
+        state = self.__dict__.get("_added_state_cache")
+        if state is not None:
+            self.__dict__["_added_state_cache"] = None
+            previous = state[0]
+            self.__dict__["_pinned_added_ids"] = dict(previous)
 
     def _add_token_spec(self, spec):
+        new = self._vocab_id(spec.content) is None and spec.content not in self._added_state()[0]
         self._user_added_tokens.append(spec)
         self._special_tokens_changed()
-        return int(self._vocab_id(spec.content) is None)
+        return int(new)
 
     @property
     def added_tokens_decoder(self) -> dict[int, AddedTokenSpec]:
@@ -752,8 +804,10 @@ class SlowTokenizerBase(TokenizerBase):
     def _decode_ids(self, ids, skip_special_tokens, spaces_between_special_tokens=True):
         # transformers decodes added non-special tokens on their own and joins the pieces with spaces.
         encoder, decoder, _ = self._added_state()
-        plain_added = {token for token, index in encoder.items() if not decoder[index].special}
         special = set(self.all_special_tokens)
+        # Decoded on their own: added tokens that are not special, and additional special tokens past the vocabulary.
+        plain_added = (set(encoder) - special) | {token for token in self.additional_special_tokens
+                                                  if encoder.get(token, -1) >= self.vocab_size}
         pieces, run = [], []
         for token in self.convert_ids_to_tokens(ids, skip_special_tokens=skip_special_tokens):
             if token is None or (skip_special_tokens and token in special):
@@ -856,6 +910,9 @@ class SlowTokenizerBase(TokenizerBase):
             if return_attention_mask:
                 row["attention_mask"] = [1] * len(input_ids)
             rows.append(row)
+        if return_length:  # the unpadded length, as transformers' Python tokenizers report it
+            for row in rows:
+                row["length"] = len(row["input_ids"])
         target = None
         if padding == "longest":
             target = max((len(row["input_ids"]) for row in rows), default=0)
@@ -873,9 +930,6 @@ class SlowTokenizerBase(TokenizerBase):
                         if key in row:
                             fill = [value] * missing
                             row[key] = fill + row[key] if padding_side == "left" else row[key] + fill
-        if return_length:
-            for row in rows:
-                row["length"] = len(row["input_ids"])
         columns = {key: [row[key] for row in rows] for key in rows[0]} if rows else {"input_ids": []}
         return columns, None
 
@@ -920,10 +974,10 @@ class FastTokenizerBase(TokenizerBase):
 
     def _add_token_spec(self, spec):
         self._user_added_tokens.append(spec)
-        known = self._tokenizer.token_to_id(spec.content) is not None
-        (self._tokenizer.add_special_tokens if spec.special else self._tokenizer.add_tokens)([spec.to_rust()])
+        # The backend's count, as transformers' fast classes return it (a token of the vocabulary counts too).
+        added = (self._tokenizer.add_special_tokens if spec.special else self._tokenizer.add_tokens)([spec.to_rust()])
         self._special_tokens_changed()
-        return int(not known)
+        return added
 
     @property
     def added_tokens_decoder(self) -> dict[int, AddedTokenSpec]:
@@ -1017,12 +1071,21 @@ class FastTokenizerBase(TokenizerBase):
     def _encode_batch(self, pairs, *, add_special_tokens, padding, truncation, max_length, stride,
                       pad_to_multiple_of, padding_side, return_token_type_ids, return_attention_mask,
                       return_overflowing_tokens, return_special_tokens_mask, return_offsets_mapping, return_length):
-        self._configure(truncation, max_length, stride, padding, pad_to_multiple_of, padding_side)
+        settings = (truncation, max_length, stride, padding, pad_to_multiple_of, padding_side)
+        self._configure(*settings)
         inputs = [first if second is None else (first, second) for first, second in pairs]
-        # encode_batch_fast skips offset tracking; used whenever offsets are not asked for.
+        # encode_batch_fast skips offset tracking; used whenever offsets are not asked for. The BatchEncoding
+        # redoes the batch with offsets only if word_ids()/char_to_token()/... are called on it.
         encode = self._tokenizer.encode_batch
+        realign = None
         if not return_offsets_mapping and hasattr(self._tokenizer, "encode_batch_fast"):
             encode = self._tokenizer.encode_batch_fast
+
+            def realign():
+                self._configure(*settings)
+                redone = self._tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens)
+                return [row for encoding in redone for row in
+                        ([encoding, *encoding.overflowing] if return_overflowing_tokens else [encoding])]
         try:
             encodings = encode(inputs, add_special_tokens=add_special_tokens)
         except Exception as error:
@@ -1032,6 +1095,13 @@ class FastTokenizerBase(TokenizerBase):
                     "use truncation='longest_first' or a larger max_length"
                 ) from error
             raise
+        except BaseException as error:  # pyo3's PanicException is not an Exception: keep it from killing callers
+            if type(error).__name__ != "PanicException":
+                raise
+            raise ValueError(
+                f"stride={stride} does not fit max_length={max_length} once the other text and the special tokens "
+                f"are placed ({error}); use a smaller stride or a larger max_length"
+            ) from None
         if return_overflowing_tokens:
             rows, sample_of_row = [], []
             for sample, encoding in enumerate(encodings):
@@ -1052,7 +1122,7 @@ class FastTokenizerBase(TokenizerBase):
             columns["length"] = [len(e.ids) for e in encodings]
         if return_overflowing_tokens:
             columns["overflow_to_sample_mapping"] = sample_of_row
-        return columns, encodings
+        return columns, (encodings if realign is None else (encodings, realign))
 
     def _save_vocabulary(self, directory):
         # Truncation/padding are per-call settings, not part of the saved tokenizer.
