@@ -105,7 +105,7 @@ class Cases:
     """Counts compared cases; every comparison is one case."""
 
     def __init__(self, label):
-        self.label, self.count = label, 0
+        self.label, self.count, self.refused = label, 0, 0
 
     def same(self, mine, reference, what):
         mine, reference = plain(mine) if isinstance(mine, dict) else mine, \
@@ -119,7 +119,8 @@ class Cases:
         self.count += 1
 
     def report(self, test):
-        print(f"\n[{self.label}] {test}: {self.count} cases equal transformers")
+        refused = f" ({self.refused} of them refused by both)" if self.refused else ""
+        print(f"\n[{self.label}] {test}: {self.count} cases equal transformers{refused}")
 
 
 @pytest.mark.parametrize("vocabulary,fast", VARIANTS, ids=VARIANT_IDS)
@@ -220,6 +221,7 @@ def test_pairs_every_truncation_strategy(pair_of, vocabulary, fast):
                         with pytest.raises(ValueError):
                             mine(first, second, **options)
                         cases.count += 1
+                        cases.refused += 1
                         continue
                     cases.same(mine(first, second, **options), expected,
                                f"pair {strategy} {max_length}/{stride} overflow={overflow} {(first, second)!r}")
@@ -319,3 +321,29 @@ def test_batch_encoding_alignment_views(pair_of):
     with pytest.raises(NotImplementedError, match="Fast"):
         slow("x").word_ids()
     assert json.loads(json.dumps(dict(ours_encoding))) == json.loads(json.dumps(dict(theirs)))
+
+
+@pytest.mark.parametrize("vocabulary,fast", VARIANTS, ids=VARIANT_IDS)
+def test_split_into_words(directories, pair_of, vocabulary, fast):
+    pair_of(vocabulary, fast)  # skips when the vocabulary is unavailable
+    name = VOCABULARIES[vocabulary][1] + ("Fast" if fast else "")
+    options = dict(add_prefix_space=True) if vocabulary == "gpt2" else {}
+    mine = getattr(ours, name).from_pretrained(directories[vocabulary], **options)
+    reference = getattr(transformers, name).from_pretrained(directories[vocabulary], **options)
+    cases = Cases(f"{vocabulary}-{'fast' if fast else 'slow'}")
+    words = [["Hello", "world!", "cécé"], ["今天", "天气", "非常好"], ["I", "was", "born", "in", "92000"], [""]]
+    common = dict(is_split_into_words=True, return_special_tokens_mask=True, return_offsets_mapping=fast)
+    for sentence in words:
+        cases.same(mine(sentence, **common), reference(sentence, **common), f"words {sentence}")
+    cases.same(mine(words, padding=True, **common), reference(words, padding=True, **common), "batch of words")
+    cases.same(mine(words[:2], words[2:], truncation="only_second", max_length=24, padding=True, **common),
+               reference(words[:2], words[2:], truncation="only_second", max_length=24, padding=True, **common),
+               "pairs of words")
+    if fast:
+        encoding, expected = mine(words, **common), reference(words, **common)
+        cases.same([encoding.word_ids(i) for i in range(len(words))],
+                   [expected.word_ids(i) for i in range(len(words))], "word_ids")
+    cases.report("split into words")
+    if vocabulary == "gpt2" and fast:
+        with pytest.raises(ValueError, match="add_prefix_space=True"):
+            getattr(ours, name).from_pretrained(directories[vocabulary])(words[0], is_split_into_words=True)

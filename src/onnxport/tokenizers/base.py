@@ -501,13 +501,27 @@ class TokenizerBase:
                  return_token_type_ids: Optional[bool] = None, return_attention_mask: Optional[bool] = None,
                  return_overflowing_tokens: bool = False, return_special_tokens_mask: bool = False,
                  return_offsets_mapping: bool = False, return_length: bool = False, verbose: bool = True,
-                 **kwargs) -> BatchEncoding:
+                 is_split_into_words: bool = False, **kwargs) -> BatchEncoding:
         if kwargs:
             raise TypeError(f"unexpected keyword arguments {sorted(kwargs)}")
         if text is None:
             raise ValueError("text is required: a string, a list of strings, or a list of (text, pair) tuples")
-        batched = isinstance(text, (list, tuple))
-        if batched:
+        if is_split_into_words:
+            # Words instead of texts: a list of words is one text, a list of such lists a batch.
+            text_is_words = isinstance(text, (list, tuple)) and all(isinstance(w, str) for w in text)
+            batched = not text_is_words
+            pairs = list(zip(text, text_pair if text_pair is not None else [None] * len(text))) if batched else \
+                [(text, text_pair)]
+            for first, second in pairs:
+                for words in (first, second):
+                    if words is not None and not (isinstance(words, (list, tuple))
+                                                  and all(isinstance(w, str) for w in words)):
+                        raise TypeError("with is_split_into_words=True pass a list of words (str) per text, "
+                                        f"or a list of such lists; got {type(words).__name__}")
+            pairs = [(list(first), None if second is None else list(second)) for first, second in pairs]
+            self._check_split_into_words()
+        elif isinstance(text, (list, tuple)):
+            batched = True
             if text_pair is not None:
                 if not isinstance(text_pair, (list, tuple)) or len(text_pair) != len(text):
                     raise ValueError("text_pair must be a list with one pair text per text in the batch")
@@ -515,11 +529,13 @@ class TokenizerBase:
             else:
                 pairs = [tuple(item) if isinstance(item, (list, tuple)) else (item, None) for item in text]
         else:
+            batched = False
             # transformers' fast classes drop an empty second text of an unbatched call; the Python ones keep it.
             pairs = [(text, None if text_pair == "" and self.is_fast else text_pair)]
-        for first, second in pairs:
+        for first, second in pairs if not is_split_into_words else ():
             if not isinstance(first, str) or not (second is None or isinstance(second, str)):
-                raise TypeError(f"expected str inputs, got {type(first).__name__} / {type(second).__name__}")
+                raise TypeError(f"expected str inputs, got {type(first).__name__} / {type(second).__name__}; "
+                                "for lists of words pass is_split_into_words=True")
         if return_tensors is not None and return_tensors not in TENSOR_TYPES:
             raise ValueError(f"return_tensors={return_tensors!r} is not supported; use one of {TENSOR_TYPES} or None")
         padding_side = padding_side or self.padding_side
@@ -538,6 +554,7 @@ class TokenizerBase:
             return_token_type_ids=return_token_type_ids, return_attention_mask=return_attention_mask,
             return_overflowing_tokens=return_overflowing_tokens, return_special_tokens_mask=return_special_tokens_mask,
             return_offsets_mapping=return_offsets_mapping, return_length=return_length,
+            is_split_into_words=is_split_into_words,
         )
         columns, encodings = self._encode_batch(pairs, **options)
         realign = None
@@ -559,6 +576,9 @@ class TokenizerBase:
 
     def _overflow_adds_rows(self, return_overflowing_tokens: bool) -> bool:
         return False
+
+    def _check_split_into_words(self):
+        """Families that cannot take pre-split words in their current setup raise here."""
 
     @staticmethod
     def _unbatch(values: list):
@@ -785,6 +805,11 @@ class SlowTokenizerBase(TokenizerBase):
     def _prepare_text(self, text: str, is_split_into_words: bool = False) -> str:
         return text
 
+    def _tokenize_input(self, text, is_split_into_words):
+        if is_split_into_words:  # each word on its own, as transformers' Python tokenizers do
+            return [token for word in text for token in self.tokenize(word, is_split_into_words=True)]
+        return self.tokenize(text)
+
     def _tokenize(self, text: str) -> list[str]:
         raise NotImplementedError
 
@@ -873,7 +898,8 @@ class SlowTokenizerBase(TokenizerBase):
 
     def _encode_batch(self, pairs, *, add_special_tokens, padding, truncation, max_length, stride,
                       pad_to_multiple_of, padding_side, return_token_type_ids, return_attention_mask,
-                      return_overflowing_tokens, return_special_tokens_mask, return_offsets_mapping, return_length):
+                      return_overflowing_tokens, return_special_tokens_mask, return_offsets_mapping, return_length,
+                      is_split_into_words=False):
         if return_offsets_mapping:
             raise NotImplementedError(
                 f"return_offsets_mapping needs the Rust backend; use {type(self).__name__}Fast "
@@ -886,8 +912,8 @@ class SlowTokenizerBase(TokenizerBase):
             )
         rows = []
         for first, second in pairs:
-            ids = self.convert_tokens_to_ids(self.tokenize(first))
-            pair_ids = None if second is None else self.convert_tokens_to_ids(self.tokenize(second))
+            ids, pair_ids = (None if text is None else self.convert_tokens_to_ids(self._tokenize_input(
+                text, is_split_into_words)) for text in (first, second))
             specials = self.num_special_tokens_to_add(pair_ids is not None) if add_special_tokens else 0
             total = len(ids) + (len(pair_ids) if pair_ids is not None else 0) + specials
             overflow = []
@@ -1070,7 +1096,8 @@ class FastTokenizerBase(TokenizerBase):
 
     def _encode_batch(self, pairs, *, add_special_tokens, padding, truncation, max_length, stride,
                       pad_to_multiple_of, padding_side, return_token_type_ids, return_attention_mask,
-                      return_overflowing_tokens, return_special_tokens_mask, return_offsets_mapping, return_length):
+                      return_overflowing_tokens, return_special_tokens_mask, return_offsets_mapping, return_length,
+                      is_split_into_words=False):
         settings = (truncation, max_length, stride, padding, pad_to_multiple_of, padding_side)
         self._configure(*settings)
         inputs = [first if second is None else (first, second) for first, second in pairs]
@@ -1083,11 +1110,12 @@ class FastTokenizerBase(TokenizerBase):
 
             def realign():
                 self._configure(*settings)
-                redone = self._tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens)
+                redone = self._tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens,
+                                                      is_pretokenized=is_split_into_words)
                 return [row for encoding in redone for row in
                         ([encoding, *encoding.overflowing] if return_overflowing_tokens else [encoding])]
         try:
-            encodings = encode(inputs, add_special_tokens=add_special_tokens)
+            encodings = encode(inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_split_into_words)
         except Exception as error:
             if "runcat" in str(error):  # the Rust "Truncation error: ..." when a strategy cannot fit the pair
                 raise ValueError(

@@ -143,6 +143,14 @@ class RobertaTokenizerFast(RobertaFamily, FastTokenizerBase):
         backend.decoder = decoders.ByteLevel()
         return backend  # the post-processor needs the special tokens' ids: _prepare_backend, once they are added
 
+    def _check_split_into_words(self):
+        if not self.add_prefix_space:
+            raise ValueError(
+                f"{type(self).__name__} takes pre-split words only when built with add_prefix_space=True "
+                "(each word is then encoded as a word inside a sentence, as transformers does): "
+                "from_pretrained(..., add_prefix_space=True)"
+            )
+
     def _prepare_backend(self, backend):
         """add_prefix_space / trim_offsets given to from_pretrained win over a tokenizer.json's (as in
         transformers): the ByteLevel pre-tokenizer and RobertaProcessing (which trims offsets) follow them."""
