@@ -271,6 +271,10 @@ def _remove(name: str) -> Callable[[Path], Any]:
 FILE_CASES = [
     ("mlm", Case("spec-not-an-object", _spec_edit(lambda meta: [meta]), ModelFileError,
                  "onnxport.json is malformed: the top level must be an object, got list")),
+    ("mlm", Case("spec-with-past-missing", _spec_edit(lambda meta: (meta["io_spec"].pop("with_past"), meta)[1]),
+                 ModelFileError, r"onnxport.json is malformed: field 'io_spec.with_past' is missing")),
+    ("mlm", Case("spec-input-without-dtype", _spec_edit(lambda meta: (meta["io_spec"]["inputs"][0].pop("dtype"), meta)[1]),
+                 ModelFileError, r"io_spec.inputs\[0\] needs a string 'name' and 'dtype'")),
     ("mlm", Case("spec-io-spec-a-string", _spec_edit(_set("io_spec", "fill-mask")), ModelFileError,
                  "onnxport.json is malformed: field 'io_spec' must be an object")),
     ("mlm", Case("spec-inputs-not-a-list", _spec_edit(_set("io_spec.inputs", 5)), ModelFileError,
@@ -482,23 +486,25 @@ def test_one_pipeline_serves_many_threads(loaded):
         pipe = loaded("pipeline", name)
         serial = call(pipe)
         assert serial == call(pipe)  # deterministic to begin with
-        results, errors = [None] * 6, []
-        start = threading.Barrier(6)
+        threads_count, rounds = 6, 3
+        results, errors = [], []
+        start = threading.Barrier(threads_count)
 
-        def work(i):
+        def work():
             try:
                 start.wait()
-                results[i] = call(pipe)
+                for _ in range(rounds):
+                    results.append(call(pipe))
             except Exception as err:  # pragma: no cover - reported below
                 errors.append(err)
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+        threads = [threading.Thread(target=work) for _ in range(threads_count)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         assert not errors, (name, errors)
-        assert all(r == serial for r in results), name
+        assert len(results) == threads_count * rounds and all(r == serial for r in results), name
 
 
 # ----------------------------------------------------------------------------- fuzzing

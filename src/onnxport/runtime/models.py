@@ -22,7 +22,7 @@ from ..errors import InputError, TaskError
 from ..exporters import TOKENIZER_FILES
 from ..exporters.io_spec import TASKS, IOSpec, build_io_spec, empty_past
 from ..families import family_of
-from ..reference_models.common import check_inputs
+from ..reference_models.common import check_inputs, value_range
 from .session import ModelFileError, SessionConfig, check_model_file, create_session
 
 logger = logging.getLogger("onnxport")
@@ -120,7 +120,7 @@ class OnnxModelBase:
 
     def __init__(self, session, spec: IOSpec, config: EncoderConfig, tokenizer=None, export_dir: str = "",
                  provider: str = "cpu", metadata: Optional[dict] = None, use_io_binding: Optional[bool] = None,
-                 device_id: int = 0) -> None:
+                 device_id: int = 0, limits: Optional[SimpleNamespace] = None) -> None:
         self.session = session
         self.spec = spec
         self.config = config
@@ -133,7 +133,8 @@ class OnnxModelBase:
         self.device_id = device_id
         self._input_specs = {t.name: t for t in spec.inputs}
         self._lock = threading.Lock()  # only guards lazy state; ONNX Runtime's run() is thread-safe
-        self._limits = _input_limits(config, spec)  # from_pretrained narrows these to what the graph holds
+        # What ids the graph can look up (from_pretrained reads its tables); the IO spec's values otherwise.
+        self._limits = limits or _input_limits(config, spec)
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -155,19 +156,19 @@ class OnnxModelBase:
         config_obj.provider = provider
         model_path = os.path.join(export_dir, MODEL_FILE)
         graph = _read_graph(model_path, export_dir)
+        limits = _input_limits(config, spec, graph)
         model_source: str | bytes = model_path
         if fuse_rotary and config.model_type == "roformer":
             model_source = _maybe_lower_rotary(graph, model_path, provider, config_obj)
+        del graph  # not held while ONNX Runtime builds its own copy
         session, chosen = create_session(model_source, config_obj, **session_options)
         _check_graph_matches_spec(session, spec, export_dir)
         tokenizer = None
         if load_tokenizer:
             tokenizer = _load_tokenizer(export_dir)
         model_cls = cls if cls.task else MODEL_CLASSES_BY_TASK[spec.task]
-        model = model_cls(session, spec, config, tokenizer, export_dir, chosen, meta, use_io_binding,
-                          config_obj.device_id)
-        model._limits = _input_limits(config, spec, graph)
-        return model
+        return model_cls(session, spec, config, tokenizer, export_dir, chosen, meta, use_io_binding,
+                         config_obj.device_id, limits)
 
     # -- calling -----------------------------------------------------------------------------
     def __call__(self, **inputs: Any) -> RuntimeOutput:
@@ -215,7 +216,8 @@ class OnnxModelBase:
         if inputs.get("input_ids") is None:
             raise RuntimeInputError("input_ids is required.")
         limits = self._limits
-        ids = self._int_array("input_ids", inputs["input_ids"], limits.vocab_size, "use the tokenizer exported with the model")
+        raw_ids = self._integers("input_ids", inputs["input_ids"])
+        ids = raw_ids.astype(np.int64, copy=False)
         rank = len(self._input_specs["input_ids"].shape)
         what = "(batch, num_choices, sequence)" if rank == 3 else "(batch, sequence)"
         if ids.ndim != rank:
@@ -227,10 +229,10 @@ class OnnxModelBase:
             )
         mask = inputs.get("attention_mask")
         mask = None if mask is None else self._mask_array(mask)
-        types = None
+        types = raw_types = None
         if "token_type_ids" in known and inputs.get("token_type_ids") is not None:
-            types = self._int_array("token_type_ids", inputs["token_type_ids"], limits.type_vocab_size,
-                                    "token types are 0 for the first text and 1 for a pair's second")
+            raw_types = self._integers("token_type_ids", inputs["token_type_ids"])
+            types = raw_types.astype(np.int64, copy=False)
         if rank == 3:  # the reference models' rules are stated for (batch, sequence): check choices, then flatten
             for name, array in (("attention_mask", mask), ("token_type_ids", types)):
                 if array is not None and array.shape != ids.shape:
@@ -248,6 +250,8 @@ class OnnxModelBase:
             limits, family_of(self.config), input_shape=flat(ids).shape,
             attention_mask_shape=None if mask is None else flat(mask).shape,
             token_type_ids_shape=None if types is None else flat(types).shape, past_length=past_length,
+            # ranges of the arrays as given: uint64 ids past int64 must not wrap into range
+            ids_range=value_range(raw_ids), token_type_range=None if types is None else value_range(raw_types),
         )
         seq = ids.shape[-1]
         feeds: dict[str, Any] = dict(past_feeds)
@@ -276,20 +280,11 @@ class OnnxModelBase:
         return array
 
     @classmethod
-    def _int_array(cls, name: str, value: Any, size: Optional[int] = None, hint: str = "") -> np.ndarray:
-        """``value`` as int64, with every entry in [0, size) when ``size`` is given (checked before the cast, so
-        uint64 values past int64 cannot wrap into range)."""
+    def _integers(cls, name: str, value: Any) -> np.ndarray:
         array = cls._as_array(name, value)
         if array.dtype.kind not in "iub":
             raise RuntimeInputError(f"{name} must hold integers, got dtype {array.dtype}.")
-        if size is not None and array.size:
-            low, high = int(array.min()), int(array.max())
-            if low < 0 or high >= size:
-                raise RuntimeInputError(
-                    f"{name} must lie in [0, {size - 1}] (the graph's table has {size} rows), found values in "
-                    f"[{low}, {high}]{'; ' + hint if hint else ''}."
-                )
-        return array.astype(np.int64, copy=False)
+        return array
 
     @classmethod
     def _mask_array(cls, value: Any) -> np.ndarray:

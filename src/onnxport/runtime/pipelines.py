@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -33,6 +34,36 @@ PIPELINE_TASKS = {
 }
 
 
+class SerializedTokenizer:
+    """A tokenizer whose calls run one at a time, so one pipeline can serve many threads.
+
+    A fast tokenizer sets its Rust backend's truncation and padding on every call; a call from another
+    thread meanwhile fails with "Already borrowed". Tokenizing is short next to running the model, which
+    stays concurrent (ONNX Runtime's run() is thread-safe)."""
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._lock = threading.RLock()
+
+    def __call__(self, *args: Any, **kwargs: Any):
+        with self._lock:
+            return self._tokenizer(*args, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self._tokenizer)
+
+    def __getattr__(self, name: str):
+        value = getattr(self._tokenizer, name)
+        if not callable(value):
+            return value
+
+        def locked(*args: Any, **kwargs: Any):
+            with self._lock:
+                return value(*args, **kwargs)
+
+        return locked
+
+
 class Pipeline:
     def __init__(self, model: OnnxModelBase, batch_size: int = 32, max_length: Optional[int] = None) -> None:
         pp.check_int("batch_size", batch_size, 1)
@@ -43,7 +74,7 @@ class Pipeline:
                 "tokenizer (or copy them into the export directory) to use pipelines."
             )
         self.model = model
-        self.tokenizer = model.tokenizer
+        self.tokenizer = SerializedTokenizer(model.tokenizer)
         self.batch_size = batch_size
         self.max_length = min(max_length or model.config.max_sequence_length, model.config.max_sequence_length)
 
@@ -278,13 +309,19 @@ def _subword_prefix(tokenizer) -> Optional[str]:
 
 
 class TokenClassificationPipeline(Pipeline):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Read once, here: the backend's getters borrow it, which must not meet another thread's call.
+        self._to_string = _tokens_to_string(self.tokenizer)
+        self._subword_prefix = _subword_prefix(self.tokenizer)
+
     def __call__(self, inputs, aggregation_strategy: str = "none", ignore_labels: Sequence[str] = ("O",),
                  batch_size: Optional[int] = None):
         pp.check_choice("aggregation_strategy", aggregation_strategy, pp.AGGREGATION_STRATEGIES)
         texts, single = self._as_list(inputs, pairs=False)
         tok = self.tokenizer
-        to_string = _tokens_to_string(tok)
-        prefix = _subword_prefix(tok)
+        to_string = self._to_string
+        prefix = self._subword_prefix
         unk_token_id = tok.unk_token_id
         id2label = self.model.config.id2label
 
