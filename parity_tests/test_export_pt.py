@@ -9,6 +9,7 @@ real maxima are printed at the end and are ~1e-6).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -335,10 +336,24 @@ def test_tokenizer_files_copied_and_task_inferred(checkpoint_factory, tmp_path):
 
 
 def test_feature_extraction_from_mlm_checkpoint(checkpoint_factory, tmp_path):
-    """A base-model export from a head checkpoint is allowed (only the pooler is missing, as in transformers)."""
+    """A masked-LM checkpoint has no pooler: its feature-extraction export leaves pooler_output out (nothing
+    random in it); with_pooler=True exports a pooler from the fixed seed, listed as random, byte-identical twice."""
     checkpoint = checkpoint_factory("xlm-roberta", "ForMaskedLM")
     report = export(checkpoint, tmp_path / "fe", task="feature-extraction")
-    assert report.validation.passed and report.spec.output_names == ["last_hidden_state", "pooler_output"]
+    assert report.validation.passed and report.spec.output_names == ["last_hidden_state"]
+    meta = json.load(open(tmp_path / "fe" / "onnxport.json"))
+    assert meta["random_weights"] == [] and meta["source"]["checkpoint"] == os.path.abspath(checkpoint)
+    with pytest.raises(ExportError, match="pooler.dense.weight.*allow-missing-weights"):
+        export(checkpoint, tmp_path / "refused", task="feature-extraction", with_pooler=True)
+    digests = []
+    for name in ("p1", "p2"):
+        report = export(checkpoint, tmp_path / name, task="feature-extraction", with_pooler=True,
+                        allow_missing_weights=True)
+        assert report.spec.output_names == ["last_hidden_state", "pooler_output"] and report.validation.passed
+        digests.append(hashlib.sha256((tmp_path / name / "model.onnx").read_bytes()).hexdigest())
+        meta = json.load(open(tmp_path / name / "onnxport.json"))
+        assert meta["random_weights"] == ["pooler.dense.bias", "pooler.dense.weight"] and meta["random_seed"] == 0
+    assert digests[0] == digests[1]  # the random pooler comes from the recorded seed
 
 
 def test_validation_failure_is_reported(checkpoint_factory, tmp_path):

@@ -534,6 +534,12 @@ def lazy_state_dict(checkpoint_dir: str) -> dict[str, SafetensorsTensor] | None:
     return state
 
 
+def weight_names(checkpoint_dir: str) -> list[str]:
+    """The tensor names a checkpoint holds (safetensors: from the headers, no tensor data read)."""
+    state = lazy_state_dict(checkpoint_dir)
+    return sorted(state if state is not None else load_state_dict(checkpoint_dir))
+
+
 def load_state_dict(path: str, dtype: type | None = np.float32) -> StateDict:
     """Load a checkpoint directory or a single weights file into a numpy state dict.
 

@@ -116,6 +116,10 @@ def _add_export_parser(commands) -> None:
                    help="replace the export files in a non-empty OUT (your other files are kept; a failed export "
                         "leaves OUT as it was)")
     p.add_argument("--no-validate", action="store_true", help="skip the native vs ONNX Runtime comparison")
+    p.add_argument("--allow-missing-weights", action="store_true",
+                   help="export a head the checkpoint lacks, initialised from a fixed seed (listed in onnxport.json)")
+    p.add_argument("--with-pooler", action="store_true",
+                   help="feature-extraction: output pooler_output even when the checkpoint has no pooler weights")
     p.add_argument("--atol", type=_non_negative_float, default=None,
                    help="validation tolerance (default: 1e-4; with --fp16, 1e-2 of each output's scale)")
     p.add_argument("--quantize", choices=("int8",), default=None,
@@ -142,6 +146,7 @@ def _export(args) -> int:
             args.checkpoint, args.out, framework=args.framework, task=args.task, opset=args.opset,
             with_past=args.with_past, validate=not args.no_validate, force=args.force, atol=args.atol,
             dtype="fp16" if getattr(args, "fp16", False) else "fp32",
+            allow_missing_weights=args.allow_missing_weights, with_pooler=True if args.with_pooler else None,
         )
     except (ExportError, ValidationError, ValueError, FileNotFoundError) as error:
         print(f"onnxport export: error: {error}", file=sys.stderr)

@@ -108,6 +108,30 @@ class Converted:
     model: Any  # onnx.ModelProto
     run_native: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
     versions: dict[str, str] = field(default_factory=dict)
+    random_weights: list[str] = field(default_factory=list)  # initialised from RANDOM_INIT_SEED, not the checkpoint
+
+
+# Weights a checkpoint lacks (allowed with allow_missing_weights) are initialised from this seed, so that
+# re-exports are byte-identical; onnxport.json lists them.
+RANDOM_INIT_SEED = 0
+
+
+def random_weights_or_refuse(missing: list[str], job: ExportJob, class_name: str) -> list[str]:
+    """The front ends' one missing-weight rule: the head's weights must come from the checkpoint unless
+    ``allow_missing_weights``; then they are the (seeded) random parts recorded in onnxport.json. A pooler
+    the graph does not output (feature-extraction without ``with_pooler``) is not part of the export."""
+    exported = [k for k in missing if not (k.startswith("pooler.") and "pooler_output" not in job.spec.output_names)]
+    if exported and not job.allow_missing_weights:
+        raise ExportError(
+            f"The checkpoint has no weights for {', '.join(exported)} of {class_name}; the export would "
+            f"carry randomly initialised layers. Export a task matching the checkpoint (it holds "
+            f"{job.config.architectures or 'an unknown architecture'}), or pass allow_missing_weights=True "
+            "(--allow-missing-weights) to export them initialised from a fixed seed (listed in onnxport.json)."
+        )
+    if exported:
+        logger.warning("Randomly initialised (seed %d, not in the checkpoint): %s", RANDOM_INIT_SEED,
+                       ", ".join(exported))
+    return exported
 
 
 @dataclass
@@ -206,6 +230,7 @@ def export(
     allow_missing_weights: bool = False,
     copy_tokenizer: bool = True,
     dtype: str = "fp32",
+    with_pooler: Optional[bool] = None,
 ) -> ExportReport:
     """Export ``checkpoint_dir`` for ``task`` from ``framework`` into ``out_dir``; see the module docstring.
 
@@ -220,6 +245,10 @@ def export(
     the old ``onnxport.json`` lists) and keeps every other file and folder (your notes, results) as they were,
     like ``save_pretrained`` into a directory that holds other files. An ``out_dir`` that is the checkpoint
     directory, inside it or containing it is refused before anything is written.
+
+    Weights the checkpoint lacks are refused unless ``allow_missing_weights``; then they are initialised from
+    ``RANDOM_INIT_SEED`` and listed in ``onnxport.json`` (``random_weights``). A feature-extraction export of a
+    checkpoint without a pooler (a masked-LM checkpoint) leaves ``pooler_output`` out unless ``with_pooler=True``.
     """
     from .. import __version__
     from ..configs import AutoConfig
@@ -256,7 +285,11 @@ def export(
         config.is_decoder = True
     if task == "text-generation":
         config.use_cache = True
-    spec = io_spec.build_io_spec(task, config, with_past)
+    if with_pooler is None:  # only what the checkpoint holds: no random pooler by default
+        from ..checkpoints import weight_names
+
+        with_pooler = any(name.split(".").count("pooler") for name in weight_names(checkpoint_dir))
+    spec = io_spec.build_io_spec(task, config, with_past, pooler=with_pooler)
     shape = validation.EXAMPLE_SHAPE
     past = shape["past"] if with_past else 0
     sequence = min(shape["sequence"], config.max_sequence_length - past)
@@ -342,6 +375,9 @@ def export(
             "validation": None if report_validation is None else report_validation.to_dict(),
             "versions": _versions(converted.versions),
             "files": sorted(names),
+            "source": {"checkpoint": os.path.abspath(checkpoint_dir)},
+            "random_weights": sorted(converted.random_weights),
+            "random_seed": RANDOM_INIT_SEED,
         }
         with open(os.path.join(build_dir, SPEC_FILE), "w", encoding="utf-8") as fh:
             json.dump(metadata, fh, indent=2, sort_keys=True)

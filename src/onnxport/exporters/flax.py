@@ -34,7 +34,7 @@ import onnx
 import onnx.numpy_helper
 from onnx import TensorProto, helper
 
-from . import Converted, ExportError, ExportJob
+from . import RANDOM_INIT_SEED, Converted, ExportError, ExportJob, random_weights_or_refuse
 from .rotary_op import DOMAIN, OP_TYPE, VERSION
 
 logger = logging.getLogger("onnxport")
@@ -160,19 +160,10 @@ def convert(job: ExportJob) -> Converted:
         raise ExportError(f"The Flax exporter writes opsets {MIN_OPSET}..{MAX_OPSET}, not {job.opset}.")
     spec = job.spec
     cls = model_class(job.family.model_type, spec.head)
-    model = cls(job.config, _do_init=False)  # weights come from the checkpoint (missing ones randomly initialised)
+    # Weights come from the checkpoint; missing ones (allow_missing_weights) from the fixed seed.
+    model = cls(job.config, seed=RANDOM_INIT_SEED, _do_init=False)
     report = model.load_state_dict_numpy(checkpoints.load_state_dict(job.checkpoint_dir))
-    # As the PyTorch front end: a base model from a head checkpoint lacks only the pooler (as in transformers).
-    pooler_only = [k for k in report.missing if spec.head == "Model" and k.startswith("pooler.")]
-    if pooler_only:
-        logger.warning("The checkpoint has no pooler weights: pooler_output will be randomly initialised.")
-    missing = [k for k in report.missing if k not in pooler_only]
-    if missing and not job.allow_missing_weights:
-        raise ExportError(
-            f"The checkpoint has no weights for {', '.join(missing)} of {cls.__name__}; the export would "
-            f"carry randomly initialised layers. Export a task matching the checkpoint (it holds "
-            f"{job.config.architectures or 'an unknown architecture'}) or pass allow_missing_weights=True."
-        )
+    random_weights = random_weights_or_refuse(report.missing, job, cls.__name__)
     params = model.params
     forward = _forward_fn(model, spec, params)
 
@@ -196,7 +187,7 @@ def convert(job: ExportJob) -> Converted:
 
     versions = {"jax": jax.__version__, "flax": flax.__version__,
                 "jax2onnx": getattr(jax2onnx, "__version__", None) or _dist_version("jax2onnx")}
-    return Converted(model=raw, run_native=run_native, versions=versions)
+    return Converted(model=raw, run_native=run_native, versions=versions, random_weights=random_weights)
 
 
 def _forward_fn(model, spec, params):

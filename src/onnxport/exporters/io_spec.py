@@ -216,8 +216,9 @@ def takes_token_type_ids(config: EncoderConfig) -> bool:
     return family_of(config).uses_token_type_ids or config.type_vocab_size > 1
 
 
-def build_io_spec(task: str, config: EncoderConfig, with_past: bool = False) -> IOSpec:
-    """The graph signature for ``task`` on a model with ``config``."""
+def build_io_spec(task: str, config: EncoderConfig, with_past: bool = False, pooler: bool = True) -> IOSpec:
+    """The graph signature for ``task`` on a model with ``config`` (``pooler=False``: feature-extraction
+    without ``pooler_output``, for checkpoints that have no pooler weights)."""
     family = family_of(config)
     check_task(task, family, with_past, config)
     ids = "int64"
@@ -237,7 +238,7 @@ def build_io_spec(task: str, config: EncoderConfig, with_past: bool = False) -> 
     f = "float32"
     if task == "feature-extraction":
         outputs = [TensorSpec("last_hidden_state", f, (BATCH, SEQUENCE, config.hidden_size))]
-        if family.has_pooler:
+        if family.has_pooler and pooler:
             outputs.append(TensorSpec("pooler_output", f, (BATCH, config.hidden_size)))
     elif task in ("text-generation", "fill-mask"):
         outputs = [TensorSpec("logits", f, (BATCH, SEQUENCE, config.vocab_size))]

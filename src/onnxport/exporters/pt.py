@@ -27,7 +27,7 @@ import onnx
 import torch
 from torch import nn
 
-from . import Converted, ExportError, ExportJob
+from . import RANDOM_INIT_SEED, Converted, ExportError, ExportJob, random_weights_or_refuse
 from .rotary_op import DOMAIN, OP_TYPE, VERSION
 
 logger = logging.getLogger("onnxport")
@@ -47,23 +47,13 @@ def convert(job: ExportJob) -> Converted:
     if not MIN_OPSET <= job.opset <= MAX_OPSET:
         raise ExportError(f"The PyTorch exporter writes opsets {MIN_OPSET}..{MAX_OPSET}, not {job.opset}.")
     cls = model_class(job.family.model_type, job.spec.head)
+    torch.manual_seed(RANDOM_INIT_SEED)  # weights the checkpoint lacks (allow_missing_weights) are reproducible
     model = cls(job.config)
     # Tensors are read one at a time as they are copied in, not as a whole state dict beside the model.
     state = checkpoints.lazy_state_dict(job.checkpoint_dir)
     report = model.load_state_dict_numpy(checkpoints.load_state_dict(job.checkpoint_dir) if state is None else state)
     del state
-    # A base model exported from a head checkpoint (e.g. MLM) lacks only the pooler, as in transformers;
-    # last_hidden_state is still the checkpoint's, so allow it with a warning.
-    pooler_only = [k for k in report.missing if job.spec.head == "Model" and k.startswith("pooler.")]
-    if pooler_only:
-        logger.warning("The checkpoint has no pooler weights: pooler_output will be randomly initialised.")
-    missing = [k for k in report.missing if k not in pooler_only]
-    if missing and not job.allow_missing_weights:
-        raise ExportError(
-            f"The checkpoint has no weights for {', '.join(missing)} of {cls.__name__}; the export would "
-            f"carry randomly initialised layers. Export a task matching the checkpoint (it holds "
-            f"{job.config.architectures or 'an unknown architecture'}) or pass allow_missing_weights=True."
-        )
+    random_weights = random_weights_or_refuse(report.missing, job, cls.__name__)
     model.eval()
     wrapper = _IOWrapper(model, job.spec).eval()
 
@@ -99,7 +89,8 @@ def convert(job: ExportJob) -> Converted:
             outputs = wrapper(*args)
         return {name: out.detach().cpu().numpy() for name, out in zip(job.spec.output_names, outputs)}
 
-    return Converted(model=raw, run_native=run_native, versions={"torch": torch.__version__})
+    return Converted(model=raw, run_native=run_native, versions={"torch": torch.__version__},
+                     random_weights=random_weights)
 
 
 class _IOWrapper(nn.Module):

@@ -44,7 +44,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import Converted, ExportError, ExportJob
+from . import RANDOM_INIT_SEED, Converted, ExportError, ExportJob, random_weights_or_refuse
 from .rotary_op import DOMAIN, OP_TYPE, VERSION
 
 logger = logging.getLogger("onnxport")
@@ -73,19 +73,10 @@ def convert(job: ExportJob) -> Converted:
         raise ExportError(f"The TensorFlow exporter (tf2onnx {tf2onnx.__version__}) writes opsets "
                           f"{MIN_OPSET}..{MAX_OPSET}, not {job.opset}.")
     cls = model_class(job.family.model_type, job.spec.head)
+    tf.keras.utils.set_random_seed(RANDOM_INIT_SEED)  # weights the checkpoint lacks are reproducible
     model = cls(job.config)
     report = model.load_state_dict_numpy(checkpoints.load_state_dict(job.checkpoint_dir))
-    # As the PyTorch front end: a base-model export from a head checkpoint lacks only the pooler.
-    pooler_only = [k for k in report.missing if job.spec.head == "Model" and k.startswith("pooler.")]
-    if pooler_only:
-        logger.warning("The checkpoint has no pooler weights: pooler_output will be randomly initialised.")
-    missing = [k for k in report.missing if k not in pooler_only]
-    if missing and not job.allow_missing_weights:
-        raise ExportError(
-            f"The checkpoint has no weights for {', '.join(missing)} of {cls.__name__}; the export would "
-            f"carry randomly initialised layers. Export a task matching the checkpoint (it holds "
-            f"{job.config.architectures or 'an unknown architecture'}) or pass allow_missing_weights=True."
-        )
+    random_weights = random_weights_or_refuse(report.missing, job, cls.__name__)
 
     spec = job.spec
     signature = [
@@ -147,7 +138,8 @@ def convert(job: ExportJob) -> Converted:
         return {name: out.numpy() for name, out in zip(spec.output_names, outputs)}
 
     return Converted(model=raw, run_native=run_native,
-                     versions={"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__})
+                     versions={"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__},
+                     random_weights=random_weights)
 
 
 def _call(model, spec, args) -> tuple:
