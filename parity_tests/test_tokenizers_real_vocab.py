@@ -347,3 +347,29 @@ def test_split_into_words(directories, pair_of, vocabulary, fast):
     if vocabulary == "gpt2" and fast:
         with pytest.raises(ValueError, match="add_prefix_space=True"):
             getattr(ours, name).from_pretrained(directories[vocabulary])(words[0], is_split_into_words=True)
+
+
+@pytest.mark.parametrize("vocabulary,fast", VARIANTS, ids=VARIANT_IDS)
+def test_data_collator_and_tokenizer_json_alone(directories, pair_of, vocabulary, fast, tmp_path):
+    """transformers' DataCollatorWithPadding handed our tokenizer pads as with its own; a directory holding
+    only a tokenizer.json (written by transformers) loads into the fast class."""
+    mine, reference = pair_of(vocabulary, fast)
+    texts = texts_for(vocabulary)[:12]
+    features = [dict(row, labels=index) for index, row in enumerate(
+        {key: values[i] for key, values in reference(texts).items()} for i in range(len(texts)))]
+    for options in (dict(), dict(pad_to_multiple_of=8), dict(padding="max_length", max_length=80)):
+        theirs = transformers.DataCollatorWithPadding(reference, return_tensors="np", **options)(features)
+        ours_batch = transformers.DataCollatorWithPadding(mine, return_tensors="np", **options)(features)
+        assert {key: value.tolist() for key, value in ours_batch.items()} == \
+            {key: value.tolist() for key, value in theirs.items()}, options
+    single = {key: values for key, values in reference(texts[0]).items()}
+    assert dict(mine.pad(single, padding="max_length", max_length=40)) == \
+        dict(reference.pad(single, padding="max_length", max_length=40))
+    if fast:
+        reference.save_pretrained(tmp_path / "saved")
+        (tmp_path / "alone").mkdir()
+        (tmp_path / "alone" / "tokenizer.json").write_bytes((tmp_path / "saved" / "tokenizer.json").read_bytes())
+        alone = type(mine).from_pretrained(tmp_path / "alone")
+        if vocabulary != "bert-base-chinese":  # RoFormer's jieba is not in tokenizer.json (BertPreTokenizer there)
+            assert alone(texts, padding=True)["input_ids"] == reference(texts, padding=True)["input_ids"]
+        assert len(alone) == len(reference)

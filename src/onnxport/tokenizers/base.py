@@ -577,6 +577,57 @@ class TokenizerBase:
     def _overflow_adds_rows(self, return_overflowing_tokens: bool) -> bool:
         return False
 
+    def _pad_rows(self, rows: list[dict], padding: str, max_length, pad_to_multiple_of, padding_side: str):
+        """Pad each row's per-token lists in place to the batch's longest row or max_length."""
+        target = None
+        if padding == "longest":
+            target = max((len(row["input_ids"]) for row in rows), default=0)
+        elif padding == "max_length":
+            target = max_length
+        if target is not None and pad_to_multiple_of and target % pad_to_multiple_of:
+            target = (target // pad_to_multiple_of + 1) * pad_to_multiple_of
+        if target is None:
+            return
+        pad_values = {"input_ids": self.pad_token_id, "token_type_ids": self.pad_token_type_id,
+                      "special_tokens_mask": 1, "attention_mask": 0}
+        for row in rows:
+            missing = target - len(row["input_ids"])
+            if missing > 0:
+                for key, value in pad_values.items():
+                    if key in row:
+                        fill = [value] * missing
+                        row[key] = fill + list(row[key]) if padding_side == "left" else list(row[key]) + fill
+
+    def pad(self, encoded_inputs, padding=True, max_length: Optional[int] = None,
+            pad_to_multiple_of: Optional[int] = None, padding_side: Optional[str] = None,
+            return_attention_mask: Optional[bool] = None, return_tensors: Optional[str] = None,
+            verbose: bool = True) -> BatchEncoding:
+        """Pad already-tokenized rows (a dict of lists, a list of dicts, or one row), as data collators call it."""
+        if isinstance(encoded_inputs, (list, tuple)) and encoded_inputs and isinstance(encoded_inputs[0], dict):
+            encoded_inputs = {key: [row[key] for row in encoded_inputs] for key in encoded_inputs[0]}
+        if "input_ids" not in encoded_inputs:
+            raise ValueError(f"pad() needs input_ids among the inputs; got keys {sorted(encoded_inputs)}")
+        values = {key: (value.tolist() if hasattr(value, "tolist") else value) for key, value in encoded_inputs.items()}
+        ids = values["input_ids"]
+        single = not ids or not isinstance(ids[0], (list, tuple))
+        if single:
+            values = {key: [value] for key, value in values.items()}
+        padding, _, max_length = resolve_padding_and_truncation(
+            padding, False, max_length, pad_to_multiple_of, self.model_max_length, self.pad_token)
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        count = len(values["input_ids"])
+        rows = [{key: list(value[i]) if isinstance(value[i], (list, tuple)) else value[i]
+                 for key, value in values.items()} for i in range(count)]
+        for row in rows:
+            if return_attention_mask and "attention_mask" not in row:
+                row["attention_mask"] = [1] * len(row["input_ids"])
+        self._pad_rows(rows, padding, max_length, pad_to_multiple_of, padding_side or self.padding_side)
+        columns = {key: [row[key] for row in rows] for key in rows[0]} if rows else {"input_ids": []}
+        if single:
+            columns = {key: value[0] for key, value in columns.items()}
+        return BatchEncoding(columns, tensor_type=return_tensors)
+
     def _check_split_into_words(self):
         """Families that cannot take pre-split words in their current setup raise here."""
 
@@ -939,23 +990,7 @@ class SlowTokenizerBase(TokenizerBase):
         if return_length:  # the unpadded length, as transformers' Python tokenizers report it
             for row in rows:
                 row["length"] = len(row["input_ids"])
-        target = None
-        if padding == "longest":
-            target = max((len(row["input_ids"]) for row in rows), default=0)
-        elif padding == "max_length":
-            target = max_length
-        if target is not None and pad_to_multiple_of and target % pad_to_multiple_of:
-            target = (target // pad_to_multiple_of + 1) * pad_to_multiple_of
-        if target is not None:
-            pad_values = {"input_ids": self.pad_token_id, "token_type_ids": self.pad_token_type_id,
-                          "special_tokens_mask": 1, "attention_mask": 0}
-            for row in rows:
-                missing = target - len(row["input_ids"])
-                if missing > 0:
-                    for key, value in pad_values.items():
-                        if key in row:
-                            fill = [value] * missing
-                            row[key] = fill + row[key] if padding_side == "left" else row[key] + fill
+        self._pad_rows(rows, padding, max_length, pad_to_multiple_of, padding_side)
         columns = {key: [row[key] for row in rows] for key in rows[0]} if rows else {"input_ids": []}
         return columns, None
 
