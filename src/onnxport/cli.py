@@ -241,25 +241,13 @@ def _add_parity_parser(commands) -> None:
     p.add_argument("--html", help="write a colour-scaled HTML heat map to this file")
 
 
-def _jsonable(value):
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def _read_inputs(path: str, task: str) -> list:
-    """JSONL records or plain lines -> pipeline inputs for ``task``."""
+    """JSONL records or plain lines -> pipeline inputs for ``task`` (the fields the integrations' rows have)."""
     import json
 
     from .errors import InputError
+    from .integrations import row_fields
+    from .runtime.pipelines import PIPELINE_TASKS
 
     stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
     with stream:
@@ -276,7 +264,7 @@ def _read_inputs(path: str, task: str) -> list:
         if not isinstance(record, dict):
             raise InputError(f"{path}:{number} must be a JSON object, got {type(record).__name__}.")
         records.append(record)
-    need = {"question-answering": ("question", "context"), "multiple-choice": ("text", "choices")}.get(task, ("text",))
+    need = row_fields(PIPELINE_TASKS.get(task, task)).required
     for number, record in enumerate(records, 1):
         missing = [k for k in need if k not in record]
         if missing:
@@ -289,6 +277,7 @@ def _run(args) -> int:
     import json
 
     from .errors import InputError
+    from .integrations import jsonable
     from .runtime import pipeline
     from .runtime.models import read_export_dir
 
@@ -338,11 +327,11 @@ def _run(args) -> int:
     if args.output:
         with open(args.output, "w", encoding="utf-8") as out:
             for result in results:
-                out.write(json.dumps(_jsonable(result), ensure_ascii=False) + "\n")
+                out.write(json.dumps(jsonable(result), ensure_ascii=False) + "\n")
         print(f"{len(results)} results written to {args.output}", file=sys.stderr)
     else:
         single = not args.input and task in ("question-answering", "multiple-choice")
-        print(json.dumps(_jsonable(results[0] if single else results), ensure_ascii=False, indent=2))
+        print(json.dumps(jsonable(results[0] if single else results), ensure_ascii=False, indent=2))
     return 0
 
 

@@ -332,12 +332,13 @@ def run_row(model_type: str, task: str, with_past: bool, workdir: str, framework
     else:  # a given checkpoint: its exports are keyed by its path
         export_key = hashlib.sha1(os.path.abspath(checkpoint).encode()).hexdigest()[:10]
     config = AutoConfig.from_pretrained(checkpoint)
-    spec = build_io_spec(task, config, with_past)
-    overrides = {"is_decoder": True} if task == "text-generation" else {}
-    # Outputs of weights the checkpoint lacks are initialised differently by each framework: never compared.
-    random = random_outputs(checkpoint, spec)
+    # Outputs of weights the checkpoint lacks are initialised differently by each framework: never compared
+    # (the exports leave pooler_output out, as `onnxport export` does for such checkpoints).
+    random = random_outputs(checkpoint, FAMILIES[model_type]) if task == "feature-extraction" else set()
     if random:
         row.note(f"not compared (random weights: not in the checkpoint): {', '.join(sorted(random))}")
+    spec = build_io_spec(task, config, with_past, pooler="pooler_output" not in random)
+    overrides = {"is_decoder": True} if task == "text-generation" else {}
 
     natives = {f: load_native(f, model_type, head, checkpoint, **overrides) for f in frameworks if not missing[f]}
     sessions: dict[str, Any] = {}
@@ -393,14 +394,14 @@ def run_row(model_type: str, task: str, with_past: bool, workdir: str, framework
     return row.cells(c for c, _ in COMPARISONS)
 
 
-def random_outputs(checkpoint: str, spec) -> set[str]:
-    """Graph outputs computed by weights the checkpoint does not hold (a pooler missing from a masked-LM
+def random_outputs(checkpoint: str, family) -> set[str]:
+    """Base-model outputs computed by weights the checkpoint does not hold (a pooler missing from a masked-LM
     checkpoint): each framework initialises those at random, so comparing them says nothing."""
     from .checkpoints import weight_names
 
-    if "pooler_output" not in spec.output_names:
+    if not family.has_pooler or any(n.split(".").count("pooler") for n in weight_names(checkpoint)):
         return set()
-    return set() if any(n.split(".").count("pooler") for n in weight_names(checkpoint)) else {"pooler_output"}
+    return {"pooler_output"}
 
 
 def checkpoint_rows(checkpoint: str) -> list[tuple[str, str, bool]]:
