@@ -1,8 +1,9 @@
 """Batch-encoding speed: onnxport fast tokenizers vs transformers' fast tokenizers on the same files.
 
-    python -m benchmarks.bench_tokenizers [--sentences 10000] [--rounds 7]
+    python -m benchmarks.bench_tokenizers [--sentences 10000] [--rounds 7] [--real]
 
-Both sides get identical vocabularies (trained here, as in the parity tests) and the same call
+Both sides get identical vocabularies (trained here, as in the parity tests; with --real the real-size ones of
+parity_tests/real_vocab.py: GPT-2's BPE, bert-base-chinese's WordPiece, a 120k SentencePiece) and the same call
 (padding, truncation, max_length=128). Rounds interleave the two so drift hits both equally; the
 report is the median per side and the ratio onnxport / transformers (target <= 1.1).
 """
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "parity_tests"))
+import real_vocab  # noqa: E402
 from tokenizer_fixtures import (  # noqa: E402  (shared with the tests: one definition of the vocabularies)
     CORPUS, TEXTS, write_roberta_files, write_roformer_files, write_xlm_roberta_files,
 )
@@ -26,6 +28,11 @@ FAMILIES = {
     "xlm-roberta": (write_xlm_roberta_files, "XLMRobertaTokenizerFast"),
     "roberta-prelayernorm": (write_roberta_files, "RobertaTokenizerFast"),
     "roformer": (write_roformer_files, "RoFormerTokenizerFast"),
+}
+REAL_VOCABULARIES = {  # family -> real-size vocabulary (fetched and cached by parity_tests/real_vocab.py)
+    "xlm-roberta": real_vocab.sentencepiece_directory,
+    "roberta-prelayernorm": real_vocab.gpt2_directory,
+    "roformer": real_vocab.bert_chinese_directory,
 }
 CALL = dict(padding=True, truncation=True, max_length=128)
 # With offsets onnxport cannot use the backend's offset-free encode_batch_fast; measured separately.
@@ -50,6 +57,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sentences", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--families", nargs="*", default=list(FAMILIES))
+    parser.add_argument("--real", action="store_true", help="real-size vocabularies instead of the tiny trained ones")
     args = parser.parse_args(argv)
 
     import transformers
@@ -57,13 +65,14 @@ def main(argv=None) -> int:
     import onnxport.tokenizers as onnxport_tokenizers
 
     texts = mixed_sentences(args.sentences)
-    print(f"{args.sentences} sentences, {args.rounds} interleaved rounds, call {CALL}")
+    print(f"{args.sentences} sentences, {args.rounds} interleaved rounds, call {CALL}, "
+          f"{'real-size' if args.real else 'tiny trained'} vocabularies")
     print(f"{'family':<22}{'outputs':<13}{'onnxport ms':>12}{'transformers ms':>17}{'ratio':>8}")
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for family in args.families:
             writer, class_name = FAMILIES[family]
-            directory = writer(Path(tmp) / family)
+            directory = REAL_VOCABULARIES[family]() if args.real else writer(Path(tmp) / family)
             ours = getattr(onnxport_tokenizers, class_name).from_pretrained(directory)
             theirs = getattr(transformers, class_name).from_pretrained(directory)
             for call_name, call in CALLS.items():
