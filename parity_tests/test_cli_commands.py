@@ -122,3 +122,46 @@ def test_run_refuses_bad_records_and_options(fill_mask, tmp_path, capsys):
     (tmp_path / "broken.jsonl").write_text('{"text": "a <mask>"\n')
     assert main(["run", str(out), "--input", str(tmp_path / "broken.jsonl")]) == 1
     assert "broken.jsonl:1 is not valid JSON" in capsys.readouterr().err
+
+
+def test_export_writes_a_checked_complete_tokenizer(fill_mask):
+    """tokenizer_config.json names the class, the special tokens and the position table's length; the copy
+    was checked against the checkpoint's tokenizer on sample texts."""
+    _, out = fill_mask
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "XLMRobertaTokenizer" and config["model_max_length"] == 66 - 2
+    assert config["mask_token"] == "<mask>" and config["pad_token"] == "<pad>"
+    meta = json.loads((out / "onnxport.json").read_text())
+    assert meta["tokenizer"]["class"] == "XLMRobertaTokenizerFast" and "tokenizer_config.json" in meta["files"]
+
+
+def test_export_without_a_tokenizer_warns_and_run_says_which_files(checkpoint_factory, tmp_path, caplog, capsys):
+    checkpoint = checkpoint_factory("roberta-prelayernorm", "ForMaskedLM")
+    with caplog.at_level("WARNING", logger="onnxport"):
+        export(checkpoint, tmp_path / "out", task="fill-mask")
+    assert "vocab.json + merges.txt" in caplog.text
+    meta = json.loads((tmp_path / "out" / "onnxport.json").read_text())
+    assert meta["tokenizer"]["class"] is None and "vocab.json + merges.txt" in meta["tokenizer"]["warning"]
+    assert main(["run", str(tmp_path / "out"), "a <mask>"]) == 1
+    assert "vocab.json + merges.txt" in capsys.readouterr().err
+
+
+def test_export_checks_the_copied_tokenizer(fill_mask, tmp_path, monkeypatch, caplog):
+    """A tokenizer that does not survive the copy is refused (nothing written); one the checkpoint itself cannot
+    load (a tokenizer_config.json naming another family's class) is exported with a warning saying so."""
+    from onnxport.errors import ExportError
+    from onnxport.exporters import tokenizer_files
+
+    checkpoint, _ = fill_mask
+    with monkeypatch.context() as patch:  # a copy that leaves the vocabulary behind
+        patch.setattr(tokenizer_files, "TOKENIZER_FILES", ("tokenizer_config.json",))
+        with pytest.raises(ExportError, match="does not load"):
+            export(str(checkpoint), str(tmp_path / "out"), task="fill-mask")
+    assert not (tmp_path / "out").exists()
+    broken = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, broken)
+    (broken / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "RoFormerTokenizer"}))
+    with caplog.at_level("WARNING", logger="onnxport"):
+        export(str(broken), str(tmp_path / "warned"), task="fill-mask")
+    assert "no usable tokenizer" in caplog.text and "expected vocab.txt" in caplog.text
+    assert json.loads((tmp_path / "warned" / "onnxport.json").read_text())["tokenizer"]["class"] is None

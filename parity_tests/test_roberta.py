@@ -55,7 +55,7 @@ def _inputs(head: str, seed: int = 3):
 def test_roberta_is_a_family_row_sharing_xlm_roberta_architecture():
     roberta, xlmr = FAMILIES["roberta"], FAMILIES["xlm-roberta"]
     differing = {f for f in roberta.__dataclass_fields__ if getattr(roberta, f) != getattr(xlmr, f)}
-    assert differing == {"model_type", "config_class", "class_prefix", "tokenizer_class"}
+    assert differing == {"model_type", "config_class", "class_prefix", "tokenizer_class", "tokenizer_files"}
 
 
 @pytest.mark.parametrize("head", HEADS)

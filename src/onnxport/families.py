@@ -40,8 +40,10 @@ class Family:
     # Whether the tokenizer emits token_type_ids (then the ONNX graph always takes them, Optimum's convention;
     # otherwise the graph takes them when type_vocab_size > 1: io_spec.takes_token_type_ids).
     uses_token_type_ids: bool
-    # transformers' tokenizer class for the family's vocabulary files (AutoTokenizer's fallback).
+    # transformers' tokenizer class for the family's vocabulary files (AutoTokenizer's fallback), and the
+    # vocabulary files a checkpoint needs for it (a tokenizer.json serves the fast class as well).
     tokenizer_class: str
+    tokenizer_files: tuple[str, ...]
     # Arguments that transformers' TF classes of the family do not take at all; onnxport's TF classes take
     # them as keywords (after ``training``) so every option of the PyTorch classes works, while positional
     # calls keep transformers' TF order.
@@ -78,6 +80,7 @@ XLM_ROBERTA = Family(
     multiple_choice_summary="pooler",
     uses_token_type_ids=False,
     tokenizer_class="XLMRobertaTokenizer",
+    tokenizer_files=("sentencepiece.bpe.model",),
 )
 
 # RoBERTa is XLM-R's architecture exactly; only the names and the (byte-level BPE) tokenizer differ.
@@ -87,6 +90,7 @@ ROBERTA = replace(
     config_class=RobertaConfig,
     class_prefix="Roberta",
     tokenizer_class="RobertaTokenizer",
+    tokenizer_files=("vocab.json", "merges.txt"),
 )
 
 # RoBERTa-PreLayerNorm is XLM-R with the LayerNorm moved before each sub-layer (plus a final one).
@@ -98,6 +102,7 @@ ROBERTA_PRELAYERNORM = replace(
     base_model_prefix="roberta_prelayernorm",
     norm_placement="pre",
     tokenizer_class="RobertaTokenizer",
+    tokenizer_files=("vocab.json", "merges.txt"),
 )
 
 ROFORMER = Family(
@@ -114,6 +119,7 @@ ROFORMER = Family(
     multiple_choice_summary="last",
     uses_token_type_ids=True,
     tokenizer_class="RoFormerTokenizer",
+    tokenizer_files=("vocab.txt",),
     not_in_transformers_tf=frozenset(
         {"position_ids", "encoder_hidden_states", "encoder_attention_mask", "past_key_values", "use_cache"}
     ),

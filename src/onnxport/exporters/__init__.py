@@ -49,7 +49,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -57,22 +56,13 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 from ..errors import ExportError, FrameworkNotInstalledError  # noqa: F401  (re-exported: the old import path keeps working)
+from .tokenizer_files import TOKENIZER_FILES  # noqa: F401  (the export files' names)
 
 logger = logging.getLogger("onnxport")
 
 DEFAULT_OPSET = 17
 
 # Known tokenizer files copied beside the model when the checkpoint has them.
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "vocab.txt",
-    "sentencepiece.bpe.model",
-)
 SPEC_FILE = "onnxport.json"
 
 
@@ -353,12 +343,12 @@ def export(
         config.architectures = [family.class_prefix + spec.head]
         config.save_pretrained(build_dir)
         names.append("config.json")
-        if copy_tokenizer:
-            for name in TOKENIZER_FILES:
-                source = os.path.join(checkpoint_dir, name)
-                if os.path.isfile(source):
-                    shutil.copyfile(source, os.path.join(build_dir, name))
-                    names.append(name)
+        tokenizer = None
+        if copy_tokenizer:  # copied, completed and checked against the checkpoint's (tokenizer_files.py)
+            from .tokenizer_files import write_tokenizer
+
+            tokenizer = write_tokenizer(checkpoint_dir, build_dir, config, family)
+            names += tokenizer["files"]
         metadata = {
             "onnxport_version": __version__,
             "framework": framework,
@@ -376,6 +366,7 @@ def export(
             "versions": _versions(converted.versions),
             "files": sorted(names),
             "source": {"checkpoint": os.path.abspath(checkpoint_dir)},
+            "tokenizer": tokenizer,
             "random_weights": sorted(converted.random_weights),
             "random_seed": RANDOM_INIT_SEED,
         }

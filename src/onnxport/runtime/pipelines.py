@@ -69,10 +69,10 @@ class Pipeline:
         pp.check_int("batch_size", batch_size, 1)
         pp.check_int("max_length", max_length, 1, allow_none=True)
         if model.tokenizer is None:
-            raise ModelFileError(
-                f"{model.export_dir} has no tokenizer files; export from a checkpoint directory that holds the "
-                "tokenizer (or copy them into the export directory) to use pipelines."
-            )
+            from ..exporters.tokenizer_files import missing_tokenizer_message
+            from ..families import family_of
+
+            raise ModelFileError(missing_tokenizer_message(model.export_dir, family_of(model.config)) + ".")
         self.model = model
         self.tokenizer = SerializedTokenizer(model.tokenizer)
         self.batch_size = batch_size
