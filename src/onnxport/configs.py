@@ -119,6 +119,12 @@ class EncoderConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    @property
+    def embedding_width(self) -> int:
+        """Width of the token embeddings (and of the LM head's output projection input): hidden_size, except
+        RoFormer's optional smaller embedding_size (projected up to hidden_size)."""
+        return self.hidden_size
+
     def _post_init(self) -> None:
         """Family hook for derived fields (RoFormer's embedding_size)."""
 
@@ -337,6 +343,10 @@ class RoFormerConfig(EncoderConfig):
     @property
     def position_embedding_type(self) -> str:
         return "rotary"
+
+    @property
+    def embedding_width(self) -> int:
+        return self.embedding_size
 
     @property
     def max_sequence_length(self) -> int:

@@ -76,7 +76,7 @@ def check_inputs(
             "(e.g. input_ids[None]) for a single sequence."
         )
     if embeds_shape is not None:
-        width = config.embedding_size if family.rotary else config.hidden_size
+        width = config.embedding_width
         if embeds_shape[-1] not in (None, width):
             raise InputError(f"inputs_embeds must end in the embedding size {width}, got shape {tuple(embeds_shape)}.")
     batch, seq = shape

@@ -101,7 +101,7 @@ class Embeddings(nn.Module):
     def setup(self) -> None:
         config = self.config
         # RoFormer may embed in a smaller width and project up (embedding_size).
-        width = config.embedding_size if self.family.rotary else config.hidden_size
+        width = config.embedding_width
         self.word_embeddings = embed(config, config.vocab_size, width)
         if not self.family.rotary:
             self.position_embeddings = embed(config, config.max_position_embeddings, width)

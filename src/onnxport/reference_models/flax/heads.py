@@ -86,7 +86,7 @@ class LMHead(nn.Module):
 
     def setup(self) -> None:
         config = self.config
-        width = config.embedding_size if self.family.rotary else config.hidden_size
+        width = config.embedding_width
         if self.family.lm_head_layout == "roberta":
             self.dense = dense(config, width)
             self.layer_norm = layer_norm(config)

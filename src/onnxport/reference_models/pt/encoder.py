@@ -58,7 +58,7 @@ class Embeddings(nn.Module):
         super().__init__()
         self.family = family
         # RoFormer may embed in a smaller width and project up (embedding_size).
-        width = config.embedding_size if family.rotary else config.hidden_size
+        width = config.embedding_width
         self.padding_idx = config.pad_token_id
         self.position_embedding_type = config.position_embedding_type
         self.word_embeddings = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)

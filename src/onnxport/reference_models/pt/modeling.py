@@ -159,7 +159,7 @@ class LMHead(nn.Module):
 
     def __init__(self, config: EncoderConfig, family: Family) -> None:
         super().__init__()
-        width = config.embedding_size if family.rotary else config.hidden_size
+        width = config.embedding_width
         if family.lm_head_layout == "roberta":
             self.dense = nn.Linear(config.hidden_size, width)
             self.layer_norm = nn.LayerNorm(width, eps=config.layer_norm_eps)

@@ -208,7 +208,7 @@ class Embeddings(Module):
         super().__init__()
         self.family = family
         # RoFormer may embed in a smaller width and project up (embedding_size).
-        width = config.embedding_size if family.rotary else config.hidden_size
+        width = config.embedding_width
         self.padding_idx = config.pad_token_id
         self.position_embedding_type = config.position_embedding_type
         self.word_embeddings = Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)

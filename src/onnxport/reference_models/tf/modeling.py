@@ -234,7 +234,7 @@ class LMHead(Module):
 
     def __init__(self, config: EncoderConfig, family: Family) -> None:
         super().__init__()
-        width = config.embedding_size if family.rotary else config.hidden_size
+        width = config.embedding_width
         if family.lm_head_layout == "roberta":
             self.dense = Linear(config.hidden_size, width)
             self.layer_norm = LayerNorm(width, eps=config.layer_norm_eps)
