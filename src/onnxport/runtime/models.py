@@ -135,6 +135,7 @@ class OnnxModelBase:
         self._lock = threading.Lock()  # only guards lazy state; ONNX Runtime's run() is thread-safe
         # What ids the graph can look up (from_pretrained reads its tables); the IO spec's values otherwise.
         self._limits = limits or _input_limits(config, spec)
+        self._family = family_of(config)
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -247,7 +248,7 @@ class OnnxModelBase:
         elif past is not None:
             raise RuntimeInputError("past_key_values given, but this export has no cache inputs; export with --with-past.")
         check_inputs(
-            limits, family_of(self.config), input_shape=flat(ids).shape,
+            limits, self._family, input_shape=flat(ids).shape,
             attention_mask_shape=None if mask is None else flat(mask).shape,
             token_type_ids_shape=None if types is None else flat(types).shape, past_length=past_length,
             # ranges of the arrays as given: uint64 ids past int64 must not wrap into range
@@ -291,8 +292,9 @@ class OnnxModelBase:
         array = cls._as_array("attention_mask", value)
         if array.dtype.kind not in "iubf":
             raise RuntimeInputError(f"attention_mask must hold 0/1 integers, got dtype {array.dtype}.")
-        if array.size and not np.isin(array, (0, 1)).all():  # NaN is not in (0, 1) either
-            bad = array[~np.isin(array, (0, 1))].ravel()[0].item()
+        valid = (array == 0) | (array == 1)  # NaN is neither
+        if not valid.all():
+            bad = array[~valid].ravel()[0].item()
             raise RuntimeInputError(
                 f"attention_mask must contain only 0 and 1 (0 marks padding), found {bad!r}; "
                 "pass the tokenizer's attention_mask."
