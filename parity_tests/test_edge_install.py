@@ -33,7 +33,7 @@ import json, sys
 import onnxport.tokenizers as t
 directories, texts, pairs, masks = json.loads(sys.argv[1])
 out = {}
-for family, directory in directories.items():
+for label, (family, directory) in directories.items():
     for cls in t.TOKENIZERS_BY_MODEL_TYPE[family]:
         tok = cls.from_pretrained(directory)
         fast = cls.__name__.endswith("Fast")
@@ -43,7 +43,7 @@ for family, directory in directories.items():
         single = tok(batch, **options)
         paired = tok([a for a, _ in pairs], [b for _, b in pairs], truncation="only_second", max_length=20,
                      stride=2, return_overflowing_tokens=fast, **options)
-        out[cls.__name__] = {
+        out[f"{label}/{cls.__name__}"] = {
             "single": {k: v for k, v in single.items()}, "pairs": {k: v for k, v in paired.items()},
             "decode": tok.batch_decode(single["input_ids"], skip_special_tokens=True),
             "len": len(tok), "mask_token_id": tok.mask_token_id,
@@ -100,15 +100,27 @@ def test_unconstrained_install_tokenizes_like_transformers(tmp_path):
     transformers = pytest.importorskip("transformers")
     import onnxport.tokenizers as ours
 
-    directories = {family: str(writer(tmp_path / "vocabs" / family)) for family, (writer, _, _) in CLASSES.items()}
+    directories = {family: (family, str(writer(tmp_path / "vocabs" / family)))
+                   for family, (writer, _, _) in CLASSES.items()}
+    # The real-size vocabularies too when they can be had (GPT-2's lacks <s>/<pad>/<mask>: added tokens).
+    import real_vocab
+
+    for name, (family, build) in {"gpt2": ("roberta-prelayernorm", real_vocab.gpt2_directory),
+                                  "bert-base-chinese": ("roformer", real_vocab.bert_chinese_directory),
+                                  "sentencepiece-120k": ("xlm-roberta", real_vocab.sentencepiece_directory)}.items():
+        try:
+            directories[name] = (family, str(build()))
+        except real_vocab.VocabularyUnavailable as error:
+            print(f"{name} left out: {error}")
     masks = {family: mask for family, (_, _, mask) in CLASSES.items()}
     payload = json.dumps([directories, TEXTS, PAIRS, masks])
     # The expected side: this (pinned) environment, first checked against transformers on the same calls.
-    for family, (_, stem, mask) in CLASSES.items():
-        for name in (stem, stem + "Fast"):
+    stems = {family: stem for family, (_, stem, _) in CLASSES.items()}
+    for family, directory in directories.values():
+        for name in (stems[family], stems[family] + "Fast"):
             fast = name.endswith("Fast")
-            mine = getattr(ours, name).from_pretrained(directories[family])
-            reference = getattr(transformers, name).from_pretrained(directories[family])
+            mine = getattr(ours, name).from_pretrained(directory)
+            reference = getattr(transformers, name).from_pretrained(directory)
             options = dict(padding=True, return_special_tokens_mask=True, return_token_type_ids=True,
                            return_offsets_mapping=fast)
             assert dict(mine(TEXTS, **options)) == dict(reference(TEXTS, **options)), name
@@ -125,6 +137,6 @@ def test_unconstrained_install_tokenizes_like_transformers(tmp_path):
                             cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     got = json.loads(result.stdout)
-    assert sorted(got) == sorted(expected) and len(got) == 6
+    assert sorted(got) == sorted(expected) and len(got) == 2 * len(directories)
     for name in expected:
         assert got[name] == expected[name], f"{name} differs on tokenizers {versions[0]}"
