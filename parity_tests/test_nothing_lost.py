@@ -306,8 +306,6 @@ def fp16_decoder(checkpoint_factory, tmp_path_factory):
     return str(out)
 
 
-@pytest.mark.xfail(strict=True, reason="needs runtime/models.py _past_feeds to call fp16.to_fp16_checked "
-                                       "(reported to its owner)")
 def test_fp16_runtime_refuses_cache_beyond_range(fp16_decoder):
     from onnxport.runtime import OnnxModelForCausalLM
 

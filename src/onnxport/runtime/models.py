@@ -159,7 +159,7 @@ class OnnxModelBase:
         graph = _read_graph(model_path, export_dir)
         limits = _input_limits(config, spec, graph)
         model_source: str | bytes = model_path
-        if fuse_rotary and config.model_type == "roformer":
+        if fuse_rotary and family_of(config).rotary:
             model_source = _maybe_lower_rotary(graph, model_path, provider, config_obj)
         del graph  # not held while ONNX Runtime builds its own copy
         session, chosen = create_session(model_source, config_obj, **session_options)
@@ -324,8 +324,11 @@ class OnnxModelBase:
                     array = self._as_array(name, array)
                     if array.dtype.kind not in "fiu":
                         raise RuntimeInputError(f"{name} must hold floating-point numbers, got dtype {array.dtype}.")
-                    # float16 in fp16 exports
-                    array = np.asarray(array, dtype=self._input_specs[name].dtype)
+                    if self._input_specs[name].dtype == "float16":  # fp16 exports: refuse what fp16 cannot hold
+                        from ..exporters.fp16 import to_fp16_checked
+
+                        array = to_fp16_checked(name, array)
+                    array = np.asarray(array, dtype=self._input_specs[name].dtype)  # float16 in fp16 exports
                 shape = _shape(array)
                 if len(shape) != 4 or any(w is not None and w != g for w, g in zip(want, shape)):
                     raise RuntimeInputError(
@@ -365,7 +368,8 @@ def _check_spec_matches_task(spec: IOSpec, config: EncoderConfig, export_dir: st
     copied from another export (a question-answering spec over a fill-mask graph, with_past over a graph
     without a cache) is refused here, not by a KeyError or a missing output later."""
     try:
-        expected = build_io_spec(spec.task, config, spec.with_past)
+        # pooler_output is left out of exports whose checkpoint has no pooler (exporters.export with_pooler)
+        expected = build_io_spec(spec.task, config, spec.with_past, pooler="pooler_output" in spec.output_names)
     except (TaskError, ValueError) as err:
         raise ModelFileError(f"{export_dir}/{SPEC_FILE} does not fit config.json ({err}); re-export the model.") from err
     # Inputs may be fewer than today's exporter writes (an older export without token_type_ids runs with
