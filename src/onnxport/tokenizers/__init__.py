@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Union
 
+from ..families import FAMILIES
 from .base import BatchEncoding, FastTokenizerBase, SlowTokenizerBase, TokenizerBase
 from .roberta import RobertaTokenizer, RobertaTokenizerFast
 from .roformer import RoFormerTokenizer, RoFormerTokenizerFast
@@ -21,12 +22,9 @@ TOKENIZERS_BY_CLASS_NAME = {
     "RobertaTokenizer": (RobertaTokenizer, RobertaTokenizerFast),
     "RoFormerTokenizer": (RoFormerTokenizer, RoFormerTokenizerFast),
 }
-TOKENIZERS_BY_MODEL_TYPE = {
-    "xlm-roberta": TOKENIZERS_BY_CLASS_NAME["XLMRobertaTokenizer"],
-    "roberta-prelayernorm": TOKENIZERS_BY_CLASS_NAME["RobertaTokenizer"],
-    "roberta": TOKENIZERS_BY_CLASS_NAME["RobertaTokenizer"],
-    "roformer": TOKENIZERS_BY_CLASS_NAME["RoFormerTokenizer"],
-}
+# Each family's tokenizer class is family data (families.py).
+TOKENIZERS_BY_MODEL_TYPE = {model_type: TOKENIZERS_BY_CLASS_NAME[family.tokenizer_class]
+                            for model_type, family in FAMILIES.items()}
 
 
 def _json_field(path: Path, field: str):
