@@ -58,3 +58,19 @@ def ragged_texts(count: int, low: int = 1, high: int = 40, seed: int = 0) -> lis
 
     rng = np.random.default_rng(seed)
     return [" ".join(rng.choice(WORDS, size=int(rng.integers(low, high + 1)))) for _ in range(count)]
+
+
+def assert_same(got, want, where="result", atol=1e-5):
+    """Equal JSON values; floats within ``atol`` (rows batched with others pad differently)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(want), f"{where}: keys {got} != {want}"
+        for key in want:
+            assert_same(got[key], want[key], f"{where}.{key}", atol)
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), f"{where}: {got} != {want}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same(g, w, f"{where}[{i}]", atol)
+    elif isinstance(want, float):
+        assert isinstance(got, (int, float)) and abs(got - want) <= atol, f"{where}: {got} != {want}"
+    else:
+        assert got == want, f"{where}: {got!r} != {want!r}"

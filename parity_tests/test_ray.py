@@ -15,7 +15,7 @@ import threading
 import numpy as np
 import pytest
 
-from integration_exports import ExportFactory, ragged_texts
+from integration_exports import ExportFactory, assert_same, ragged_texts
 from onnxport.errors import InputError
 from onnxport.integrations import jsonable
 from onnxport.integrations.ray import OnnxPipelinePredictor
@@ -27,21 +27,6 @@ pytestmark = pytest.mark.xdist_group("ray")
 FAMILY = "xlm-roberta"
 ROWS = 520
 LOOPBACK = ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]")
-
-
-def assert_same(got, want, where="result", atol=1e-5):
-    if isinstance(want, dict):
-        assert isinstance(got, dict) and sorted(got) == sorted(want), f"{where}: {got} != {want}"
-        for key in want:
-            assert_same(got[key], want[key], f"{where}.{key}", atol)
-    elif isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want), f"{where}: {got} != {want}"
-        for i, (g, w) in enumerate(zip(got, want)):
-            assert_same(g, w, f"{where}[{i}]", atol)
-    elif isinstance(want, float):
-        assert abs(got - want) <= atol, f"{where}: {got} != {want}"
-    else:
-        assert got == want, f"{where}: {got!r} != {want!r}"
 
 
 @pytest.fixture(scope="module")

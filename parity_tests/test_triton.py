@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import triton_server
-from integration_exports import ExportFactory, ragged_texts
+from integration_exports import ExportFactory, assert_same, ragged_texts
 from onnxport.errors import ConfigError, InputError, ModelFileError, TaskError
 from onnxport.integrations import RowRunner, jsonable
 from onnxport.integrations.triton import add_cli_parser, cli_main, write_repository
@@ -35,22 +35,6 @@ MODEL_NAMES = {task: task.replace("-", "_") for task in TASKS}
 WAITING_MODEL = "classify_waiting"  # a long queue delay: concurrent requests surely land in one batch
 TEXTS = ["hello world, the quick brown fox", "a", "the lazy dog jumps over the quick brown fox and it is happy",
          "今天天气非常好"]
-
-
-def assert_same(got, want, where="result", atol=1e-5):
-    """Equal JSON values; floats within ``atol`` (rows batched with others pad differently)."""
-    if isinstance(want, dict):
-        assert isinstance(got, dict) and sorted(got) == sorted(want), f"{where}: keys {got} != {want}"
-        for key in want:
-            assert_same(got[key], want[key], f"{where}.{key}", atol)
-    elif isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want), f"{where}: {got} != {want}"
-        for i, (g, w) in enumerate(zip(got, want)):
-            assert_same(g, w, f"{where}[{i}]", atol)
-    elif isinstance(want, float):
-        assert isinstance(got, (int, float)) and abs(got - want) <= atol, f"{where}: {got} != {want}"
-    else:
-        assert got == want, f"{where}: {got!r} != {want!r}"
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,6 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np
-
 from ._quiet import import_quietly
 from .families import FAMILIES
 

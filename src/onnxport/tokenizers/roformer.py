@@ -207,7 +207,7 @@ class RoFormerTokenizerFast(RoFormerFamily, FastTokenizerBase):
     """WordPiece in the `tokenizers` library with a runtime jieba pre-tokenizer (see the module docstring)."""
 
     def _build_backend(self, vocab_file):
-        from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+        from tokenizers import Tokenizer, decoders, models, normalizers, processors
 
         backend = Tokenizer(models.WordPiece(load_vocab(vocab_file), unk_token=self.unk_token))
         backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=False,
