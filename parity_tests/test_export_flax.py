@@ -232,10 +232,12 @@ def test_relative_positions_with_past(exported, native):
     prompt = {k: v[:, :4] for k, v in feeds.items() if not k.startswith("past")}
     prompt.update(io_spec.empty_past(spec, 2))
     step = _run(_session(report.model_path), spec, prompt)
+    # token types are a graph input (type_vocab_size 2) and make_inputs gives non-zero ones: feed them everywhere
     step_feeds = {"input_ids": feeds["input_ids"][:, 4:], "attention_mask": feeds["attention_mask"],
-                  **io_spec.past_from_present(spec, step)}
+                  "token_type_ids": feeds["token_type_ids"][:, 4:], **io_spec.past_from_present(spec, step)}
     stepped = _run(_session(report.model_path), spec, step_feeds)
-    want = np.asarray(model(input_ids=feeds["input_ids"].astype(np.int32), use_cache=False).logits)
+    want = np.asarray(model(input_ids=feeds["input_ids"].astype(np.int32), token_type_ids=feeds["token_type_ids"],
+                            use_cache=False).logits)
     assert max_abs_diff(got["logits"], want) <= DEFAULT_ATOL
     # a 2-token step after a 4-token prompt: correct only with per-query relative positions
     assert max_abs_diff(stepped["logits"], want[:, 4:]) <= DEFAULT_ATOL

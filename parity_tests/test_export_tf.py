@@ -212,13 +212,17 @@ def test_relative_positions_with_past(exported, native_tf, position_embedding_ty
     assert report.validation.passed
     spec = load_spec(out)
     native = native_tf("roberta-prelayernorm", "ForCausalLM", checkpoint)
-    ids = np.random.default_rng(4).integers(3, spec.extra["vocab_size"], size=(2, 9), dtype=np.int64)
-    first = {"input_ids": ids[:, :4], "attention_mask": np.ones((2, 4), np.int64), **io_spec.empty_past(spec, 2)}
+    rng = np.random.default_rng(4)
+    ids = rng.integers(3, spec.extra["vocab_size"], size=(2, 9), dtype=np.int64)
+    types = rng.integers(0, 2, size=(2, 9), dtype=np.int64)  # a graph input (type_vocab_size 2), non-zero
+    first = {"input_ids": ids[:, :4], "attention_mask": np.ones((2, 4), np.int64), "token_type_ids": types[:, :4],
+             **io_spec.empty_past(spec, 2)}
     session = _session(report.model_path)
     step = io_spec.past_from_present(spec, _run(session, spec, first))
-    second = {"input_ids": ids[:, 4:], "attention_mask": np.ones((2, 9), np.int64), **step}
+    second = {"input_ids": ids[:, 4:], "attention_mask": np.ones((2, 9), np.int64), "token_type_ids": types[:, 4:],
+              **step}
     got = _run(session, spec, second)["logits"]
-    want = native(input_ids=tf.constant(ids), use_cache=False).logits.numpy()[:, 4:]
+    want = native(input_ids=tf.constant(ids), token_type_ids=tf.constant(types), use_cache=False).logits.numpy()[:, 4:]
     diff = max_abs_diff(got, want)
     _record("roberta-prelayernorm", "native", diff)
     assert diff <= DEFAULT_ATOL

@@ -43,6 +43,8 @@ def _record(fuzzer: str, outcome: str) -> str:
     counts["examples"] += 1
     counts[outcome] += 1
     return outcome
+
+
 FUZZ_SETTINGS = settings(
     max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -593,7 +595,7 @@ def _valid_safetensors() -> bytes:
 
 @FUZZ_SETTINGS
 @given(header=_headers, body=st.binary(max_size=96))
-def test_fuzz_safetensors_random_headers(header, body):
+def _fuzz_safetensors_random_headers(header, body):
     data = safetensors_bytes(header, body)
     path = write(os.path.join(_SCRATCH, "h.safetensors"), data)
     bf16 = {k for k, v in header.items() if isinstance(v, dict) and v.get("dtype") == "BF16"}
@@ -629,7 +631,7 @@ def _mutate(data: bytes, mutations, protect_prefix: int = 0) -> bytes:
 
 @FUZZ_SETTINGS
 @given(mutations=_mutations, target=st.sampled_from(["anywhere", "header", "body"]))
-def test_fuzz_safetensors_byte_mutations(mutations, target):
+def _fuzz_safetensors_byte_mutations(mutations, target):
     valid = _valid_safetensors()
     header_end = 8 + struct.unpack("<Q", valid[:8])[0]
     if target == "header":  # the length and the JSON, where the parsing is
@@ -653,7 +655,7 @@ def _valid_bin_pickle() -> tuple[bytes, dict[str, bytes]]:
 
 @FUZZ_SETTINGS
 @given(mutations=_mutations, target=st.sampled_from(["archive", "pickle"]))
-def test_fuzz_bin_byte_mutations(mutations, target):
+def _fuzz_bin_byte_mutations(mutations, target):
     """Byte flips/truncations of the whole zip (zip and CRC checks), or of data.pkl inside a well-formed zip
     (the unpickler and the view checks)."""
     data_pkl, storages = _valid_bin_pickle()
@@ -686,7 +688,7 @@ def _views(draw):
 @FUZZ_SETTINGS
 @given(view=_views(), elements=st.integers(0, 24), ragged_bytes=st.sampled_from([0, 0, 0, 1, 3]),
        storage_class=st.sampled_from(sorted(_STORAGE_DTYPES)))
-def test_fuzz_bin_pickle_views(view, elements, ragged_bytes, storage_class):
+def _fuzz_bin_pickle_views(view, elements, ragged_bytes, storage_class):
     """Random offsets, sizes, strides and storage lengths in an otherwise valid archive: the as_strided path.
     A view that is read must equal what torch.load builds from the same file."""
     offset, size, stride = view
@@ -703,10 +705,28 @@ def test_fuzz_bin_pickle_views(view, elements, ragged_bytes, storage_class):
         np.testing.assert_array_equal(got, want.float().numpy() if is_bf16 else want.numpy())
 
 
-def test_zz_report_fuzz_example_counts():
-    """Prints how many examples each fuzzer ran (pytest -s); each must have run."""
-    if not FUZZ_EXAMPLES:
-        pytest.skip("no fuzzer ran in this session")
-    print("\nfuzz examples:", json.dumps(FUZZ_EXAMPLES, sort_keys=True))
-    for name in ("safetensors_random_headers", "safetensors_byte_mutations", "bin_pickle_views"):
-        assert FUZZ_EXAMPLES.get(name, {}).get("examples", 0) >= 50, (name, FUZZ_EXAMPLES)
+@pytest.mark.parametrize("fuzzer, recorded", [
+    (_fuzz_safetensors_random_headers, ("safetensors_random_headers",)),
+    (_fuzz_safetensors_byte_mutations, ("safetensors_byte_mutations",)),
+    (_fuzz_bin_byte_mutations, ("bin_byte_mutations_archive", "bin_byte_mutations_pickle")),
+    (_fuzz_bin_pickle_views, ("bin_pickle_views",)),
+], ids=lambda x: x.__name__.removeprefix("_fuzz_") if callable(x) else "")
+def test_fuzz(fuzzer, recorded):
+    """Each fuzzer runs its examples (none may crash, read outside the file or raise anything but
+    CheckpointError) and reports how many it ran and how many were read vs refused (pytest -s)."""
+    for name in recorded:
+        FUZZ_EXAMPLES.pop(name, None)
+    fuzzer()
+    counts = {name: FUZZ_EXAMPLES.get(name, {"examples": 0}) for name in recorded}
+    print(f"\nfuzz examples: {json.dumps(counts, sort_keys=True)}")
+    assert sum(c["examples"] for c in counts.values()) >= 100, counts
+
+
+@pytest.mark.parametrize("opcode", [b"\x95", b"\x8d", b"\x8e"])  # FRAME, BINUNICODE8, BINBYTES8
+def test_bin_pickle_length_field_beyond_the_file_is_refused(tmp_path, opcode):
+    """A corrupt 8-byte length inside data.pkl (found by the fuzzer: a MemoryError escaped) reads past the end of
+    the in-memory pickle and is refused, without asking for the memory."""
+    data_pkl = b"\x80\x04" + opcode + struct.pack("<Q", 2**62) + b"\x00" * 16 + b"."
+    path = write(tmp_path / "pytorch_model.bin", torch_archive(data_pkl, {}))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        checkpoints.read_torch_bin(path)

@@ -11,6 +11,7 @@ Writes safetensors (sharded with an index above ``max_shard_size``).
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import os
@@ -235,7 +236,10 @@ _TORCH_DTYPE_NAMES = {  # torch.<dtype> as found in newer archives (UntypedStora
 _MALFORMED_ARCHIVE_ERRORS = (
     zipfile.BadZipFile, zipfile.LargeZipFile, pickle.UnpicklingError, EOFError, LookupError, ValueError,
     TypeError, AttributeError, ArithmeticError, RuntimeError, struct.error, zlib.error, UnicodeError, OSError,
+    MemoryError,  # a corrupt size field the unpickler tried to honour
 )
+# data.pkl holds names and tensor metadata only (the tensors are separate archive members).
+_MAX_PICKLE_BYTES = 512 * 1024 * 1024
 
 
 # Views of one storage may overlap (a weight and its transpose, an expanded buffer) but together copy at
@@ -431,9 +435,15 @@ def read_torch_bin(path: str) -> StateDict:
             if not pkl_names:
                 raise CheckpointError(f"{path} has no data.pkl; it is not a torch checkpoint.")
             prefix = pkl_names[0].rsplit("/", 1)[0] if "/" in pkl_names[0] else ""
-            with archive.open(pkl_names[0]) as f:
-                unpickler = _TensorOnlyUnpickler(f, archive, prefix, path)
-                loaded = unpickler.load()
+            # The pickle is read into memory first (bounded by its real size in the archive): a corrupt length
+            # field inside it then reads past the end ("truncated") instead of asking for gigabytes.
+            info = archive.getinfo(pkl_names[0])
+            if info.file_size > _MAX_PICKLE_BYTES:
+                raise CheckpointError(f"{path}: data.pkl claims {info.file_size} bytes; a state dict's pickle is a "
+                                      "few megabytes at most. The file is corrupt or not a weights file.")
+            pickled = archive.read(pkl_names[0])
+            unpickler = _TensorOnlyUnpickler(io.BytesIO(pickled), archive, prefix, path)
+            loaded = unpickler.load()
             if not isinstance(loaded, dict) or not all(
                 isinstance(k, str) and isinstance(v, _TensorView) for k, v in loaded.items()
             ):
