@@ -19,15 +19,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from ..errors import ConfigError, ModelFileError, TaskError
+from ..exporters.artifact import EXTERNAL_DATA_FILE, MODEL_FILE, overlapping, staged_directory
 from . import row_fields
 
-MODEL_FILE = "model.onnx"
-EXTERNAL_DATA_FILE = "model.onnx_data"
 TEMPLATE = os.path.join(os.path.dirname(__file__), "triton_model.py")
 
 TRITON_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16"}
@@ -77,19 +75,17 @@ def write_repository(export_dir: str | os.PathLike, repo_dir: str | os.PathLike,
 
     targets = {name: os.path.join(repo_dir, name), f"{name}_onnx": os.path.join(repo_dir, f"{name}_onnx")}
     for target in targets.values():
-        real_export, real_target = os.path.realpath(export_dir), os.path.realpath(target)
-        if os.path.commonpath([real_export, real_target]) in (real_export, real_target):
+        if overlapping(export_dir, target):
             raise ConfigError(f"The export {export_dir} and the model directory {target} overlap; write the "
                               "repository elsewhere or pick another --name.")
         if os.path.exists(target) and not force:
             raise ModelFileError(f"{target} already exists; pass --force to replace it.")
 
-    # Both models are built beside their final place and swapped in only when complete, so a failure
-    # (a full disk, say) leaves an existing repository as it was.
-    os.makedirs(repo_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".onnxport-tmp-", dir=repo_dir)
-    try:
-        text_dir, onnx_dir = os.path.join(staging, name), os.path.join(staging, f"{name}_onnx")
+    # Both models are built beside their final place and swapped in only when complete (the exporter's
+    # staged_directory; every file of a model directory is ours), so a failure leaves a repository as it was.
+    whole = lambda entry: True  # noqa: E731
+    with staged_directory(targets[name], whole, ModelFileError) as text_dir, \
+            staged_directory(targets[f"{name}_onnx"], whole, ModelFileError) as onnx_dir:
         os.makedirs(os.path.join(text_dir, "1"))
         shutil.copytree(export_dir, os.path.join(text_dir, "1", "export"))
         shutil.copy(TEMPLATE, os.path.join(text_dir, "1", "model.py"))
@@ -108,12 +104,6 @@ def write_repository(export_dir: str | os.PathLike, repo_dir: str | os.PathLike,
         _write(os.path.join(onnx_dir, "config.pbtxt"),
                onnx_model_config(f"{name}_onnx", spec, max_batch_size, instances, max_queue_delay_us, kind,
                                  tensorrt, trt_fp16, trt_engine_cache_dir))
-        for model_name, target in targets.items():
-            if os.path.exists(target):
-                os.rename(target, os.path.join(staging, f".old-{model_name}"))
-            os.rename(os.path.join(staging, model_name), target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return TritonRepository(repo_dir, name, f"{name}_onnx", spec.task, [f.upper() for f in fields.all])
 
 
