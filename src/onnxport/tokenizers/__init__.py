@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Union
 
 from ..families import FAMILIES
-from .base import BatchEncoding, FastTokenizerBase, SlowTokenizerBase, TokenizerBase
+from .base import TokenizerBase
+from .encoding import BatchEncoding
+from .fast import FastTokenizerBase
 from .roberta import RobertaTokenizer, RobertaTokenizerFast
 from .roformer import RoFormerTokenizer, RoFormerTokenizerFast
+from .slow import SlowTokenizerBase
 from .xlm_roberta import XLMRobertaTokenizer, XLMRobertaTokenizerFast
 
 # (slow, fast) per transformers tokenizer_class (without "Fast") and per config.json model_type.

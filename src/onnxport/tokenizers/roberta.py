@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from .base import FastTokenizerBase, SlowTokenizerBase, TokenizerBase, _read_json, copy_files_into
+
+from .base import TokenizerBase, copy_files_into, read_json
+from .fast import FastTokenizerBase
+from .slow import SlowTokenizerBase
 
 # GPT-2's pre-tokenization: contractions, letter runs, digit runs, other symbols, whitespace.
 PRETOKENIZE_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -30,7 +33,7 @@ def byte_to_char() -> dict[int, str]:
 
 
 def read_bpe_files(vocab_file: str, merges_file: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    vocab = _read_json(Path(vocab_file))
+    vocab = read_json(Path(vocab_file))
     if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
         raise ValueError(f"{vocab_file} must map tokens to integer ids")
     merges = []

@@ -19,7 +19,9 @@ import json
 import unicodedata
 from pathlib import Path
 
-from .base import FastTokenizerBase, SlowTokenizerBase, TokenizerBase, copy_files_into
+from .base import TokenizerBase, copy_files_into
+from .fast import FastTokenizerBase
+from .slow import SlowTokenizerBase
 
 CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
               (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))

@@ -10,7 +10,9 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from .base import FastTokenizerBase, SlowTokenizerBase, TokenizerBase, copy_files_into
+from .base import TokenizerBase, copy_files_into
+from .fast import FastTokenizerBase
+from .slow import SlowTokenizerBase
 
 FAIRSEQ_RESERVED = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
 FAIRSEQ_OFFSET = 1
