@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from onnxport import parity
+from onnxport.dev import parity
 from onnxport.families import FAMILIES
 
 ROWS = [(family, task, past) for family in FAMILIES for task, past in parity.TASKS]

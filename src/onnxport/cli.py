@@ -75,40 +75,35 @@ def _positive_int(text: str) -> int:
 
 
 def _dispatch(args) -> int:
-    if args.command == "demo":
-        from .demo import main as demo_main
+    return COMMANDS[args.command](args)
 
-        return demo_main()
-    if args.command == "export":
-        return _export(args)
-    if args.command == "run":
-        return _run(args)
-    if args.command == "quantize":
-        return _quantize(args)
-    if args.command == "validate":
-        return _validate(args)
-    if args.command == "bench":
-        return _bench(args)
-    if args.command == "info":
-        return _info(args)
-    if args.command == "triton":
-        from .integrations.triton import cli_main as triton_main
 
-        return triton_main(args)
-    if args.command == "parity":
-        from .parity import main as parity_main
+def _demo(args) -> int:
+    from .dev.demo import main as demo_main  # development tooling: imported only by its command
 
-        return parity_main(args)
-    return 2
+    return demo_main()
+
+
+def _parity(args) -> int:
+    from .dev.parity import main as parity_main
+
+    return parity_main(args)
+
+
+def _triton(args) -> int:
+    from .integrations.triton import cli_main as triton_main
+
+    return triton_main(args)
 
 
 def _add_export_parser(commands) -> None:
+    from .exporters import FRONT_ENDS
     from .exporters.io_spec import TASKS
 
     p = commands.add_parser("export", help="export an HF-format checkpoint directory to ONNX")
     p.add_argument("checkpoint", help="checkpoint directory (config.json + weights)")
     p.add_argument("out", help="output directory for model.onnx, config, tokenizer files, onnxport.json")
-    p.add_argument("--framework", default="pt", choices=("pt", "tf", "flax"), help="front end (default: pt)")
+    p.add_argument("--framework", default="pt", choices=tuple(FRONT_ENDS), help="front end (default: pt)")
     p.add_argument("--task", choices=tuple(TASKS), help="export task (default: from the checkpoint's architectures)")
     p.add_argument("--with-past", action="store_true", help="text-generation with past key/values in and out")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17)")
@@ -198,13 +193,15 @@ def _add_run_parser(commands) -> None:
 
 
 def _add_validate_parser(commands) -> None:
+    from .exporters import FRONT_ENDS
+
     p = commands.add_parser(
         "validate", help="re-run the native vs ONNX Runtime comparison of an export (exit 1 above tolerance)",
         description="Compare the export with the native model of the checkpoint it came from on the export's "
                     "validation cases: batch 1 and > 1, padding, token types, the longest allowed length.")
     p.add_argument("export_dir", help="directory written by `onnxport export`")
     p.add_argument("checkpoint", nargs="?", help="checkpoint directory (default: the one onnxport.json records)")
-    p.add_argument("--framework", choices=("pt", "tf", "flax"), help="native framework (default: the export's)")
+    p.add_argument("--framework", choices=tuple(FRONT_ENDS), help="native framework (default: the export's)")
     p.add_argument("--atol", type=_non_negative_float, default=None, help="tolerance (default: the export's bar)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
 
@@ -227,13 +224,14 @@ def _add_info_parser(commands) -> None:
 
 
 def _add_parity_parser(commands) -> None:
-    p = commands.add_parser("parity", help="run the parity matrix (native vs native vs ONNX) and print a table")
+    from .dev import FRAMEWORKS, SIZES  # the matrix's lists; the parity module itself loads only when run
     from .families import FAMILIES
 
+    p = commands.add_parser("parity", help="run the parity matrix (native vs native vs ONNX) and print a table")
     p.add_argument("--families", nargs="+", choices=tuple(FAMILIES))
-    p.add_argument("--frameworks", nargs="+", choices=("pt", "tf", "flax"))
+    p.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS)
     p.add_argument("--tasks", nargs="+", help="export tasks (default: all)")
-    p.add_argument("--size", default="tiny", choices=("tiny", "base"), help="model geometry (base: 768 x 12 layers)")
+    p.add_argument("--size", default="tiny", choices=tuple(SIZES), help="model geometry (base: 768 x 12 layers)")
     p.add_argument("--checkpoints", nargs="+", metavar="DIR",
                    help="HF checkpoint directories to compare instead of random ones (their head's task and "
                         "feature-extraction)")
@@ -470,6 +468,12 @@ def _export_quantized(args) -> int:
         return _quantize(argparse.Namespace(export_dir=scratch, out=args.out, force=args.force, per_channel=False,
                                             min_cosine=DEFAULT_MIN_COSINE, min_top1=DEFAULT_MIN_TOP1))
 
+
+# Subcommand -> handler; parsers are added in main().
+COMMANDS = {
+    "demo": _demo, "export": _export, "run": _run, "validate": _validate, "bench": _bench, "info": _info,
+    "quantize": _quantize, "parity": _parity, "triton": _triton,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

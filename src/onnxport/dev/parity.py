@@ -29,42 +29,25 @@ from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
-from .families import FAMILIES
+from ..families import FAMILIES
+from . import FRAMEWORKS, SIZES
+from . import TASK_ROWS as TASKS  # (export task, with_past) rows of the matrix
 
-FRAMEWORKS = ("pt", "tf", "flax")
-# (export task, with_past) rows of the matrix
-TASKS = (
-    ("feature-extraction", False),
-    ("fill-mask", False),
-    ("text-classification", False),
-    ("multiple-choice", False),
-    ("token-classification", False),
-    ("question-answering", False),
-    ("text-generation", False),
-    ("text-generation", True),
-)
 # fp32 error allowed per comparison kind, relative to each output's scale: a cell's error is
 # max |a - b| / max(1, max |a|) over its outputs, so random tiny models (outputs of order 1) are held to the
 # absolute bar and trained ones (logits of order 10-30) to the same number of significant digits.
 TOLERANCES = {"native-native": 1e-5, "native-onnx": 1e-4, "onnx-onnx": 1e-4}
 ERROR_DEFINITION = "max |a - b| / max(1, max |a|) per output"
+# The checkpoints are PyTorch's (build_checkpoint): the other frameworks and their exports are compared with it.
+REFERENCE = "pt"
+OTHERS = tuple(f for f in FRAMEWORKS if f != REFERENCE)
 COMPARISONS = (
-    ("pt~tf", "native-native"),
-    ("pt~flax", "native-native"),
-    ("pt~onnx[pt]", "native-onnx"),
-    ("tf~onnx[tf]", "native-onnx"),
-    ("flax~onnx[flax]", "native-onnx"),
-    ("onnx[pt]~onnx[tf]", "onnx-onnx"),
-    ("onnx[pt]~onnx[flax]", "onnx-onnx"),
+    *((f"{REFERENCE}~{other}", "native-native") for other in OTHERS),
+    *((f"{f}~onnx[{f}]", "native-onnx") for f in FRAMEWORKS),
+    *((f"onnx[{REFERENCE}]~onnx[{other}]", "onnx-onnx") for other in OTHERS),
     ("function~fused", "onnx-onnx"),
 )
 KIND = dict(COMPARISONS)
-SIZES = {
-    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                 max_position_embeddings=40, type_vocab_size=2, vocab_size=99, initializer_range=0.2),
-    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                 max_position_embeddings=514, type_vocab_size=2, vocab_size=32000, initializer_range=0.02),
-}
 FRAMEWORK_MODULES = {"pt": "torch", "tf": "tensorflow", "flax": "flax"}
 
 
@@ -276,8 +259,8 @@ class _CellBuilder:
 def build_checkpoint(directory: str, model_type: str, head: str, size: str, seed: int = 0) -> str:
     import torch
 
-    from .configs import AutoConfig
-    from .reference_models.pt import model_class
+    from ..configs import AutoConfig
+    from ..reference_models.pt import model_class
 
     torch.manual_seed(seed)
     overrides = dict(SIZES[size])
@@ -297,7 +280,7 @@ def build_checkpoint(directory: str, model_type: str, head: str, size: str, seed
 
 def _cases(spec, config, task: str, with_past: bool):
     """Named io-spec inputs: padded batch unlike the example, pairs via token types, and the longest length."""
-    from .exporters.io_spec import make_inputs
+    from ..exporters.io_spec import make_inputs
 
     limit = config.max_sequence_length
     past = 4 if with_past else 0
@@ -310,11 +293,11 @@ def _cases(spec, config, task: str, with_past: bool):
 def run_row(model_type: str, task: str, with_past: bool, workdir: str, frameworks: Iterable[str] = FRAMEWORKS,
             size: str = "tiny", export_fn: Optional[Callable] = None, checkpoint: Optional[str] = None) -> list[Cell]:
     """All comparison cells of one (family, task) row, on ``checkpoint`` or a random one of ``size``."""
-    from .configs import AutoConfig
-    from .exporters import ExportError, export
-    from .exporters.io_spec import TASKS as EXPORT_TASKS
-    from .exporters.io_spec import build_io_spec
-    from .runtime.models import OnnxModelBase
+    from ..configs import AutoConfig
+    from ..exporters import ExportError, export
+    from ..exporters.io_spec import TASKS as EXPORT_TASKS
+    from ..exporters.io_spec import build_io_spec
+    from ..runtime.models import OnnxModelBase
 
     head = EXPORT_TASKS[task].head
     label = task + (" +past" if with_past else "")
@@ -365,23 +348,23 @@ def run_row(model_type: str, task: str, with_past: bool, workdir: str, framework
         for key, model in sessions.items():
             values = model.session.run(spec.output_names, feeds)
             onnx[key] = dict(zip(spec.output_names, values))
-        for other in ("tf", "flax"):
-            comparison = f"pt~{other}"
-            if "pt" in full and other in full:
-                row.add(comparison, *compare(full["pt"], full[other], sorted(full["pt"]), case, random))
-                row.add(comparison, *compare(plain["pt"], plain[other], sorted(plain["pt"]), case, random))
+        for other in OTHERS:
+            comparison = f"{REFERENCE}~{other}"
+            if REFERENCE in full and other in full:
+                row.add(comparison, *compare(full[REFERENCE], full[other], sorted(full[REFERENCE]), case, random))
+                row.add(comparison, *compare(plain[REFERENCE], plain[other], sorted(plain[REFERENCE]), case, random))
             else:
-                row.skip(comparison, missing.get(other) or missing.get("pt") or "unavailable")
+                row.skip(comparison, missing.get(other) or missing.get(REFERENCE) or "unavailable")
         for f in FRAMEWORKS:
             comparison = f"{f}~onnx[{f}]"
             if f in plain and f in onnx:
                 row.add(comparison, *compare(plain[f], onnx[f], spec.output_names, case, random))
             else:
                 row.skip(comparison, missing.get(f) or "export unavailable")
-        for other in ("tf", "flax"):
-            comparison = f"onnx[pt]~onnx[{other}]"
-            if "pt" in onnx and other in onnx:
-                row.add(comparison, *compare(onnx["pt"], onnx[other], spec.output_names, case, random))
+        for other in OTHERS:
+            comparison = f"onnx[{REFERENCE}]~onnx[{other}]"
+            if REFERENCE in onnx and other in onnx:
+                row.add(comparison, *compare(onnx[REFERENCE], onnx[other], spec.output_names, case, random))
             else:
                 row.skip(comparison, missing.get(other) or "export unavailable")
         if FAMILIES[model_type].rotary:
@@ -397,7 +380,7 @@ def run_row(model_type: str, task: str, with_past: bool, workdir: str, framework
 def random_outputs(checkpoint: str, family) -> set[str]:
     """Base-model outputs computed by weights the checkpoint does not hold (a pooler missing from a masked-LM
     checkpoint): each framework initialises those at random, so comparing them says nothing."""
-    from .checkpoints import weight_names
+    from ..checkpoints import weight_names
 
     if not family.has_pooler or any(n.split(".").count("pooler") for n in weight_names(checkpoint)):
         return set()
@@ -408,9 +391,9 @@ def checkpoint_rows(checkpoint: str) -> list[tuple[str, str, bool]]:
     """(family, task, with_past) rows a given checkpoint can fill: its own head's task, and feature-extraction
     (the base model loads from any head checkpoint). Other heads would start from framework-specific random
     weights, so they are not compared."""
-    from .configs import AutoConfig
-    from .exporters import _task_from_architectures
-    from .families import family_of
+    from ..configs import AutoConfig
+    from ..exporters import _task_from_architectures
+    from ..families import family_of
 
     if not os.path.isfile(os.path.join(checkpoint, "config.json")):
         raise FileNotFoundError(f"{checkpoint!r} is not a checkpoint directory (no config.json).")

@@ -18,20 +18,10 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from ._quiet import import_quietly
-from .families import FAMILIES
+from .._quiet import import_quietly
+from ..families import FAMILIES
+from . import FRAMEWORKS, TASK_ROWS
 
-FRAMEWORKS = ("pt", "tf", "flax")
-TASKS = (
-    ("feature-extraction", False),
-    ("fill-mask", False),
-    ("text-classification", False),
-    ("multiple-choice", False),
-    ("token-classification", False),
-    ("question-answering", False),
-    ("text-generation", False),
-    ("text-generation", True),
-)
 TINY_CONFIG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                    max_position_embeddings=66, type_vocab_size=2)
 CORPUS = [
@@ -82,10 +72,10 @@ def build_checkpoint(directory: Path, model_type: str, task: str, tokenizer_dir:
 
     import torch
 
-    from .configs import AutoConfig
-    from .exporters.io_spec import TASKS as EXPORT_TASKS
-    from .reference_models.pt import model_class
-    from .tokenizers import AutoTokenizer
+    from ..configs import AutoConfig
+    from ..exporters.io_spec import TASKS as EXPORT_TASKS
+    from ..reference_models.pt import model_class
+    from ..tokenizers import AutoTokenizer
 
     torch.manual_seed(seed)
     overrides: dict[str, Any] = {"vocab_size": len(AutoTokenizer.from_pretrained(tokenizer_dir))}
@@ -107,7 +97,7 @@ def build_checkpoint(directory: Path, model_type: str, task: str, tokenizer_dir:
 # ----------------------------------------------------------------------------- serving
 def serve(task: str, export_dir: str, tokenizer) -> str:
     """Run the task's pipeline once and summarise the answer in a few characters."""
-    from .runtime import pipeline
+    from ..runtime import pipeline
 
     mask = tokenizer.mask_token
     if task == "feature-extraction":
@@ -135,7 +125,7 @@ def serve(task: str, export_dir: str, tokenizer) -> str:
 
 
 def _framework_status() -> dict[str, str]:
-    from .exporters import ExportError, _front_end
+    from ..exporters import ExportError, _front_end
 
     import_quietly("tensorflow")
     status = {}
@@ -152,8 +142,8 @@ def main() -> int:
     import logging
 
     logging.getLogger("onnxport").setLevel(logging.ERROR)
-    from .exporters import export
-    from .tokenizers import AutoTokenizer
+    from ..exporters import export
+    from ..tokenizers import AutoTokenizer
 
     status = _framework_status()
     if status["pt"]:
@@ -172,7 +162,7 @@ def main() -> int:
             tokenizer_dir = root / f"tok-{model_type}"
             write_tokenizer_files(model_type, tokenizer_dir)
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-            for task, with_past in TASKS:
+            for task, with_past in TASK_ROWS:
                 name = task + (" +past" if with_past else "")
                 checkpoint = build_checkpoint(root / f"ckpt-{model_type}-{task}", model_type, task, tokenizer_dir)
                 cells, answers = [], {}
@@ -199,7 +189,7 @@ def main() -> int:
                     answer = " | ".join(f"{k}: {v}" for k, v in answers.items())
                 print(f"{model_type:21}{name:26}" + "".join(cells) + f"  {answer}")
     seconds = time.perf_counter() - start
-    print(f"\n{len(FAMILIES) * len(TASKS) * len(frameworks)} exports from {', '.join(frameworks)}, each validated "
+    print(f"\n{len(FAMILIES) * len(TASK_ROWS) * len(frameworks)} exports from {', '.join(frameworks)}, each validated "
           f"against its native model (largest abs diff {worst:.1e}) and served through its pipeline; {seconds:.0f}s.")
     for framework, reason in status.items():
         if reason:
