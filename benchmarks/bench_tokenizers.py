@@ -18,9 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "parity_tests"))
-import real_vocab  # noqa: E402
-from tokenizer_fixtures import (  # noqa: E402  (shared with the tests: one definition of the vocabularies)
+from parity_tests import real_vocab
+from parity_tests.tokenizer_fixtures import (  # shared with the tests: one definition of the vocabularies
     CORPUS, TEXTS, write_roberta_files, write_roformer_files, write_xlm_roberta_files,
 )
 

@@ -80,13 +80,11 @@ def child_onnxport(checkpoint: str, out: str, framework: str) -> dict:
 
 def child_plain(checkpoint: str, out: str) -> dict:
     """transformers' model loaded from the checkpoint, then torch.onnx.export (benchmarks.run's anchor)."""
-    from .run import plain_torch_export
-
     start = time.perf_counter()
     path = Path(out) / "model.onnx"
     if path.parent.exists():
         shutil.rmtree(path.parent)
-    plain_torch_export(h.hf_model(Path(checkpoint)), MODEL_TYPE, path)
+    h.plain_torch_export(h.hf_model(Path(checkpoint)), MODEL_TYPE, path)
     seconds = time.perf_counter() - start
     files = _files(path.parent)  # > 2 GB: torch writes one file per weight
     return {"seconds": seconds, "peak_rss_gib": _peak_rss_gib(), "file_count": len(files), "bytes": sum(files.values())}

@@ -22,7 +22,6 @@ import importlib.util
 import json
 import shutil
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,8 +95,7 @@ def build_checkpoint(model_type: str, directory: Path, with_tokenizer: bool = Tr
 
 def write_tokenizer(model_type: str, directory: Path) -> None:
     """Tokenizer files trained on the test corpus (as the parity tests do); ids fit every base vocabulary."""
-    sys.path.insert(0, str(ROOT / "parity_tests"))
-    import tokenizer_fixtures as tf_
+    from parity_tests import tokenizer_fixtures as tf_
 
     writer = {"xlm-roberta": tf_.write_xlm_roberta_files, "roberta-prelayernorm": tf_.write_roberta_files,
               "roformer": tf_.write_roformer_files}[model_type]
@@ -150,6 +148,73 @@ def model_flops(config, batch: int, sequence: int, last_layer_rows: int | None =
     return flops
 
 
+OUTPUT_OF_TASK = {TASK: "logits", "feature-extraction": "last_hidden_state"}
+
+
+def plain_torch_export(model, model_type: str, path: Path, output: str = "logits") -> Path:
+    """What a user writes: torch.onnx.export of transformers' model, dynamic batch and sequence, one output."""
+    import torch
+
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model_type == "roformer" else [])
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            return getattr(self.inner(**dict(zip(names, args))), output)
+
+    example = tuple(torch.ones(1, 16, dtype=torch.long) for _ in names)
+    axes = {n: {0: "batch_size", 1: "sequence_length"} for n in names}
+    axes[output] = {0: "batch_size"} if output == "logits" else {0: "batch_size", 1: "sequence_length"}
+    with torch.no_grad():
+        torch.onnx.export(Wrapper(model).eval(), example, str(path), input_names=names, output_names=[output],
+                          dynamic_axes=axes, opset_version=17, do_constant_folding=True, dynamo=False)
+    return path
+
+
+OPTIMUM_CLASSES = {"text-classification": "ORTModelForSequenceClassification",
+                   "token-classification": "ORTModelForTokenClassification"}
+
+
+def optimum_export(checkpoint: Path, model_type: str, directory: Path, task: str = TASK) -> str | None:
+    """Export with Optimum's ORTModel (export=True) once, saved to ``directory``; returns a skip reason or None."""
+    if model_type == "roberta-prelayernorm":
+        return "Optimum has no ONNX export config for roberta-prelayernorm (it refuses the model)"
+    if "optimum.onnxruntime" in missing_requirements():
+        return f"optimum-onnx is not installed: {INSTALL_HINT}"
+    if (directory / "model.onnx").is_file():
+        return None
+    try:
+        import optimum.onnxruntime
+
+        ort_class = getattr(optimum.onnxruntime, OPTIMUM_CLASSES[task])
+        model = ort_class.from_pretrained(str(checkpoint), export=True)
+        model.save_pretrained(str(directory))
+        del model
+        return None
+    except Exception as err:  # a failed anchor must not stop the others
+        return f"Optimum failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+
+
+def make_feeds(model_type: str, config, batch: int, sequence: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(batch * 1000 + sequence)
+    ids = rng.integers(5, config.vocab_size, size=(batch, sequence), dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    if model_type == "roformer":
+        feeds["token_type_ids"] = np.zeros_like(ids)
+    return feeds
+
+
+def attention_flops(config, batch: int, sequence: int) -> float:
+    """The activation x activation products (scores and context) of all layers: never int8 in a dynamic recipe."""
+    return config.num_hidden_layers * 2 * 2 * batch * sequence * sequence * config.hidden_size
+
+
 # ----------------------------------------------------------------------------- ONNX Runtime sessions
 def ort_session(path: str | bytes, threads: int):
     import onnxruntime as ort
@@ -161,41 +226,113 @@ def ort_session(path: str | bytes, threads: int):
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def gemm_limit(threads: int, rounds: int = 5, seconds_per_shape: float = 1.5) -> dict:
-    """ONNX Runtime fp32 MatMul throughput on large shapes (GFLOP/s): the ceiling for these models."""
-    import onnx
+LARGE_SHAPES = ((1024, 768, 3072), (1024, 3072, 768), (2048, 768, 768), (4096, 768, 3072))
+# int8: large squares and the base model's own GEMMs at 1x128 and 8x128 tokens (Q/K/V/O, FFN up, FFN down).
+INT8_LARGE_SQUARES = ((1024, 1024, 1024), (2048, 2048, 2048))
+INT8_SHAPES = INT8_LARGE_SQUARES + ((128, 768, 768), (128, 768, 3072), (128, 3072, 768),
+               (1024, 768, 768), (1024, 768, 3072), (1024, 3072, 768))
+
+
+def _matmul_model(kind: str, m: int, k: int, n: int, rng):
+    """One GEMM with a constant weight: fp32 ``MatMul``, or u8 x s8 ``MatMulInteger`` (int32 out) or
+    ``QLinearMatMul`` (u8 out), the two int8 GEMM kernels ONNX Runtime's quantized models run."""
     from onnx import TensorProto, helper, numpy_helper
 
-    shapes = [(1024, 768, 3072), (1024, 3072, 768), (2048, 768, 768), (4096, 768, 3072)]
-    sessions = {}
-    rng = np.random.default_rng(0)
-    for m, k, n in shapes:
+    if kind == "fp32":
         weight = numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "W")
-        graph = helper.make_graph(
-            [helper.make_node("MatMul", ["X", "W"], ["Y"])], "gemm",
-            [helper.make_tensor_value_info("X", TensorProto.FLOAT, [m, k])],
-            [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [m, n])], [weight])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8
-        x = rng.standard_normal((m, k)).astype(np.float32)
-        sessions[(m, k, n)] = (ort_session(model.SerializeToString(), threads), x)
-    rates: dict[str, list[float]] = {f"{m}x{k}x{n}": [] for m, k, n in shapes}
-    for (m, k, n), (session, x) in sessions.items():
+        node, inputs, x_type, out_type, x = helper.make_node("MatMul", ["X", "W"], ["Y"]), [weight], \
+            TensorProto.FLOAT, TensorProto.FLOAT, rng.standard_normal((m, k)).astype(np.float32)
+    else:
+        # 7-bit weights (reduce_range's): without VNNI, u8 x s8 pairs are summed in int16 (vpmaddubsw) and
+        # full-range weights saturate there; 255 x 64 x 2 cannot. The speed does not depend on the values.
+        weight = numpy_helper.from_array(rng.integers(-64, 64, (k, n), dtype=np.int8), "W")
+        x = rng.integers(0, 256, (m, k), dtype=np.uint8)
+        scalars = [numpy_helper.from_array(np.array(v, dtype=d), name) for name, v, d in
+                   (("xs", 0.02, np.float32), ("xz", 128, np.uint8), ("ws", 0.01, np.float32), ("wz", 0, np.int8),
+                    ("ys", 0.5, np.float32), ("yz", 128, np.uint8))]
+        if kind == "MatMulInteger":
+            node, out_type = helper.make_node("MatMulInteger", ["X", "W", "xz", "wz"], ["Y"]), TensorProto.INT32
+        else:
+            node, out_type = helper.make_node("QLinearMatMul", ["X", "xs", "xz", "W", "ws", "wz", "ys", "yz"], ["Y"]), \
+                TensorProto.UINT8
+        inputs, x_type = [weight, *scalars], TensorProto.UINT8
+    graph = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("X", x_type, [m, k])],
+                              [helper.make_tensor_value_info("Y", out_type, [m, n])], inputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString(), x
+
+
+def _gemm_rates(cases: list[tuple[str, tuple[int, int, int]]], threads: int, rounds: int,
+                seconds_per_case: float) -> dict[str, list[float]]:
+    """GFLOP/s of each (kernel, shape) case, one figure per round, cases interleaved in alternating order."""
+    rng = np.random.default_rng(0)
+    sessions = {}
+    for kind, (m, k, n) in cases:
+        model, x = _matmul_model(kind, m, k, n, rng)
+        sessions[f"{kind} {m}x{k}x{n}"] = (ort_session(model, threads), x, 2 * m * k * n)
+    rates: dict[str, list[float]] = {key: [] for key in sessions}
+    for session, x, _ in sessions.values():
         session.run(None, {"X": x})
     for r in range(rounds):
         order = list(sessions.items()) if r % 2 == 0 else list(sessions.items())[::-1]
-        for (m, k, n), (session, x) in order:
+        for key, (session, x, flops) in order:
             times = []
-            deadline = time.perf_counter() + seconds_per_shape / rounds
+            deadline = time.perf_counter() + seconds_per_case / rounds
             while time.perf_counter() < deadline or len(times) < 2:
                 t = time.perf_counter()
                 session.run(None, {"X": x})
                 times.append(time.perf_counter() - t)
-            rates[f"{m}x{k}x{n}"].append(2 * m * k * n / statistics.median(times) / 1e9)
-    per_shape = {key: statistics.median(v) for key, v in rates.items()}
-    best = max(per_shape, key=per_shape.get)
-    return {"gflops": per_shape[best], "best_shape": best, "per_shape": per_shape,
-            "spread": (max(rates[best]) - min(rates[best])) / per_shape[best]}
+            rates[key].append(flops / statistics.median(times) / 1e9)
+    return rates
+
+
+def _best(rates: dict[str, list[float]]) -> dict:
+    per_case = {key: statistics.median(v) for key, v in rates.items()}
+    best = max(per_case, key=per_case.get)
+    return {"gflops": per_case[best], "best_shape": best, "per_shape": per_case,
+            "spread": (max(rates[best]) - min(rates[best])) / per_case[best]}
+
+
+def gemm_limit(threads: int, rounds: int = 5, seconds_per_shape: float = 1.5) -> dict:
+    """ONNX Runtime fp32 MatMul throughput on large shapes (GFLOP/s): the ceiling for these models."""
+    rates = _gemm_rates([("fp32", shape) for shape in LARGE_SHAPES], threads, rounds, seconds_per_shape)
+    return _best({key.split(" ", 1)[1]: v for key, v in rates.items()})
+
+
+def int8_gemm_limit(threads: int, rounds: int = 5, seconds_per_shape: float = 1.0) -> dict:
+    """ONNX Runtime's u8 x s8 GEMM throughput (GOP/s, an int multiply-add counted as 2 like fp32's FLOPs):
+    ``MatMulInteger`` and ``QLinearMatMul`` on large squares and on the base model's GEMM shapes. The limit
+    is the best large square; ``per_shape`` keeps every figure (``int8_floor_ms`` uses them per shape)."""
+    cases = [(kind, shape) for shape in INT8_SHAPES for kind in ("MatMulInteger", "QLinearMatMul")]
+    rates = _gemm_rates(cases, threads, rounds, seconds_per_shape)
+    large = {f"{kind} {m}x{k}x{n}" for kind, (m, k, n) in cases if (m, k, n) in INT8_LARGE_SQUARES}
+    limit = _best({key: v for key, v in rates.items() if key in large})
+    limit["per_shape"] = {key: statistics.median(v) for key, v in rates.items()}
+    return limit
+
+
+def weight_gemms(config, batch: int, sequence: int) -> list[tuple[tuple[int, int, int], int]]:
+    """The GEMMs with a weight operand (the ones a dynamic int8 recipe quantizes): ((M, K, N), count)."""
+    h, inter, layers, tokens = config.hidden_size, config.intermediate_size, config.num_hidden_layers, batch * sequence
+    gemms = [((tokens, h, h), 4 * layers), ((tokens, h, inter), layers), ((tokens, inter, h), layers)]
+    emb = getattr(config, "embedding_size", h) or h
+    if emb != h:
+        gemms.append(((tokens, emb, h), 1))
+    return gemms + [((batch, h, h), 1), ((batch, h, config.num_labels), 1)]  # classification head, first token
+
+
+def int8_floor_ms(config, batch: int, sequence: int, int8_limit: dict, fp32_gflops: float) -> float:
+    """The int8 model's floor: each weight GEMM's ops over the int8 rate measured at its shape (the best kernel;
+    the large-shape limit where that shape was not measured), plus attention's fp32 products over the fp32 limit."""
+    by_shape: dict[str, float] = {}
+    for key, rate in int8_limit["per_shape"].items():
+        shape = key.split(" ")[-1]
+        by_shape[shape] = max(rate, by_shape.get(shape, 0.0))
+    seconds = attention_flops(config, batch, sequence) / (fp32_gflops * 1e9)
+    for (m, k, n), count in weight_gemms(config, batch, sequence):
+        seconds += count * 2 * m * k * n / (by_shape.get(f"{m}x{k}x{n}", int8_limit["gflops"]) * 1e9)
+    return 1e3 * seconds
 
 
 # ----------------------------------------------------------------------------- interleaved timing
@@ -257,26 +394,36 @@ def write_json(path: Path, payload) -> None:
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n", encoding="utf-8")
 
 
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """The CPU model and the SIMD flags that decide int8 / bf16 speed, read at run time ({} fields if unreadable)."""
+    model, flags = "", set()
+    try:
+        with open(cpuinfo, encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not model:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    present = [f for f in CPU_FEATURES if f in flags]
+    return {"cpu": model, "cpu_flags": present, "vnni": bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags),
+            "avx512": "avx512f" in flags}
+
+
 def machine_info(threads: int) -> dict:
     import platform
 
     import onnxruntime
     import torch
 
-    flags = set()
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    model = ""
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "threads": threads,
-            "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}), "avx512": "avx512f" in flags,
+    return {**cpu_features(), "cores": os.cpu_count(), "threads": threads,
             "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "python": platform.python_version(),
             "load_average_at_start": os.getloadavg()}

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=str(RESULTS / "work"))
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
-    from .run import build_artifacts, make_feeds
+    from .run import build_artifacts
     from .targets import LONG_SHAPES, SHAPES
 
     chosen = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",") if s.strip()]
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         graphs = {"onnxport": onnxport_graph(art["onnxport"]), "ort-plain": str(art["plain"])}
         shapes = chosen or list(SHAPES) + ([LONG_SHAPES[model_type]] if model_type in LONG_SHAPES else [])
         for batch, sequence in shapes:
-            feeds = make_feeds(model_type, art["config"], batch, sequence)
+            feeds = h.make_feeds(model_type, art["config"], batch, sequence)
             # What each graph computes: onnxport's text-classification graph runs its last layer for the
             # first token only; the anchor runs the full model.
             gflops = {"onnxport": h.model_flops(art["config"], batch, sequence, last_layer_rows=1) / 1e9,

@@ -30,10 +30,8 @@ SEQUENCE = 128
 def long_texts(count: int) -> list[str]:
     """Distinct texts of well over 128 tokens for every test tokenizer (corpus sentences, shuffled)."""
     import random
-    import sys
 
-    sys.path.insert(0, str(h.ROOT / "parity_tests"))
-    from tokenizer_fixtures import CORPUS
+    from parity_tests.tokenizer_fixtures import CORPUS
 
     rng = random.Random(0)
     texts = []

@@ -28,7 +28,6 @@ import gc
 import os
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -47,8 +46,6 @@ MIN_TOKENS, MAX_TOKENS = 5, 250
 # ----------------------------------------------------------------------------- artifacts
 def artifacts(model_type: str, task: str, work: Path) -> tuple[Path, Path, Path | None, str | None]:
     """(checkpoint, onnxport export, Optimum export or None, skip reason); built once, then reused."""
-    from .run import optimum_export
-
     # text-classification reuses benchmarks.run's directories; other tasks get their own.
     suffix = "" if task == h.TASK else f"-{task}"
     overrides = {} if task == h.TASK else {"id2label": NER_LABELS, "num_labels": len(NER_LABELS)}
@@ -57,7 +54,7 @@ def artifacts(model_type: str, task: str, work: Path) -> tuple[Path, Path, Path 
     export_dir = h.onnxport_export(checkpoint, work / f"onnxport{suffix}" / model_type, task=task)
     gc.collect()
     optimum_dir = work / f"optimum{suffix}" / model_type
-    skip = optimum_export(checkpoint, model_type, optimum_dir, task=task)
+    skip = h.optimum_export(checkpoint, model_type, optimum_dir, task=task)
     gc.collect()
     return checkpoint, export_dir, (None if skip else optimum_dir), skip
 
@@ -69,8 +66,7 @@ def traffic(tokenizer, count: int, seed: int = 0) -> list[str]:
     Each text is a random word sequence from the tokenizer test corpus, cut to the longest prefix
     that stays within its drawn length (binary search on the number of words), then topped up with
     words that still fit (corpus words range from one token to a dozen)."""
-    sys.path.insert(0, str(h.ROOT / "parity_tests"))
-    from tokenizer_fixtures import CORPUS
+    from parity_tests.tokenizer_fixtures import CORPUS
 
     words = [w for sentence in CORPUS for w in sentence.split()]
     rng = random.Random(seed)
@@ -154,7 +150,6 @@ def bench_case(model_type: str, task: str, args, work: Path) -> dict:
 
     import optimum.onnxruntime
     from onnxport.runtime import pipeline
-    from .run import OPTIMUM_CLASSES
 
     log(f"\n== {model_type} / {task}: artifacts")
     t0 = time.perf_counter()
@@ -169,7 +164,7 @@ def bench_case(model_type: str, task: str, args, work: Path) -> dict:
     options.intra_op_num_threads = args.threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    ort_model = getattr(optimum.onnxruntime, OPTIMUM_CLASSES[task]).from_pretrained(
+    ort_model = getattr(optimum.onnxruntime, h.OPTIMUM_CLASSES[task]).from_pretrained(
         str(optimum_dir), provider="CPUExecutionProvider", session_options=options)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(checkpoint))
     theirs = transformers.pipeline(task, model=ort_model, tokenizer=tokenizer, batch_size=args.batch_size)
