@@ -337,6 +337,13 @@ def run_row(model_type: str, task: str, with_past: bool, workdir: str, framework
             missing.setdefault(f"onnx[{f}]", "")
             row.skip(f"{f}~onnx[{f}]", f"export unavailable: {str(err).splitlines()[0]}")
 
+    def pair(comparison: str, left: Optional[dict], right: Optional[dict], names, case: str, reason: str) -> None:
+        """One comparison on one case, or its skip with the reason when a side is unavailable."""
+        if left is not None and right is not None:
+            row.add(comparison, *compare(left, right, names, case, random))
+        else:
+            row.skip(comparison, reason)
+
     rng = np.random.default_rng(0)
     for case, feeds in _cases(spec, config, task, with_past):
         extra = _labels(head, feeds, config.num_labels, rng)
@@ -349,24 +356,16 @@ def run_row(model_type: str, task: str, with_past: bool, workdir: str, framework
             values = model.session.run(spec.output_names, feeds)
             onnx[key] = dict(zip(spec.output_names, values))
         for other in OTHERS:
-            comparison = f"{REFERENCE}~{other}"
-            if REFERENCE in full and other in full:
-                row.add(comparison, *compare(full[REFERENCE], full[other], sorted(full[REFERENCE]), case, random))
-                row.add(comparison, *compare(plain[REFERENCE], plain[other], sorted(plain[REFERENCE]), case, random))
-            else:
-                row.skip(comparison, missing.get(other) or missing.get(REFERENCE) or "unavailable")
+            reason = missing.get(other) or missing.get(REFERENCE) or "unavailable"
+            for outputs in (full, plain):  # every output the models give, then the graph's plain call
+                reference = outputs.get(REFERENCE)
+                pair(f"{REFERENCE}~{other}", reference, outputs.get(other), sorted(reference or ()), case, reason)
         for f in FRAMEWORKS:
-            comparison = f"{f}~onnx[{f}]"
-            if f in plain and f in onnx:
-                row.add(comparison, *compare(plain[f], onnx[f], spec.output_names, case, random))
-            else:
-                row.skip(comparison, missing.get(f) or "export unavailable")
+            pair(f"{f}~onnx[{f}]", plain.get(f), onnx.get(f), spec.output_names, case,
+                 missing.get(f) or "export unavailable")
         for other in OTHERS:
-            comparison = f"onnx[{REFERENCE}]~onnx[{other}]"
-            if REFERENCE in onnx and other in onnx:
-                row.add(comparison, *compare(onnx[REFERENCE], onnx[other], spec.output_names, case, random))
-            else:
-                row.skip(comparison, missing.get(other) or "export unavailable")
+            pair(f"onnx[{REFERENCE}]~onnx[{other}]", onnx.get(REFERENCE), onnx.get(other), spec.output_names, case,
+                 missing.get(other) or "export unavailable")
         if FAMILIES[model_type].rotary:
             for f in FRAMEWORKS:
                 if f in onnx and f + "+fused" in onnx:
