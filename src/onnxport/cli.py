@@ -152,12 +152,24 @@ def _export(args) -> int:
     return 0
 
 
+def _add_export_dir_parser(commands, name: str, **parser_options) -> argparse.ArgumentParser:
+    """A subcommand whose first argument is an export directory."""
+    p = commands.add_parser(name, **parser_options)
+    p.add_argument("export_dir", help="directory written by `onnxport export`")
+    return p
+
+
+def _add_session_options(p) -> None:
+    """The ONNX Runtime options of the commands that run an export."""
+    p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads")
+
+
 def _add_run_parser(commands) -> None:
-    p = commands.add_parser(
-        "run", help="serve an export directory through its pipeline and print JSON",
+    p = _add_export_dir_parser(
+        commands, "run", help="serve an export directory through its pipeline and print JSON",
         description="Run the export's pipeline on TEXTs (or a JSONL file) and print the results as JSON "
                     "(JSONL with --output). Options not given take the pipeline's defaults.")
-    p.add_argument("export_dir", help="directory written by `onnxport export`")
     p.add_argument("texts", nargs="*", help="input texts (question-answering: use --question/--context)")
     p.add_argument("--task", help="pipeline task (default: the task the directory was exported for)")
     p.add_argument("--input", metavar="FILE", help="read inputs from FILE: JSONL with 'text' (and 'text_pair'; "
@@ -166,8 +178,7 @@ def _add_run_parser(commands) -> None:
     p.add_argument("--output", metavar="FILE", help="write one JSON result a line (JSONL) to FILE instead of "
                    "pretty JSON on standard output")
     p.add_argument("--text-pair", help="second sequence for every TEXT (text-classification pairs)")
-    p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
-    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads")
+    _add_session_options(p)
     p.add_argument("--batch-size", type=_positive_int, default=None, help="texts per model call (default 32)")
     p.add_argument("--max-length", type=_positive_int, default=None, help="truncate inputs to this many tokens")
     p.add_argument("--top-k", type=_positive_int, default=None,
@@ -195,11 +206,11 @@ def _add_run_parser(commands) -> None:
 def _add_validate_parser(commands) -> None:
     from .exporters import FRONT_ENDS
 
-    p = commands.add_parser(
-        "validate", help="re-run the native vs ONNX Runtime comparison of an export (exit 1 above tolerance)",
+    p = _add_export_dir_parser(
+        commands, "validate",
+        help="re-run the native vs ONNX Runtime comparison of an export (exit 1 above tolerance)",
         description="Compare the export with the native model of the checkpoint it came from on the export's "
                     "validation cases: batch 1 and > 1, padding, token types, the longest allowed length.")
-    p.add_argument("export_dir", help="directory written by `onnxport export`")
     p.add_argument("checkpoint", nargs="?", help="checkpoint directory (default: the one onnxport.json records)")
     p.add_argument("--framework", choices=tuple(FRONT_ENDS), help="native framework (default: the export's)")
     p.add_argument("--atol", type=_non_negative_float, default=None, help="tolerance (default: the export's bar)")
@@ -207,19 +218,17 @@ def _add_validate_parser(commands) -> None:
 
 
 def _add_bench_parser(commands) -> None:
-    p = commands.add_parser("bench", help="time an export's model call on this machine (median, p90)")
-    p.add_argument("export_dir", help="directory written by `onnxport export`")
+    p = _add_export_dir_parser(commands, "bench", help="time an export's model call on this machine (median, p90)")
     p.add_argument("--shapes", default="1x128,8x128", help="BATCHxSEQUENCE list (default: 1x128,8x128)")
-    p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
-    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads")
+    _add_session_options(p)
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per shape (default 3)")
     p.add_argument("--runs", type=_positive_int, default=20, help="timed calls per shape (default 20)")
     p.add_argument("--json", metavar="FILE", help="also write the timings as JSON to FILE")
 
 
 def _add_info_parser(commands) -> None:
-    p = commands.add_parser("info", help="what an export is: IO spec, provenance, validation, what is random")
-    p.add_argument("export_dir", help="directory written by `onnxport export`")
+    p = _add_export_dir_parser(commands, "info",
+                               help="what an export is: IO spec, provenance, validation, what is random")
     p.add_argument("--json", action="store_true", help="print onnxport.json as it is")
 
 
