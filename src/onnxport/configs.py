@@ -247,7 +247,8 @@ def read_config_dict(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-_ROBERTA_LIKE_DEFAULTS: dict[str, Any] = {
+# The BERT-base sizes both architectures default to in transformers.
+_BERT_BASE_DEFAULTS: dict[str, Any] = {
     "hidden_size": 768,
     "num_hidden_layers": 12,
     "num_attention_heads": 12,
@@ -255,15 +256,19 @@ _ROBERTA_LIKE_DEFAULTS: dict[str, Any] = {
     "hidden_act": "gelu",
     "hidden_dropout_prob": 0.1,
     "attention_probs_dropout_prob": 0.1,
-    "max_position_embeddings": 512,
     "type_vocab_size": 2,
     "initializer_range": 0.02,
     "layer_norm_eps": 1e-12,
+    "use_cache": True,
+}
+
+_ROBERTA_LIKE_DEFAULTS: dict[str, Any] = {
+    **_BERT_BASE_DEFAULTS,
+    "max_position_embeddings": 512,
     "pad_token_id": 1,
     "bos_token_id": 0,
     "eos_token_id": 2,
     "position_embedding_type": "absolute",
-    "use_cache": True,
     "classifier_dropout": None,
 }
 
@@ -308,22 +313,12 @@ class RobertaPreLayerNormConfig(_RobertaLikeConfig):
 class RoFormerConfig(EncoderConfig):
     model_type = "roformer"
     family_defaults = {
+        **_BERT_BASE_DEFAULTS,
         "vocab_size": 50000,
         "embedding_size": None,
-        "hidden_size": 768,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
-        "intermediate_size": 3072,
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.1,
-        "attention_probs_dropout_prob": 0.1,
         "max_position_embeddings": 1536,
-        "type_vocab_size": 2,
-        "initializer_range": 0.02,
-        "layer_norm_eps": 1e-12,
         "pad_token_id": 0,
         "rotary_value": False,
-        "use_cache": True,
     }
 
     def _post_init(self) -> None:
