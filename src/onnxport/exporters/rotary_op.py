@@ -163,7 +163,9 @@ def _cache_and_positions(node: onnx.NodeProto, prefix: str) -> tuple[list[onnx.N
     return nodes, n("cos_cache"), n("sin_cache"), n("position_ids")
 
 
-def _lower(model: onnx.ModelProto, make_fused) -> onnx.ModelProto:
+def _lower(model: onnx.ModelProto, fused_inputs, domain: str | None = None) -> onnx.ModelProto:
+    """A copy of ``model`` with every custom node as a fused ``RotaryEmbedding`` of ``domain``, interleaved
+    like the custom op, whose inputs are ``fused_inputs(x, cos_cache, sin_cache, position_ids)``."""
     lowered = onnx.ModelProto()
     lowered.CopyFrom(model)
     new_nodes: list[onnx.NodeProto] = []
@@ -172,7 +174,9 @@ def _lower(model: onnx.ModelProto, make_fused) -> onnx.ModelProto:
             prefix = f"{node.name or 'rotary'}_{i}/fused"
             helpers, cos_cache, sin_cache, positions = _cache_and_positions(node, prefix)
             new_nodes.extend(helpers)
-            new_nodes.append(make_fused(node, cos_cache, sin_cache, positions, prefix))
+            new_nodes.append(helper.make_node(
+                "RotaryEmbedding", fused_inputs(node.input[0], cos_cache, sin_cache, positions), list(node.output),
+                name=f"{prefix}/RotaryEmbedding", domain=domain, interleaved=1))
         else:
             new_nodes.append(node)
     del lowered.graph.node[:]
@@ -187,18 +191,8 @@ def lower_to_contrib(model: onnx.ModelProto) -> onnx.ModelProto:
     Its inputs are (input (B, N, S, H), position_ids (B, S), cos_cache, sin_cache (max, H/2)).
     Note ReduceProd at opset >= 18 takes axes as an input; without it, all axes are reduced either way.
     """
-
-    def fused(node, cos_cache, sin_cache, positions, prefix):
-        return helper.make_node(
-            "RotaryEmbedding",
-            [node.input[0], positions, cos_cache, sin_cache],
-            list(node.output),
-            name=f"{prefix}/RotaryEmbedding",
-            domain="com.microsoft",
-            interleaved=1,
-        )
-
-    lowered = _lower(model, fused)
+    lowered = _lower(model, lambda x, cos_cache, sin_cache, positions: [x, positions, cos_cache, sin_cache],
+                     domain="com.microsoft")
     _set_opset(lowered, "com.microsoft", 1)
     return lowered
 
@@ -214,14 +208,4 @@ def lower_to_onnx23(model: onnx.ModelProto) -> onnx.ModelProto:
             f"The standard RotaryEmbedding op needs opset >= 23, the model imports {opset}; "
             "use lower_to_contrib for ONNX Runtime, or export with a higher opset."
         )
-
-    def fused(node, cos_cache, sin_cache, positions, prefix):
-        return helper.make_node(
-            "RotaryEmbedding",
-            [node.input[0], cos_cache, sin_cache, positions],
-            list(node.output),
-            name=f"{prefix}/RotaryEmbedding",
-            interleaved=1,
-        )
-
-    return _lower(model, fused)
+    return _lower(model, lambda x, cos_cache, sin_cache, positions: [x, cos_cache, sin_cache, positions])
