@@ -114,13 +114,16 @@ def canonical_dtype(dtype: str) -> str:
 
 
 def is_cache(name: str) -> bool:
-    return name.startswith(("past_key_values.", "present."))
+    """Whether a graph tensor name is a cache input or output (the graph pass sees names, not the spec)."""
+    from .io_spec import CACHE_ROLES, role_of
+
+    return role_of(name)[0] in CACHE_ROLES
 
 
 def fp16_spec(spec):
     """The io spec of the fp16 graph: cache tensors float16, everything else as in fp32."""
     def retype(t):
-        return dataclasses.replace(t, dtype="float16") if is_cache(t.name) and t.dtype == "float32" else t
+        return dataclasses.replace(t, dtype="float16") if t.is_cache and t.dtype == "float32" else t
 
     return dataclasses.replace(spec, inputs=tuple(retype(t) for t in spec.inputs),
                                outputs=tuple(retype(t) for t in spec.outputs))
@@ -457,11 +460,11 @@ def long_masked_run(spec, batch: int = 2, sequence: int = 32, real: int = 2, see
     """Inputs whose second row attends to ``real`` tokens and masks the rest: a long run of fill values."""
     from .io_spec import make_inputs
 
-    limit = int(spec.extra.get("max_sequence_length", sequence))
+    limit = spec.max_sequence_length or sequence
     past = 3 if spec.with_past else 0
     sequence = max(real + 1, min(sequence, limit - past))
     inputs = make_inputs(spec, batch, sequence, past=past, num_choices=2, seed=seed, pad=False)
-    pad = int(spec.extra.get("pad_token_id", 0))
+    pad = spec.pad_token_id
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     ids[1:, ..., real:] = pad
     mask[1:, ..., past + real:] = 0

@@ -16,14 +16,17 @@ This module imports no deep-learning framework (the runtime uses it).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal, Mapping
 
 import numpy as np
 
 from ..configs import EncoderConfig
 from ..families import FAMILIES, Family, family_of
-from ..errors import TaskError  # noqa: F401  (re-exported: the old import path keeps working)
+from ..reference_models.common import check_inputs, value_range
+from ..errors import InputError, TaskError  # noqa: F401  (TaskError re-exported: the old import path keeps working)
 
 # Optimum's dimension names.
 BATCH = "batch_size"
@@ -35,25 +38,40 @@ TOTAL = "past_sequence_length + sequence_length"
 Dim = str | int
 
 
+# What a graph output holds, per task: (name, shape). A dimension that is a config field's name
+# (CONFIG_DIMS) is that field's value; the others are dynamic dimensions.
+CONFIG_DIMS = ("hidden_size", "vocab_size", "num_labels")
+POOLER_OUTPUT = "pooler_output"  # only where the family has a pooler and the checkpoint its weights
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
     head: str  # reference-model head suffix, e.g. "ForMaskedLM"
     description: str
+    outputs: tuple[tuple[str, tuple[Dim, ...]], ...]
     can_use_past: bool = False
 
 
-# Optimum's task names -> the head that serves them.
+_TOKENS = (BATCH, SEQUENCE)
+
+# Optimum's task names -> the head that serves them and the outputs its graph returns.
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
-        Task("feature-extraction", "Model", "last_hidden_state (+ pooler_output where the family has a pooler)"),
-        Task("text-generation", "ForCausalLM", "causal LM logits; with_past adds the key/value cache", True),
-        Task("fill-mask", "ForMaskedLM", "masked-LM logits over the vocabulary"),
-        Task("text-classification", "ForSequenceClassification", "one row of num_labels logits per sequence"),
-        Task("multiple-choice", "ForMultipleChoice", "one logit per choice; inputs are (batch, choices, sequence)"),
-        Task("token-classification", "ForTokenClassification", "num_labels logits per token"),
-        Task("question-answering", "ForQuestionAnswering", "start_logits / end_logits per token"),
+        Task("feature-extraction", "Model", "last_hidden_state (+ pooler_output where the family has a pooler)",
+             (("last_hidden_state", (*_TOKENS, "hidden_size")), (POOLER_OUTPUT, (BATCH, "hidden_size")))),
+        Task("text-generation", "ForCausalLM", "causal LM logits; with_past adds the key/value cache",
+             (("logits", (*_TOKENS, "vocab_size")),), can_use_past=True),
+        Task("fill-mask", "ForMaskedLM", "masked-LM logits over the vocabulary", (("logits", (*_TOKENS, "vocab_size")),)),
+        Task("text-classification", "ForSequenceClassification", "one row of num_labels logits per sequence",
+             (("logits", (BATCH, "num_labels")),)),
+        Task("multiple-choice", "ForMultipleChoice", "one logit per choice; inputs are (batch, choices, sequence)",
+             (("logits", (BATCH, CHOICES)),)),
+        Task("token-classification", "ForTokenClassification", "num_labels logits per token",
+             (("logits", (*_TOKENS, "num_labels")),)),
+        Task("question-answering", "ForQuestionAnswering", "start_logits / end_logits per token",
+             (("start_logits", _TOKENS), ("end_logits", _TOKENS))),
     )
 }
 
@@ -77,11 +95,61 @@ def task_for_head(head: str) -> str:
     raise TaskError(f"No export task serves the head {head!r}.")
 
 
+# What a graph tensor is for. The cache roles carry the layer they belong to.
+Role = Literal["ids", "mask", "types", "past_key", "past_value", "present_key", "present_value", "output"]
+PAST_ROLES: tuple[Role, Role] = ("past_key", "past_value")
+PRESENT_ROLES: tuple[Role, Role] = ("present_key", "present_value")
+CACHE_ROLES = PAST_ROLES + PRESENT_ROLES
+
+# Optimum's name for each role (the cache names hold their layer).
+_ROLE_NAMES: dict[str, str] = {
+    "ids": "input_ids",
+    "mask": "attention_mask",
+    "types": "token_type_ids",
+    "past_key": "past_key_values.{layer}.key",
+    "past_value": "past_key_values.{layer}.value",
+    "present_key": "present.{layer}.key",
+    "present_value": "present.{layer}.value",
+}
+_CACHE_NAME = re.compile(r"(past_key_values|present)\.(\d+)\.(key|value)")
+
+
+def tensor_name(role: Role, layer: int | None = None) -> str:
+    """The graph tensor name of ``role`` (of ``layer`` for the cache roles)."""
+    return _ROLE_NAMES[role].format(layer=layer)
+
+
+def role_of(name: str) -> tuple[Role, int | None]:
+    """(role, layer) of a graph tensor name: the inverse of ``tensor_name``, for onnxport.json files (which
+    store names only) and graph passes that see names; anything else is an ``output``."""
+    cache = _CACHE_NAME.fullmatch(name)
+    if cache:
+        stage, layer, kind = cache.groups()
+        return f"{'past' if stage == 'past_key_values' else 'present'}_{kind}", int(layer)  # type: ignore[return-value]
+    for role, pattern in _ROLE_NAMES.items():
+        if pattern == name:
+            return role, None  # type: ignore[return-value]
+    return "output", None
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
     dtype: str  # numpy dtype name: "int64", "float32" ("float16" for the cache of fp16 exports)
     shape: tuple[Dim, ...]
+    # Derived from the name when not given (onnxport.json stores names only; the name is the contract).
+    role: Role | None = None
+    layer: int | None = None  # cache tensors: the layer they hold
+
+    def __post_init__(self) -> None:
+        if self.role is None:
+            role, layer = role_of(self.name)
+            object.__setattr__(self, "role", role)
+            object.__setattr__(self, "layer", layer)
+
+    @property
+    def is_cache(self) -> bool:
+        return self.role in CACHE_ROLES
 
     def dynamic_axes(self) -> dict[int, str]:
         return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
@@ -92,6 +160,15 @@ class TensorSpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TensorSpec":
         return cls(d["name"], d["dtype"], tuple(d["shape"]))
+
+    @classmethod
+    def of(cls, role: Role, dtype: str, shape: tuple[Dim, ...], layer: int | None = None) -> "TensorSpec":
+        return cls(tensor_name(role, layer), dtype, shape, role, layer)
+
+
+# Model facts the spec records for making and checking inputs, under "extra" in onnxport.json.
+# None: not recorded (a hand-written spec); build_io_spec records all of them.
+MODEL_FACTS = ("pad_token_id", "vocab_size", "type_vocab_size", "num_attention_heads", "head_dim", "max_sequence_length")
 
 
 @dataclass(frozen=True)
@@ -104,7 +181,17 @@ class IOSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     num_layers: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. pad_token_id for making inputs
+    pad_token_id: int = 0  # the id padded positions hold
+    vocab_size: int | None = None  # rows of the word-embedding table: ids lie in [0, vocab_size)
+    type_vocab_size: int | None = None  # rows of the token-type table
+    num_attention_heads: int | None = None  # cache shape (batch, num_attention_heads, past, head_dim)
+    head_dim: int | None = None
+    max_sequence_length: int | None = None  # longest past + sequence the position table covers
+
+    @property
+    def extra(self) -> Mapping[str, Any]:
+        """The recorded model facts as the read-only mapping onnxport.json stores (``spec.extra["head_dim"]``)."""
+        return MappingProxyType({k: getattr(self, k) for k in MODEL_FACTS if getattr(self, k) is not None})
 
     @property
     def input_names(self) -> list[str]:
@@ -113,6 +200,15 @@ class IOSpec:
     @property
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
+
+    def input(self, role: Role) -> TensorSpec | None:
+        """The input of ``role`` (ids, mask, types), or None when the graph does not take one."""
+        return next((t for t in self.inputs if t.role == role), None)
+
+    @property
+    def result_names(self) -> list[str]:
+        """The task's outputs: every output but the cache."""
+        return [t.name for t in self.outputs if not t.is_cache]
 
     @property
     def head(self) -> str:
@@ -137,8 +233,7 @@ class IOSpec:
         """The HF keyword call of a reference model (any framework's arrays) for feeds keyed by graph input
         name: the cache inputs become ``past_key_values`` (key, value) pairs; causal LMs build a cache only
         when the graph returns one."""
-        cache_inputs = {name for pair in self.past_names() for name in pair}
-        kwargs = {name: feeds[name] for name in self.input_names if name in feeds and name not in cache_inputs}
+        kwargs = {t.name: feeds[t.name] for t in self.inputs if t.name in feeds and not t.is_cache}
         if self.with_past:
             kwargs["past_key_values"] = tuple((feeds[k], feeds[v]) for k, v in self.past_names())
         if self.head == "ForCausalLM":
@@ -148,16 +243,89 @@ class IOSpec:
     def select(self, out: Any) -> tuple[Any, ...]:
         """The graph's outputs, in graph order, from a reference model's HF output object
         (``present.{i}.key`` / ``.value`` are ``out.past_key_values[i][0]`` / ``[1]``)."""
-        present = {name: (layer, kind) for layer, pair in enumerate(self.present_names())
-                   for kind, name in enumerate(pair)}
-        return tuple(out.past_key_values[present[name][0]][present[name][1]] if name in present
-                     else getattr(out, name) for name in self.output_names)
+        return tuple(out.past_key_values[t.layer][PRESENT_ROLES.index(t.role)] if t.role in PRESENT_ROLES
+                     else getattr(out, t.name) for t in self.outputs)
 
     def past_names(self) -> list[tuple[str, str]]:
-        return [(f"past_key_values.{i}.key", f"past_key_values.{i}.value") for i in range(self.num_layers)] if self.with_past else []
+        """(key, value) input names per layer; empty without a cache."""
+        return self._cache_names(PAST_ROLES)
 
     def present_names(self) -> list[tuple[str, str]]:
-        return [(f"present.{i}.key", f"present.{i}.value") for i in range(self.num_layers)] if self.with_past else []
+        """(key, value) output names per layer; empty without a cache."""
+        return self._cache_names(PRESENT_ROLES)
+
+    def _cache_names(self, roles: tuple[Role, Role]) -> list[tuple[str, str]]:
+        layers = range(self.num_layers) if self.with_past else range(0)
+        return [(tensor_name(roles[0], i), tensor_name(roles[1], i)) for i in layers]
+
+    # -- checking feeds -------------------------------------------------------------------------
+    def input_limits(self) -> "InputLimits":
+        """What the graph's tables take, as recorded in the spec (the runtime reads them off the graph)."""
+        return InputLimits(self.vocab_size, self.type_vocab_size, self.max_sequence_length)
+
+    def check_feeds(self, feeds: Mapping[str, Any], limits: Any = None) -> None:
+        """Refuse with an InputError the feeds (graph input name -> array) the graph would fail on or
+        silently misread: missing or unknown inputs; ids, mask and token types that are not integers, a
+        cache that is not floating-point; input_ids not of the spec's rank or with an empty dimension; every
+        cache tensor (batch, heads, past, head_dim) over one past length; then the reference models' rules
+        (``check_inputs``): mask (batch, past + sequence), types the shape of the ids, ids and types within
+        their tables, past + sequence within the position table.
+
+        ``limits``: anything with ``vocab_size``, ``type_vocab_size``, ``max_sequence_length`` and
+        ``max_position_embeddings`` (a config, ``InputLimits``); the spec's recorded values by default.
+        Arrays are read as given (uint64 ids beyond int64 are out of range, not wrapped); OrtValues (the
+        cache a bound run returned) are checked by shape only."""
+        missing = [name for name in self.input_names if name not in feeds]
+        unknown = sorted(set(feeds) - set(self.input_names))
+        if missing or unknown:
+            raise InputError(f"The feeds of this {self.task} export must be exactly {self.input_names}; "
+                             f"missing {missing}, unknown {unknown}.")
+        for t in self.inputs:
+            kind = _dtype_kind(feeds[t.name])
+            if t.is_cache and kind not in (None, *"fiu"):
+                raise InputError(f"{t.name} must hold floating-point numbers, got dtype {np.asarray(feeds[t.name]).dtype}.")
+            if not t.is_cache and kind not in (None, *"iub"):
+                raise InputError(f"{t.name} must hold integers, got dtype {np.asarray(feeds[t.name]).dtype}.")
+        ids = feeds[tensor_name("ids")]
+        shape = _shape(ids)
+        rank = len(self.input("ids").shape)
+        what = "(batch, num_choices, sequence)" if rank == 3 else "(batch, sequence)"
+        if len(shape) != rank:
+            raise InputError(f"input_ids must have shape {what}, got {shape}.")
+        if 0 in shape:
+            raise InputError(f"input_ids has shape {shape}: every dimension of {what} must be at least 1; "
+                             "pass at least one sequence of at least one token.")
+        mask, types = feeds.get(tensor_name("mask")), feeds.get(tensor_name("types"))
+        if rank == 3:  # the reference models' rules are stated for (batch, sequence): check choices, then flatten
+            for name, array in ((tensor_name("mask"), mask), (tensor_name("types"), types)):
+                if array is not None and _shape(array) != shape:
+                    raise InputError(f"{name} must have the shape of input_ids {shape}, got {_shape(array)}.")
+
+        def flat(array: Any) -> tuple[int, ...] | None:
+            dims = None if array is None else _shape(array)
+            return dims if dims is None or rank != 3 else (int(np.prod(dims[:-1])), dims[-1])
+
+        check_inputs(
+            limits or self.input_limits(), FAMILIES[self.model_type],
+            input_shape=flat(ids), attention_mask_shape=flat(mask), token_type_ids_shape=flat(types),
+            past_length=self._past_length(feeds, shape[0]),
+            ids_range=value_range(ids), token_type_range=None if types is None else value_range(types),
+        )
+
+    def _past_length(self, feeds: Mapping[str, Any], batch: int) -> int:
+        """The one past length of the cache feeds (0 without a cache), each (batch, heads, past, head_dim)."""
+        want = (batch, self.num_attention_heads, None, self.head_dim)
+        past_length = None
+        for name in (name for pair in self.past_names() for name in pair):
+            shape = _shape(feeds[name])
+            if len(shape) != 4 or any(w is not None and w != g for w, g in zip(want, shape)):
+                raise InputError(f"{name} must have shape (batch, heads, past, head_dim) = {want}, got {shape}.")
+            if past_length is not None and shape[2] != past_length:
+                raise InputError(
+                    f"{name} holds {shape[2]} past positions, the cache before it {past_length}: every key and "
+                    "value of past_key_values must cover the same past positions.")
+            past_length = shape[2]
+        return past_length or 0
 
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -168,7 +336,7 @@ class IOSpec:
             "num_layers": self.num_layers,
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
-            "extra": dict(self.extra),
+            "extra": dict(self.extra),  # the model facts, under the key every reader of onnxport.json knows
         }
 
     def to_json(self) -> str:
@@ -176,6 +344,7 @@ class IOSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "IOSpec":
+        facts = d.get("extra", {})
         return cls(
             task=d["task"],
             model_type=d["model_type"],
@@ -183,12 +352,42 @@ class IOSpec:
             inputs=tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
             outputs=tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
             num_layers=int(d.get("num_layers", 0)),
-            extra=dict(d.get("extra", {})),
+            **{k: facts[k] for k in MODEL_FACTS if facts.get(k) is not None},
         )
 
     @classmethod
     def from_json(cls, text: str) -> "IOSpec":
         return cls.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What the graph's lookup tables take (``check_inputs`` reads these as it reads a config)."""
+
+    vocab_size: int | None
+    type_vocab_size: int | None
+    max_sequence_length: int | None
+    max_position_embeddings: int | None = None  # only named in messages
+
+    def __post_init__(self) -> None:
+        # check_inputs compares against numbers: an unrecorded limit checks nothing
+        for name in ("vocab_size", "type_vocab_size", "max_sequence_length"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, _UNBOUNDED)
+
+
+_UNBOUNDED = 2**63
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    """Shape of an array-like or an ONNX Runtime OrtValue (whose shape is a method)."""
+    shape = getattr(value, "shape", None)
+    return tuple(shape()) if callable(shape) else tuple(np.shape(value))
+
+
+def _dtype_kind(value: Any) -> str | None:
+    """numpy's dtype kind of an array-like; None for an OrtValue (it came from the graph)."""
+    return None if callable(getattr(value, "shape", None)) else np.asarray(value).dtype.kind
 
 
 def check_task(task: str, family: Family, with_past: bool = False, config: EncoderConfig | None = None) -> Task:
@@ -221,41 +420,19 @@ def build_io_spec(task: str, config: EncoderConfig, with_past: bool = False, poo
     without ``pooler_output``, for checkpoints that have no pooler weights)."""
     family = family_of(config)
     check_task(task, family, with_past, config)
-    ids = "int64"
+    ids, f = "int64", "float32"
     text = (BATCH, CHOICES, SEQUENCE) if task == "multiple-choice" else (BATCH, SEQUENCE)
-    mask_shape = (BATCH, TOTAL) if with_past else text
-    inputs = [TensorSpec("input_ids", ids, text), TensorSpec("attention_mask", ids, mask_shape)]
+    inputs = [TensorSpec.of("ids", ids, text), TensorSpec.of("mask", ids, (BATCH, TOTAL) if with_past else text)]
     if takes_token_type_ids(config):
-        inputs.append(TensorSpec("token_type_ids", ids, text))
+        inputs.append(TensorSpec.of("types", ids, text))
 
     heads, head_dim = config.num_attention_heads, config.head_dim
-    layers = config.num_hidden_layers
-    if with_past:
-        for i in range(layers):
-            for kind in ("key", "value"):
-                inputs.append(TensorSpec(f"past_key_values.{i}.{kind}", "float32", (BATCH, heads, PAST, head_dim)))
-
-    f = "float32"
-    if task == "feature-extraction":
-        outputs = [TensorSpec("last_hidden_state", f, (BATCH, SEQUENCE, config.hidden_size))]
-        if family.has_pooler and pooler:
-            outputs.append(TensorSpec("pooler_output", f, (BATCH, config.hidden_size)))
-    elif task in ("text-generation", "fill-mask"):
-        outputs = [TensorSpec("logits", f, (BATCH, SEQUENCE, config.vocab_size))]
-    elif task == "text-classification":
-        outputs = [TensorSpec("logits", f, (BATCH, config.num_labels))]
-    elif task == "multiple-choice":
-        outputs = [TensorSpec("logits", f, (BATCH, CHOICES))]
-    elif task == "token-classification":
-        outputs = [TensorSpec("logits", f, (BATCH, SEQUENCE, config.num_labels))]
-    elif task == "question-answering":
-        outputs = [TensorSpec("start_logits", f, (BATCH, SEQUENCE)), TensorSpec("end_logits", f, (BATCH, SEQUENCE))]
-    else:  # pragma: no cover - TASKS and this table move together
-        raise TaskError(f"No outputs defined for task {task!r}.")
-    if with_past:
-        for i in range(layers):
-            for kind in ("key", "value"):
-                outputs.append(TensorSpec(f"present.{i}.{kind}", f, (BATCH, heads, TOTAL, head_dim)))
+    layers = config.num_hidden_layers if with_past else 0
+    inputs += [TensorSpec.of(role, f, (BATCH, heads, PAST, head_dim), i) for i in range(layers) for role in PAST_ROLES]
+    sizes = {dim: getattr(config, dim) for dim in CONFIG_DIMS}
+    outputs = [TensorSpec(name, f, tuple(sizes.get(d, d) for d in shape), "output")
+               for name, shape in TASKS[task].outputs if name != POOLER_OUTPUT or (family.has_pooler and pooler)]
+    outputs += [TensorSpec.of(role, f, (BATCH, heads, TOTAL, head_dim), i) for i in range(layers) for role in PRESENT_ROLES]
 
     return IOSpec(
         task=task,
@@ -263,15 +440,13 @@ def build_io_spec(task: str, config: EncoderConfig, with_past: bool = False, poo
         with_past=with_past,
         inputs=tuple(inputs),
         outputs=tuple(outputs),
-        num_layers=layers if with_past else 0,
-        extra={
-            "pad_token_id": config.pad_token_id if config.pad_token_id is not None else 0,
-            "vocab_size": config.vocab_size,
-            "type_vocab_size": config.type_vocab_size,
-            "num_attention_heads": heads,
-            "head_dim": head_dim,
-            "max_sequence_length": config.max_sequence_length,
-        },
+        num_layers=layers,
+        pad_token_id=config.pad_token_id if config.pad_token_id is not None else 0,
+        vocab_size=config.vocab_size,
+        type_vocab_size=config.type_vocab_size,
+        num_attention_heads=heads,
+        head_dim=head_dim,
+        max_sequence_length=config.max_sequence_length,
     )
 
 
@@ -290,12 +465,11 @@ def make_inputs(
     ``pad_token_id`` and attention 0. Past key/values are random normal, fully attended.
     """
     rng = np.random.default_rng(seed)
-    extra = spec.extra
-    limit = int(extra.get("max_sequence_length", sequence + past))
-    if sequence + past > limit:
+    limit = spec.max_sequence_length
+    if limit is not None and sequence + past > limit:
         raise ValueError(f"past {past} + sequence {sequence} exceeds the model's {limit} positions.")
-    pad_id = int(extra.get("pad_token_id", 0))
-    vocab = int(extra.get("vocab_size", 100))
+    pad_id = spec.pad_token_id
+    vocab = spec.vocab_size or 100  # a hand-written spec without one: small ids every model has
     lead = (batch, num_choices) if spec.task == "multiple-choice" else (batch,)
     rows = int(np.prod(lead))
     low = min(3, vocab - 1)
@@ -308,23 +482,18 @@ def make_inputs(
             ids[r, length:] = pad_id
             mask[r, length:] = 0
     types = np.zeros((rows, sequence), dtype=np.int64)
-    if int(extra.get("type_vocab_size", 1)) > 1:
+    if (spec.type_vocab_size or 1) > 1:
         types[:, sequence // 2 :] = 1
         types[mask == 0] = 0
+    full_mask = mask if not spec.with_past else np.concatenate([np.ones((rows, past), np.int64), mask], axis=1)
+    by_role = {"ids": ids, "mask": full_mask, "types": types}
     out: dict[str, np.ndarray] = {}
     for t in spec.inputs:
-        if t.name == "input_ids":
-            out[t.name] = ids.reshape(*lead, sequence)
-        elif t.name == "attention_mask":
-            full = mask if not spec.with_past else np.concatenate([np.ones((rows, past), np.int64), mask], axis=1)
-            out[t.name] = full.reshape(*lead, -1)
-        elif t.name == "token_type_ids":
-            out[t.name] = types.reshape(*lead, sequence)
-        elif t.name.startswith("past_key_values."):
-            shape = (batch, extra["num_attention_heads"], past, extra["head_dim"])
+        if t.is_cache:
+            shape = (batch, spec.num_attention_heads, past, spec.head_dim)
             out[t.name] = rng.standard_normal(shape).astype(t.dtype)  # float16 in fp16 exports
-        else:  # pragma: no cover
-            raise KeyError(f"make_inputs does not know input {t.name!r}")
+        else:
+            out[t.name] = by_role[t.role].reshape(*lead, -1)
     return out
 
 
@@ -338,7 +507,6 @@ def past_from_present(spec: IOSpec, outputs: Mapping[str, np.ndarray]) -> dict[s
 
 def empty_past(spec: IOSpec, batch: int) -> dict[str, np.ndarray]:
     """Past key/values of length 0: the first decoding step."""
-    shape = (batch, spec.extra["num_attention_heads"], 0, spec.extra["head_dim"])
-    dtypes = {t.name: t.dtype for t in spec.inputs}
-    return {name: np.zeros(shape, dtypes.get(name, "float32")) for pair in spec.past_names() for name in pair}
+    shape = (batch, spec.num_attention_heads, 0, spec.head_dim)
+    return {t.name: np.zeros(shape, t.dtype) for t in spec.inputs if t.role in PAST_ROLES}
 

@@ -79,7 +79,7 @@ def bench(export_dir: str | os.PathLike, shapes=DEFAULT_SHAPES, provider: str = 
     options = {} if threads is None else {"intra_op_threads": threads}
     model = load_model(export_dir, provider=provider, load_tokenizer=False, **options)
     spec = model.spec
-    limit = int(spec.extra.get("max_sequence_length", 0)) or None
+    limit = spec.max_sequence_length
     report = BenchReport(os.fspath(export_dir), spec.task, model.session.get_providers()[0], threads or 0,
                          {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count()})
     for batch, sequence in shapes:
@@ -88,7 +88,7 @@ def bench(export_dir: str | os.PathLike, shapes=DEFAULT_SHAPES, provider: str = 
         feeds = make_inputs(spec, batch, sequence, seed=0, pad=False)
         if spec.with_past:
             feeds.update(empty_past(spec, batch))
-        kwargs = {k: v for k, v in feeds.items() if not k.startswith("past_key_values.")}
+        kwargs = {t.name: feeds[t.name] for t in spec.inputs if not t.is_cache}
         for _ in range(warmup):
             model(**kwargs)
         times = []
