@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import threading
-from types import SimpleNamespace
 from typing import Any, ClassVar, Optional, Sequence
 
 import numpy as np
@@ -20,9 +19,8 @@ import numpy as np
 from ..configs import AutoConfig, EncoderConfig
 from ..errors import InputError, TaskError
 from ..exporters import TOKENIZER_FILES
-from ..exporters.io_spec import TASKS, IOSpec, build_io_spec, empty_past
+from ..exporters.io_spec import PAST_ROLES, PRESENT_ROLES, TASKS, InputLimits, IOSpec, build_io_spec, empty_past
 from ..families import family_of
-from ..reference_models.common import check_inputs, value_range
 from .session import ModelFileError, SessionConfig, check_model_file, create_session
 
 logger = logging.getLogger("onnxport")
@@ -120,7 +118,7 @@ class OnnxModelBase:
 
     def __init__(self, session, spec: IOSpec, config: EncoderConfig, tokenizer=None, export_dir: str = "",
                  provider: str = "cpu", metadata: Optional[dict] = None, use_io_binding: Optional[bool] = None,
-                 device_id: int = 0, limits: Optional[SimpleNamespace] = None) -> None:
+                 device_id: int = 0, limits: Optional[InputLimits] = None) -> None:
         self.session = session
         self.spec = spec
         self.config = config
@@ -135,7 +133,6 @@ class OnnxModelBase:
         self._lock = threading.Lock()  # only guards lazy state; ONNX Runtime's run() is thread-safe
         # What ids the graph can look up (from_pretrained reads its tables); the IO spec's values otherwise.
         self._limits = limits or _input_limits(config, spec)
-        self._family = family_of(config)
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -195,8 +192,8 @@ class OnnxModelBase:
         for name in names:
             binding.bind_output(name, device, self.device_id)
         self.session.run_with_iobinding(binding)
-        values = binding.get_outputs()
-        return {name: value if name.startswith("present.") else value.numpy() for name, value in zip(names, values)}
+        cache = {t.name for t in self.spec.outputs if t.role in PRESENT_ROLES}
+        return {name: value if name in cache else value.numpy() for name, value in zip(names, binding.get_outputs())}
 
     forward = __call__
 
@@ -204,8 +201,10 @@ class OnnxModelBase:
         return RuntimeOutput(named)
 
     def prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Check inputs against the IO spec and the graph's limits and fill defaults (attention_mask,
-        token_type_ids): every input ONNX Runtime would fail on (or silently misread) is an InputError here."""
+        """The graph's feeds for a call: arrays read from what was given, defaults filled in (attention_mask,
+        token_type_ids, an empty cache), checked by the IO spec against the graph's limits
+        (``IOSpec.check_feeds``), then cast to the graph's dtypes. Every input ONNX Runtime would fail on
+        (or silently misread) is an InputError here."""
         inputs = dict(inputs)
         past = inputs.pop("past_key_values", None)
         known = set(self._input_specs)
@@ -216,51 +215,35 @@ class OnnxModelBase:
             )
         if inputs.get("input_ids") is None:
             raise RuntimeInputError("input_ids is required.")
-        limits = self._limits
-        raw_ids = self._integers("input_ids", inputs["input_ids"])
-        ids = raw_ids.astype(np.int64, copy=False)
-        rank = len(self._input_specs["input_ids"].shape)
-        what = "(batch, num_choices, sequence)" if rank == 3 else "(batch, sequence)"
-        if ids.ndim != rank:
-            raise RuntimeInputError(f"input_ids must have shape {what}, got {ids.shape}.")
-        if 0 in ids.shape:
-            raise RuntimeInputError(
-                f"input_ids has shape {ids.shape}: every dimension of {what} must be at least 1; "
-                "pass at least one sequence of at least one token."
-            )
+        ids = self._integers("input_ids", inputs["input_ids"])
         mask = inputs.get("attention_mask")
         mask = None if mask is None else self._mask_array(mask)
-        types = raw_types = None
-        if "token_type_ids" in known and inputs.get("token_type_ids") is not None:
-            raw_types = self._integers("token_type_ids", inputs["token_type_ids"])
-            types = raw_types.astype(np.int64, copy=False)
-        if rank == 3:  # the reference models' rules are stated for (batch, sequence): check choices, then flatten
-            for name, array in (("attention_mask", mask), ("token_type_ids", types)):
-                if array is not None and array.shape != ids.shape:
-                    raise RuntimeInputError(f"{name} must have the shape of input_ids {ids.shape}, got {array.shape}.")
-        flat = lambda a: None if a is None else a.reshape(-1, a.shape[-1]) if rank == 3 else a  # noqa: E731
-
-        past_feeds: dict[str, Any] = {}
-        past_length = 0
+        types = inputs.get("token_type_ids")
+        types = None if types is None else self._integers("token_type_ids", types)
         if self.spec.with_past:
-            past_feeds = self._past_feeds(past, ids.shape[0])
-            past_length = _shape(next(iter(past_feeds.values())))[2] if past_feeds else 0
+            feeds: dict[str, Any] = self._past_feeds(past, ids.shape[0] if ids.ndim else 1)
         elif past is not None:
             raise RuntimeInputError("past_key_values given, but this export has no cache inputs; export with --with-past.")
-        check_inputs(
-            limits, self._family, input_shape=flat(ids).shape,
-            attention_mask_shape=None if mask is None else flat(mask).shape,
-            token_type_ids_shape=None if types is None else flat(types).shape, past_length=past_length,
-            # ranges of the arrays as given: uint64 ids past int64 must not wrap into range
-            ids_range=value_range(raw_ids), token_type_range=None if types is None else value_range(raw_types),
-        )
-        seq = ids.shape[-1]
-        feeds: dict[str, Any] = dict(past_feeds)
-        feeds["input_ids"] = ids
-        feeds["attention_mask"] = np.ones(ids.shape[:-1] + (seq + past_length,), np.int64) if mask is None else mask
+        else:
+            feeds = {}
+        if mask is None:  # every position attended, the cached ones too
+            past_length = min((_shape(v)[2] for v in feeds.values() if len(_shape(v)) == 4), default=0)
+            mask = np.ones(ids.shape[:-1] + (ids.shape[-1] + past_length,) if ids.ndim else (), np.int64)
+        feeds.update(input_ids=ids, attention_mask=mask)
         if "token_type_ids" in known:
-            feeds["token_type_ids"] = np.zeros_like(ids) if types is None else types
-        return feeds
+            feeds["token_type_ids"] = np.zeros_like(ids, np.int64) if types is None else types
+        self.spec.check_feeds(feeds, self._limits)
+        return {name: self._in_graph_dtype(name, value) for name, value in feeds.items()}
+
+    def _in_graph_dtype(self, name: str, value: Any) -> Any:
+        if _is_ort_value(value):  # OrtValues from IO binding stay where they are
+            return value
+        dtype = self._input_specs[name].dtype
+        if dtype == "float16":  # fp16 exports' cache: refuse what fp16 cannot hold
+            from ..exporters.fp16 import to_fp16_checked
+
+            return to_fp16_checked(name, value)
+        return np.asarray(value, dtype)
 
     @staticmethod
     def _as_array(name: str, value: Any) -> np.ndarray:
@@ -302,8 +285,8 @@ class OnnxModelBase:
         return array.astype(np.int64, copy=False)  # transformers accepts 0.0/1.0 float masks; the graph takes int64
 
     def _past_feeds(self, past: Any, batch: int) -> dict[str, Any]:
-        """past_key_values as the graph's cache inputs: one (key, value) pair per layer, each
-        (batch, heads, past, head_dim) of one past length, in the graph's dtype."""
+        """past_key_values as the graph's cache feeds: one (key, value) pair per layer (the IO spec checks
+        their shapes and dtypes); an empty cache when none is given."""
         if past is None:
             return empty_past(self.spec, batch)
         layers = self.spec.num_layers
@@ -314,31 +297,11 @@ class OnnxModelBase:
         if len(past) != layers:
             raise RuntimeInputError(f"past_key_values has {len(past)} layers, the model has {layers}; it must be {form}.")
         feeds: dict[str, Any] = {}
-        want = (batch, self.spec.extra["num_attention_heads"], None, self.spec.extra["head_dim"])
-        past_length = None
-        for index, ((key_name, value_name), layer) in enumerate(zip(self.spec.past_names(), past)):
+        for index, (names, layer) in enumerate(zip(self.spec.past_names(), past)):
             if isinstance(layer, (str, bytes, dict)) or not isinstance(layer, (Sequence, np.ndarray)) or len(layer) != 2:
                 raise RuntimeInputError(f"past_key_values[{index}] must be a (key, value) pair; past_key_values must be {form}.")
-            for name, array in ((key_name, layer[0]), (value_name, layer[1])):
-                if not _is_ort_value(array):  # OrtValues from IO binding stay where they are
-                    array = self._as_array(name, array)
-                    if array.dtype.kind not in "fiu":
-                        raise RuntimeInputError(f"{name} must hold floating-point numbers, got dtype {array.dtype}.")
-                    if self._input_specs[name].dtype == "float16":  # fp16 exports: refuse what fp16 cannot hold
-                        from ..exporters.fp16 import to_fp16_checked
-
-                        array = to_fp16_checked(name, array)
-                    array = np.asarray(array, dtype=self._input_specs[name].dtype)  # float16 in fp16 exports
-                shape = _shape(array)
-                if len(shape) != 4 or any(w is not None and w != g for w, g in zip(want, shape)):
-                    raise RuntimeInputError(
-                        f"{name} must have shape (batch, heads, past, head_dim) = {want}, got {shape}.")
-                if past_length is not None and shape[2] != past_length:
-                    raise RuntimeInputError(
-                        f"{name} holds {shape[2]} past positions, the cache before it {past_length}: every key and "
-                        "value of past_key_values must cover the same past positions.")
-                past_length = shape[2]
-                feeds[name] = array
+            for name, array in zip(names, layer):
+                feeds[name] = array if _is_ort_value(array) else self._as_array(name, array)
         return feeds
 
     def __repr__(self) -> str:
@@ -378,7 +341,7 @@ def _check_spec_matches_task(spec: IOSpec, config: EncoderConfig, export_dir: st
     problems = []
     if sorted(spec.output_names) != sorted(expected.output_names):
         problems.append(f"outputs {spec.output_names}, a {spec.task!r} export has {expected.output_names}")
-    if {n for n in spec.input_names if n.startswith("past_key_values.")} != past:
+    if {t.name for t in spec.inputs if t.role in PAST_ROLES} != past:
         problems.append(f"{'no ' if spec.with_past else ''}past_key_values inputs with with_past={spec.with_past}")
     unknown = sorted(set(spec.input_names) - set(expected.input_names))
     if unknown or "input_ids" not in spec.input_names:
@@ -446,17 +409,14 @@ def _embedding_rows(graph, input_name: str) -> Optional[int]:
     return None
 
 
-def _input_limits(config: EncoderConfig, spec: IOSpec, graph=None) -> SimpleNamespace:
-    """Value limits for check_inputs from what the graph holds (its embedding tables, else the IO spec the
+def _input_limits(config: EncoderConfig, spec: IOSpec, graph=None) -> InputLimits:
+    """Value limits for the feeds from what the graph holds (its embedding tables, else the IO spec the
     exporter wrote), config.json only as a last resort: a config edited after export must not let ids
     through that the graph's Gather would read out of bounds."""
-    extra = spec.extra
-    vocab = _embedding_rows(graph, "input_ids") or extra.get("vocab_size") or config.vocab_size
-    types = _embedding_rows(graph, "token_type_ids") or extra.get("type_vocab_size") or config.type_vocab_size
-    length = min(config.max_sequence_length, extra.get("max_sequence_length") or config.max_sequence_length)
-    return SimpleNamespace(vocab_size=vocab, type_vocab_size=types, max_sequence_length=length,
-                           max_position_embeddings=config.max_position_embeddings,
-                           hidden_size=config.hidden_size, embedding_size=getattr(config, "embedding_size", None))
+    vocab = _embedding_rows(graph, "input_ids") or spec.vocab_size or config.vocab_size
+    types = _embedding_rows(graph, "token_type_ids") or spec.type_vocab_size or config.type_vocab_size
+    length = min(config.max_sequence_length, spec.max_sequence_length or config.max_sequence_length)
+    return InputLimits(vocab, types, length, config.max_position_embeddings)
 
 
 def _load_tokenizer(export_dir: str):
@@ -509,7 +469,7 @@ class OnnxModelForCausalLM(OnnxModelBase):
     task = "text-generation"
 
     def _outputs(self, named: dict[str, np.ndarray]) -> RuntimeOutput:
-        out = RuntimeOutput({k: v for k, v in named.items() if not k.startswith("present.")})
+        out = RuntimeOutput({t.name: named[t.name] for t in self.spec.outputs if t.role not in PRESENT_ROLES})
         if self.spec.with_past:
             out["past_key_values"] = tuple(
                 (named[k], named[v]) for k, v in self.spec.present_names()
