@@ -434,7 +434,8 @@ def _info(args) -> int:
 def _add_quantize_thresholds(p) -> None:
     from .exporters.quantize import DEFAULT_MIN_COSINE, DEFAULT_MIN_TOP1
 
-    p.add_argument("--per-channel", action="store_true", help="one weight scale per output column")
+    p.add_argument("--per-channel", action="store_true",
+                   help="one weight scale per output column (the same as --recipe dynamic-per-channel)")
     p.add_argument("--min-cosine", type=float, default=DEFAULT_MIN_COSINE,
                    help=f"fail below this cosine similarity of the head output vs fp32 (default {DEFAULT_MIN_COSINE})")
     p.add_argument("--min-top1", type=float, default=DEFAULT_MIN_TOP1,
@@ -442,11 +443,20 @@ def _add_quantize_thresholds(p) -> None:
 
 
 def _add_quantize_parser(commands) -> None:
-    p = commands.add_parser("quantize", help="dynamic int8 quantization of an export directory, validated vs fp32")
+    from .exporters.quantize import RECIPES
+
+    p = commands.add_parser("quantize", help="int8 quantization of an export directory: the fastest recipe whose "
+                                             "outputs agree with fp32")
     p.add_argument("export_dir", help="fp32 directory written by `onnxport export`")
     p.add_argument("--out", default=None, help="output directory (default: EXPORT_DIR-int8)")
     p.add_argument("--force", action="store_true",
                    help="replace the int8 files in a non-empty --out (a refused model leaves --out as it was)")
+    p.add_argument("--calibration", metavar="TEXTS", default=None,
+                   help="your texts, one a line (or JSONL with \"text\" / \"text_pair\"), tokenized with the export's "
+                        "tokenizer: they calibrate static int8 and the gate measures agreement on them "
+                        "(default: generated inputs)")
+    p.add_argument("--recipe", choices=RECIPES, default=None,
+                   help="use this recipe instead of searching (default: the fastest that passes the gate)")
     _add_quantize_thresholds(p)
 
 
@@ -455,7 +465,8 @@ def _quantize(args) -> int:
 
     try:
         report = quantize(args.export_dir, args.out, per_channel=args.per_channel, min_cosine=args.min_cosine,
-                          min_top1=args.min_top1, force=args.force)
+                          min_top1=args.min_top1, force=args.force, recipe=getattr(args, "recipe", None),
+                          calibration=getattr(args, "calibration", None))
     except (QuantizationError, ValueError, FileNotFoundError) as error:
         print(f"onnxport quantize: error: {error}", file=sys.stderr)
         return 1
