@@ -28,6 +28,7 @@ import numpy as np
 from ...configs import EncoderConfig
 from ...families import Family
 from ..common import InputError, last_layer_query_rows, rotary_table
+from ..tracing import trace_options
 from .activations import ACT2FN
 
 PRECISION = jax.lax.Precision.HIGHEST
@@ -64,15 +65,14 @@ def roberta_position_ids(input_ids: jax.Array, padding_idx: int, past_length: in
     return incremental + padding_idx
 
 
-# Export-time specialisation, switched on by onnxport.exporters.flax only while jax2onnx traces a
-# text-classification graph (as BaseModel.first_token_only_last_layer in the PyTorch encoder): the head
-# reads the first token alone, so the last layer computes its query, attention output and feed-forward
-# for that token only. Ignored whenever the call needs every position of the last layer. A module global,
-# not a module attribute: linen modules are frozen dataclasses.
-FIRST_TOKEN_ONLY_LAST_LAYER = False
-
-
 def apply_rotary(x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
+    """The rotary position embedding of every query, key (and value) row: ``rotate_pairs``, or inside an
+    exporter's ``tracing(rotary_op=...)`` block that function (one onnxport.RotaryEmbedding node)."""
+    rotary_op = trace_options().rotary_op
+    return rotate_pairs(x, sin, cos) if rotary_op is None else rotary_op(x, sin, cos)
+
+
+def rotate_pairs(x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
     """Rotate interleaved feature pairs (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin).
 
     ``sin``/``cos`` hold one angle per pair, shape (..., seq, head_dim / 2).
@@ -412,7 +412,7 @@ class BaseModel(nn.Module):
         all_cross_attentions = () if output_attentions and config.add_cross_attention else None
         presents = () if use_cache else None
         last_query_rows = last_layer_query_rows(
-            FIRST_TOKEN_ONLY_LAST_LAYER, config,
+            trace_options().first_token_only_last_layer, config,
             needs_every_position=bool(output_hidden_states or output_attentions or use_cache
                                       or encoder_hidden_states is not None or past_key_values),
         )

@@ -18,6 +18,7 @@ from ...errors import InputError
 from ...families import Family
 from ..common import check_inputs, last_layer_query_rows, rotary_table, value_range
 from ..outputs import BaseModelOutputWithPoolingAndCrossAttentions
+from ..tracing import trace_options
 from .activations import ACT2FN
 
 LayerPast = tuple[torch.Tensor, ...]  # (key, value) or (key, value, cross_key, cross_value)
@@ -35,18 +36,18 @@ def roberta_position_ids(input_ids: torch.Tensor, padding_idx: int, past_length:
     return incremental.long() + padding_idx
 
 
-# Set by onnxport.exporters.pt during torch.onnx.export so each rotary application
-# becomes one onnxport.RotaryEmbedding node instead of a dozen slicing ops.
-ROTARY_EXPORT_HOOK = None
-
-
 def apply_rotary(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """The rotary position embedding of every query, key (and value) row: ``rotate_pairs``, or inside an
+    exporter's ``tracing(rotary_op=...)`` block that function (one onnxport.RotaryEmbedding node)."""
+    rotary_op = trace_options().rotary_op
+    return rotate_pairs(x, sin, cos) if rotary_op is None else rotary_op(x, sin, cos)
+
+
+def rotate_pairs(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved feature pairs (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin).
 
     ``sin``/``cos`` hold one angle per pair, shape (..., seq, head_dim / 2).
     """
-    if ROTARY_EXPORT_HOOK is not None and torch.onnx.is_in_onnx_export():
-        return ROTARY_EXPORT_HOOK(x, sin, cos)
     sin_pos = torch.repeat_interleave(sin, 2, dim=-1)
     cos_pos = torch.repeat_interleave(cos, 2, dim=-1)
     rotated_half = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).reshape_as(x)
@@ -286,12 +287,6 @@ class Encoder(nn.Module):
 class BaseModel(nn.Module):
     """``XLMRobertaModel`` / ``RobertaPreLayerNormModel`` / ``RoFormerModel`` (without the from_pretrained API)."""
 
-    # Export-time specialisation, set by onnxport.exporters.pt only while it traces a text-classification
-    # graph: the head reads the first token alone, so the last layer computes its query, attention output
-    # and feed-forward for that token only (keys and values still span the sequence). Same logits, about
-    # 1/num_layers fewer FLOPs. Ignored whenever the call needs every position of the last layer.
-    first_token_only_last_layer: bool = False
-
     def __init__(self, config: EncoderConfig, family: Family, add_pooling_layer: bool = True) -> None:
         super().__init__()
         self.config = config
@@ -357,7 +352,7 @@ class BaseModel(nn.Module):
         all_cross_attentions = () if output_attentions and config.add_cross_attention else None
         presents = () if use_cache else None
         last_query_rows = last_layer_query_rows(
-            self.first_token_only_last_layer, config,
+            trace_options().first_token_only_last_layer, config,
             needs_every_position=bool(output_hidden_states or output_attentions or use_cache
                                       or encoder_hidden_states is not None or past_key_values),
         )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Iterator, Optional, Union
+from typing import Iterator, Mapping, Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -26,6 +26,7 @@ from ...configs import EncoderConfig
 from ...families import Family
 from ..common import InputError, check_inputs, last_layer_query_rows, rotary_table, value_range
 from ..outputs import BaseModelOutputWithPoolingAndCrossAttentions
+from ..tracing import trace_options
 from .activations import ACT2FN
 
 LayerPast = tuple[tf.Tensor, ...]  # (key, value) or (key, value, cross_key, cross_value)
@@ -95,6 +96,37 @@ class Module(tf.Module):
             elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Module) for v in value):
                 for i, child in enumerate(value):
                     yield from child.named_parameters(f"{prefix}{name}.{i}.")
+
+
+@contextlib.contextmanager
+def variables_read_as(model: tf.Module, tensors: Mapping[int, tf.Tensor]) -> Iterator[None]:
+    """Within the block, every module attribute in ``model``'s tree that holds a variable whose ``id`` is
+    a key of ``tensors`` holds that tensor instead; the variables are back when the block exits.
+
+    For tracing with the weights as function inputs (``onnxport.exporters.tf``: tf2onnx would freeze
+    each captured variable into a constant). Use it on a model no one else calls meanwhile: the swap
+    is on the instances, not local to a context."""
+    slots, seen, stack = [], set(), [model]
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        for attr, value in vars(module).items():
+            if isinstance(value, tf.Variable):
+                if id(value) in tensors:
+                    slots.append((module, attr, value))
+            elif isinstance(value, tf.Module):
+                stack.append(value)
+            elif isinstance(value, (list, tuple)):
+                stack.extend(v for v in value if isinstance(v, tf.Module))
+    try:
+        for module, attr, variable in slots:
+            object.__setattr__(module, attr, tensors[id(variable)])  # tf.Module tracks attribute writes
+        yield
+    finally:
+        for module, attr, variable in slots:
+            object.__setattr__(module, attr, variable)
 
 
 class Linear(Module):
@@ -184,18 +216,18 @@ def _repeat_pairs(t: tf.Tensor) -> tf.Tensor:
     return tf.reshape(doubled, tf.concat([tf.shape(t)[:-1], [2 * t.shape[-1]]], axis=0))
 
 
-# As in the PyTorch encoder: an exporter may set this while it traces the model for tf2onnx, so each
-# rotary application becomes one onnxport.RotaryEmbedding node; it must reset it afterwards.
-ROTARY_EXPORT_HOOK = None
-
-
 def apply_rotary(x: tf.Tensor, sin: tf.Tensor, cos: tf.Tensor) -> tf.Tensor:
+    """The rotary position embedding of every query, key (and value) row: ``rotate_pairs``, or inside an
+    exporter's ``tracing(rotary_op=...)`` block that function (one onnxport.RotaryEmbedding node)."""
+    rotary_op = trace_options().rotary_op
+    return rotate_pairs(x, sin, cos) if rotary_op is None else rotary_op(x, sin, cos)
+
+
+def rotate_pairs(x: tf.Tensor, sin: tf.Tensor, cos: tf.Tensor) -> tf.Tensor:
     """Rotate interleaved feature pairs (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin).
 
     ``sin``/``cos`` hold one angle per pair, shape (..., seq, head_dim / 2).
     """
-    if ROTARY_EXPORT_HOOK is not None:
-        return ROTARY_EXPORT_HOOK(x, sin, cos)
     sin_pos = _repeat_pairs(sin)
     cos_pos = _repeat_pairs(cos)
     rotated_half = tf.reshape(tf.stack([-x[..., 1::2], x[..., ::2]], axis=-1), tf.shape(x))
@@ -471,12 +503,6 @@ class BaseModel(Module):
             self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         if family.has_pooler and add_pooling_layer:
             self.pooler = Pooler(config)
-        # While tracing a graph, add tf.debugging asserts for value ranges (ids < vocab, length <= table).
-        # XLA drops them; an exporter may switch them off to keep Assert nodes out of the graph.
-        self.graph_input_checks = True
-        # Export-time specialisation (onnxport.exporters.tf, text-classification), as in the PyTorch encoder:
-        # the last layer computes query, attention output and feed-forward for the first token only.
-        self.first_token_only_last_layer = False
 
     def call(
         self,
@@ -535,7 +561,7 @@ class BaseModel(Module):
         all_cross_attentions = () if output_attentions and config.add_cross_attention else None
         presents = () if use_cache else None
         last_query_rows = last_layer_query_rows(
-            self.first_token_only_last_layer, config,
+            trace_options().first_token_only_last_layer, config,
             needs_every_position=bool(output_hidden_states or output_attentions or use_cache
                                       or encoder_hidden_states is not None or past_key_values),
         )
@@ -609,7 +635,9 @@ class BaseModel(Module):
                 f"past_key_values has {len(past_key_values)} layers, the model has {self.config.num_hidden_layers}."
             )
         tensors = (input_ids, token_type_ids, position_ids, inputs_embeds)
-        if eager or not self.graph_input_checks:
+        # While tracing a graph, tf.debugging asserts check value ranges (XLA drops them); an exporter
+        # turns them off (TraceOptions.graph_input_checks) to keep Assert nodes out of the artifact.
+        if eager or not trace_options().graph_input_checks:
             return tensors
         asserts = self._graph_checks(input_ids, token_type_ids, position_ids, inputs_embeds, past_length)
         with tf.control_dependencies(asserts):
