@@ -128,6 +128,8 @@ def validation_cases(spec: IOSpec) -> list[tuple[str, dict[str, np.ndarray]]]:
             first = make_inputs(spec, shape["batch"], sequence, past=0, seed=shape["seed"] + 1)
             first.update(empty_past(spec, shape["batch"]))
             cases.append(("empty-past", {name: first[name] for name in spec.input_names}))
+    for _, feeds in cases:  # what the runtime would accept: a failure here is a fault in the cases, not the graph
+        spec.check_feeds(feeds)
     return cases
 
 
