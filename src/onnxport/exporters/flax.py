@@ -7,8 +7,8 @@ named as the io spec names them, so batch, sequence, choices and past length sta
 
 Three things are specific to JAX:
 
-* Rotary: while converting, the Flax encoder's single ``apply_rotary`` function is replaced by
-  one that binds a custom JAX primitive (``onnxport_rotary_embedding``); a jax2onnx primitive
+* Rotary: while converting (``tracing(rotary_op=...)``), the Flax encoder's ``apply_rotary`` binds
+  a custom JAX primitive (``onnxport_rotary_embedding``) instead of the formula; a jax2onnx primitive
   plugin lowers each binding to exactly one ``onnxport.RotaryEmbedding(x, cos, sin)`` node. The
   primitive also has an eager implementation and an XLA lowering (the op's formula), so a
   ``jax.jit`` trace that somehow kept it still computes the right numbers.
@@ -34,7 +34,10 @@ import onnx
 import onnx.numpy_helper
 from onnx import TensorProto, helper
 
-from . import RANDOM_INIT_SEED, Converted, ExportError, ExportJob, random_weights_or_refuse
+from ..errors import ExportError
+from .front_end import (RANDOM_INIT_SEED, Converted, ExportJob, call_with_spec, check_opset, export_tracing,
+                        load_reference_model, native_runner)
+from .graph_edits import apply_tensor_spec, array_digest, rename_tensors
 from .rotary_op import DOMAIN, OP_TYPE, VERSION
 
 logger = logging.getLogger("onnxport")
@@ -114,60 +117,34 @@ def _register_rotary_plugin(primitive) -> None:
             ctx.bind_value_for_var(out_var, y)
 
 
-@contextlib.contextmanager
-def _rotary_as_custom_op() -> Iterator[None]:
-    """Swap the encoder's apply_rotary(x, sin, cos) for a binding of the primitive (inputs x, cos, sin)."""
-    from ..reference_models.flax import encoder
-
-    primitive = _rotary_primitive()
-    original = encoder.apply_rotary
-
-    def apply_rotary(x, sin, cos):
-        return primitive.bind(x, cos, sin)
-
-    encoder.apply_rotary = apply_rotary
-    try:
-        yield
-    finally:
-        encoder.apply_rotary = original
-
-
-@contextlib.contextmanager
-def _first_token_only_last_layer(spec) -> Iterator[None]:
-    """While tracing a text-classification graph, the last layer works on the first token only (the
-    classifier reads nothing else). The traces differ from run_native's (symbolic vs concrete shapes),
-    so validation runs the full model."""
-    from ..reference_models.flax import encoder
-
-    encoder.FIRST_TOKEN_ONLY_LAST_LAYER = spec.reads_first_token_only
-    try:
-        yield
-    finally:
-        encoder.FIRST_TOKEN_ONLY_LAST_LAYER = False
+def _bind_rotary(x, sin, cos):
+    """apply_rotary's arguments (x, sin, cos) -> one binding of the primitive (inputs x, cos, sin)."""
+    return _rotary_primitive().bind(x, cos, sin)
 
 
 # ----------------------------------------------------------------------------- convert
 def convert(job: ExportJob) -> Converted:
-    """The front-end contract (see ``exporters/__init__.py``): raw ONNX model + a native runner."""
+    """The front-end contract (``front_end.py``): raw ONNX model + a native runner."""
     import flax
     import jax
     import jax2onnx
 
-    from .. import checkpoints
     from ..reference_models.flax import model_class
 
-    if not MIN_OPSET <= job.opset <= MAX_OPSET:
-        raise ExportError(f"The Flax exporter writes opsets {MIN_OPSET}..{MAX_OPSET}, not {job.opset}.")
+    check_opset(job, MIN_OPSET, MAX_OPSET, "Flax exporter")
     spec = job.spec
-    cls = model_class(job.family.model_type, spec.head)
     # Weights come from the checkpoint; missing ones (allow_missing_weights) from the fixed seed.
-    model = cls(job.config, seed=RANDOM_INIT_SEED, _do_init=False)
-    report = model.load_state_dict_numpy(checkpoints.load_state_dict(job.checkpoint_dir))
-    random_weights = random_weights_or_refuse(report.missing, job, cls.__name__)
+    model, random_weights = load_reference_model(
+        job, model_class, lambda cls: cls(job.config, seed=RANDOM_INIT_SEED, _do_init=False))
     params = model.params
-    forward = _forward_fn(model, spec, params)
 
-    with _rotary_as_custom_op(), _first_token_only_last_layer(spec), _quiet_onnx_ir():
+    def forward(*args):
+        return call_with_spec(model, spec, args, params=params)
+
+    # The options are read while jax2onnx traces (symbolic shapes), a fresh trace; run_native (outside the
+    # block, concrete shapes) runs the full model.
+    _rotary_primitive()  # registers the jax2onnx plugin before the trace
+    with export_tracing(spec, _bind_rotary), _quiet_onnx_ir():
         raw = jax2onnx.to_onnx(
             forward,
             _input_structs(spec),
@@ -181,23 +158,10 @@ def convert(job: ExportJob) -> Converted:
     _check_rotary_count(raw, job)
     _name_weights(raw, model)
 
-    def run_native(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = [_to_traced_dtype(inputs[name], t.dtype) for name, t in zip(spec.input_names, spec.inputs)]
-        return {name: np.asarray(out) for name, out in zip(spec.output_names, forward(*args))}
-
+    run_native = native_runner(spec, forward, lambda array, tensor: _to_traced_dtype(array, tensor.dtype), np.asarray)
     versions = {"jax": jax.__version__, "flax": flax.__version__,
                 "jax2onnx": getattr(jax2onnx, "__version__", None) or _dist_version("jax2onnx")}
     return Converted(model=raw, run_native=run_native, versions=versions, random_weights=random_weights)
-
-
-def _forward_fn(model, spec, params):
-    """Positional io-spec inputs -> the model's HF keyword call -> outputs in io-spec order."""
-
-    def forward(*args):
-        out = model(**spec.model_kwargs(dict(zip(spec.input_names, args))), params=params, return_dict=True)
-        return spec.select(out)
-
-    return forward
 
 
 def _to_traced_dtype(array: np.ndarray, dtype: str) -> np.ndarray:
@@ -268,10 +232,7 @@ def _int64_inputs(model: onnx.ModelProto, spec) -> None:
         if elem != TensorProto.INT32:
             raise ExportError(f"jax2onnx gave input {value.name!r} element type {elem}, expected int32.")
         inner = f"{value.name}/int32"
-        for node in graph.node:
-            for i, name in enumerate(node.input):
-                if name == value.name:
-                    node.input[i] = inner
+        rename_tensors(graph, {value.name: inner})  # its consumers read the cast; the graph input keeps its name
         for out in graph.output:
             if out.name == value.name:  # pragma: no cover - no io spec passes an input through
                 raise ExportError(f"Input {value.name!r} is also a graph output.")
@@ -288,20 +249,7 @@ def _io_shapes_from_spec(model: onnx.ModelProto, spec) -> None:
     graph = model.graph
     for values, tensors in ((graph.input, spec.inputs), (graph.output, spec.outputs)):
         for value, tensor in zip(values, tensors):
-            shape = value.type.tensor_type.shape
-            if len(shape.dim) != len(tensor.shape):
-                raise ExportError(
-                    f"jax2onnx gave {value.name!r} rank {len(shape.dim)}, the io spec says {tensor.shape}."
-                )
-            for dim, want in zip(shape.dim, tensor.shape):
-                if isinstance(want, str):
-                    dim.Clear()
-                    dim.dim_param = want
-                elif dim.HasField("dim_value") and dim.dim_value != want:
-                    raise ExportError(f"jax2onnx gave {value.name!r} shape {shape}, the io spec says {tensor.shape}.")
-                else:
-                    dim.Clear()
-                    dim.dim_value = want
+            apply_tensor_spec(value, tensor, "jax2onnx")
 
 
 def _check_rotary_count(model: onnx.ModelProto, job: ExportJob) -> None:
@@ -328,12 +276,12 @@ def _name_weights(model: onnx.ModelProto, native) -> None:
 
     from ..reference_models.flax.modeling import flax_to_hf_name
 
-    by_content: dict[bytes, str] = {}
+    by_content: dict[str, str] = {}
 
     def offer(name: str, array) -> None:
-        array = np.ascontiguousarray(np.asarray(array))
+        array = np.asarray(array)
         if array.size >= 16:  # tiny arrays collide with shape constants
-            by_content.setdefault(_content_key(array.dtype, array.shape, array.tobytes()), name)
+            by_content.setdefault(array_digest(array), name)
 
     for path, value in sorted(flatten_dict(native.params).items()):
         hf_name, transposed = flax_to_hf_name(path)
@@ -348,24 +296,10 @@ def _name_weights(model: onnx.ModelProto, native) -> None:
     for init in graph.initializer:
         if not init.HasField("raw_data"):
             continue
-        array = onnx.numpy_helper.to_array(init)
-        name = by_content.get(_content_key(array.dtype, array.shape, array.tobytes()))
+        name = by_content.get(array_digest(onnx.numpy_helper.to_array(init)))
         if name and name not in taken and name not in rename.values():
             rename[init.name] = name
-    if not rename:
-        return
-    for init in graph.initializer:
-        init.name = rename.get(init.name, init.name)
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in rename:
-                node.input[i] = rename[name]
-
-
-def _content_key(dtype, shape, data: bytes) -> bytes:
-    import hashlib
-
-    return hashlib.sha256(f"{np.dtype(dtype).str}:{tuple(shape)}:".encode() + data).digest()
+    rename_tensors(graph, rename)
 
 
 def _dist_version(name: str) -> str:

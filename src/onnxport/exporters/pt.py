@@ -4,8 +4,9 @@ Uses the TorchScript exporter (``dynamo=False``): it needs no extra package
 (the dynamo exporter needs onnxscript), handles the models' dynamic shapes
 (past length, choices) through tracing, and lets a ``torch.autograd.Function``
 with a ``symbolic`` emit exactly one ``onnxport.RotaryEmbedding`` node per
-rotary application. The reference encoder calls that function only while
-exporting (``encoder.ROTARY_EXPORT_HOOK``); eager runs are untouched.
+rotary application. The reference encoder calls that function only inside the
+export's ``tracing(rotary_op=...)`` block (``reference_models.tracing``); eager
+runs are untouched.
 
 Memory: the checkpoint is read a tensor at a time into the model, and the
 weights never pass through an in-memory ModelProto (``_lean_export``): they go
@@ -27,7 +28,10 @@ import onnx
 import torch
 from torch import nn
 
-from . import RANDOM_INIT_SEED, Converted, ExportError, ExportJob, random_weights_or_refuse
+from ..errors import ExportError
+from .front_end import (RANDOM_INIT_SEED, Converted, ExportJob, call_with_spec, check_opset, export_tracing,
+                        load_reference_model, native_runner)
+from .graph_edits import rename_tensors
 from .rotary_op import DOMAIN, OP_TYPE, VERSION
 
 logger = logging.getLogger("onnxport")
@@ -40,27 +44,23 @@ RAW_DATA_FILE = "raw.onnx_data"
 
 
 def convert(job: ExportJob) -> Converted:
-    """The front-end contract (see ``exporters/__init__.py``): raw ONNX model + a native runner."""
-    from .. import checkpoints
+    """The front-end contract (``front_end.py``): raw ONNX model + a native runner."""
     from ..reference_models.pt import model_class
 
-    if not MIN_OPSET <= job.opset <= MAX_OPSET:
-        raise ExportError(f"The PyTorch exporter writes opsets {MIN_OPSET}..{MAX_OPSET}, not {job.opset}.")
-    cls = model_class(job.family.model_type, job.spec.head)
-    torch.manual_seed(RANDOM_INIT_SEED)  # weights the checkpoint lacks (allow_missing_weights) are reproducible
-    model = cls(job.config)
+    check_opset(job, MIN_OPSET, MAX_OPSET, "PyTorch exporter")
+
+    def build(cls):
+        torch.manual_seed(RANDOM_INIT_SEED)  # weights the checkpoint lacks (allow_missing_weights) are reproducible
+        return cls(job.config).eval()
+
     # Tensors are read one at a time as they are copied in, not as a whole state dict beside the model.
-    state = checkpoints.lazy_state_dict(job.checkpoint_dir)
-    report = model.load_state_dict_numpy(checkpoints.load_state_dict(job.checkpoint_dir) if state is None else state)
-    del state
-    random_weights = random_weights_or_refuse(report.missing, job, cls.__name__)
-    model.eval()
+    model, random_weights = load_reference_model(job, model_class, build, lazy=True)
     wrapper = _IOWrapper(model, job.spec).eval()
 
     path = os.path.join(job.workdir, "raw.onnx")
     example = tuple(torch.from_numpy(np.ascontiguousarray(job.example[name])) for name in job.spec.input_names)
     weights: dict[str, torch.Tensor] = {}
-    with _rotary_as_custom_op(), _first_token_only_last_layer(model, job.spec), _lean_export(weights), \
+    with export_tracing(job.spec, RotaryEmbeddingFunction.apply), _lean_export(weights), \
             warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about Python ints: shapes are traced, values checked by validation
         torch.onnx.export(
@@ -81,14 +81,16 @@ def convert(job: ExportJob) -> Converted:
     raw = onnx.load(path)  # without captured weights (another torch), they are in the file, external when > 2 GB
     if weights:
         _attach_initializers(raw, weights, job.workdir)
-    _strip_wrapper_prefix(raw)
+    # Parameters traced through the wrapper are named ``model.<HF name>``; keep the HF names.
+    rename_tensors(raw.graph, {i.name: i.name[len("model."):] for i in raw.graph.initializer
+                               if i.name.startswith("model.")})
 
-    def run_native(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = tuple(torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in job.spec.input_names)
-        with torch.no_grad():
-            outputs = wrapper(*args)
-        return {name: out.detach().cpu().numpy() for name, out in zip(job.spec.output_names, outputs)}
+    @torch.no_grad()
+    def call(*args):
+        return wrapper(*args)
 
+    run_native = native_runner(job.spec, call, lambda array, tensor: torch.from_numpy(array),
+                               lambda out: out.detach().cpu().numpy())
     return Converted(model=raw, run_native=run_native, versions={"torch": torch.__version__},
                      random_weights=random_weights)
 
@@ -102,28 +104,7 @@ class _IOWrapper(nn.Module):
         self.spec = spec
 
     def forward(self, *args):
-        out = self.model(**self.spec.model_kwargs(dict(zip(self.spec.input_names, args))), return_dict=True)
-        return self.spec.select(out)
-
-
-@contextlib.contextmanager
-def _first_token_only_last_layer(model, spec) -> Iterator[None]:
-    """While tracing a text-classification graph, the last layer works on the first token only.
-
-    ``BaseModel.first_token_only_last_layer``: the classifier reads ``last_hidden_state[:, 0]``, so the
-    query, attention output and feed-forward of the last layer are needed for that row alone (about 7% of
-    a 12-layer model's FLOPs are skipped). The native runner used for validation stays untouched, so the
-    export is checked against the full model.
-    """
-    base = model.base_model
-    if not spec.reads_first_token_only:
-        yield
-        return
-    base.first_token_only_last_layer = True
-    try:
-        yield
-    finally:
-        base.first_token_only_last_layer = False
+        return call_with_spec(self.model, self.spec, args)
 
 
 @contextlib.contextmanager
@@ -206,17 +187,6 @@ def _attach_initializers(model: onnx.ModelProto, weights: dict, workdir: str) ->
             init.data_location = onnx.TensorProto.EXTERNAL
 
 
-def _strip_wrapper_prefix(model: onnx.ModelProto) -> None:
-    """Parameters traced through the wrapper are named ``model.<HF name>``; keep the HF names."""
-    rename = {i.name: i.name[len("model."):] for i in model.graph.initializer if i.name.startswith("model.")}
-    for init in model.graph.initializer:
-        init.name = rename.get(init.name, init.name)
-    for node in model.graph.node:
-        for i, name in enumerate(node.input):
-            if name in rename:
-                node.input[i] = rename[name]
-
-
 class RotaryEmbeddingFunction(torch.autograd.Function):
     """Eager math while tracing (so shapes flow on); one ``onnxport.RotaryEmbedding`` node in the graph."""
 
@@ -234,14 +204,3 @@ class RotaryEmbeddingFunction(torch.autograd.Function):
         y.setType(x.type())
         return y
 
-
-@contextlib.contextmanager
-def _rotary_as_custom_op() -> Iterator[None]:
-    from ..reference_models.pt import encoder
-
-    previous = encoder.ROTARY_EXPORT_HOOK
-    encoder.ROTARY_EXPORT_HOOK = RotaryEmbeddingFunction.apply
-    try:
-        yield
-    finally:
-        encoder.ROTARY_EXPORT_HOOK = previous

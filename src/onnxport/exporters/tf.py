@@ -14,14 +14,14 @@ spec (every ``str`` dimension ``None``, ids int64), then handed to
   transpose (Linear kernels) -- after conversion. Tied weights are one variable, so one
   input and one initializer.
 
-* **The rotary op.** While tracing, ``encoder.ROTARY_EXPORT_HOOK`` replaces each
+* **The rotary op.** While tracing, the export's ``tracing(rotary_op=...)`` replaces each
   ``apply_rotary(x, sin, cos)`` by one ``tf.numpy_function`` node taking
   ``(x, cos, sin)`` -- an opaque op that TF's grappler and tf2onnx's optimisers
   cannot split, fold or fuse with its neighbours, so each rotary application
   survives as exactly one node. A tf2onnx custom-op handler then turns exactly
   those nodes (checked by their registration token) into ``onnxport.RotaryEmbedding``.
   The numpy function is never executed: native runs do not use the hook.
-* **Input checks.** The encoder's graph-mode value asserts (``graph_input_checks``)
+* **Input checks.** The encoder's graph-mode value asserts (``TraceOptions.graph_input_checks``)
   are switched off while tracing: the runtime checks inputs against the io spec,
   and Assert nodes do not belong in the artifact.
 * **Names and determinism.** Two conversions of one model differ in node order and
@@ -42,9 +42,10 @@ import os
 from dataclasses import dataclass
 from typing import Iterator
 
-import numpy as np
-
-from . import RANDOM_INIT_SEED, Converted, ExportError, ExportJob, random_weights_or_refuse
+from ..errors import ExportError
+from .front_end import (RANDOM_INIT_SEED, Converted, ExportJob, call_with_spec, check_opset, export_tracing,
+                        load_reference_model, native_runner)
+from .graph_edits import apply_tensor_spec, initializer_digest, rename_tensors, replace_values
 from .rotary_op import DOMAIN, OP_TYPE, VERSION
 
 logger = logging.getLogger("onnxport")
@@ -60,23 +61,22 @@ _CATCH_ERRORS_ENV = "TF2ONNX_CATCH_ERRORS"
 
 
 def convert(job: ExportJob) -> Converted:
-    """The front-end contract (see ``exporters/__init__.py``): raw ONNX model + a native runner."""
+    """The front-end contract (``front_end.py``): raw ONNX model + a native runner."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import onnx
     import tensorflow as tf
     import tf2onnx
 
-    from .. import checkpoints
     from ..reference_models.tf import model_class
+    from ..reference_models.tf.encoder import variables_read_as
 
-    if not MIN_OPSET <= job.opset <= MAX_OPSET:
-        raise ExportError(f"The TensorFlow exporter (tf2onnx {tf2onnx.__version__}) writes opsets "
-                          f"{MIN_OPSET}..{MAX_OPSET}, not {job.opset}.")
-    cls = model_class(job.family.model_type, job.spec.head)
-    tf.keras.utils.set_random_seed(RANDOM_INIT_SEED)  # weights the checkpoint lacks are reproducible
-    model = cls(job.config)
-    report = model.load_state_dict_numpy(checkpoints.load_state_dict(job.checkpoint_dir))
-    random_weights = random_weights_or_refuse(report.missing, job, cls.__name__)
+    check_opset(job, MIN_OPSET, MAX_OPSET, f"TensorFlow exporter (tf2onnx {tf2onnx.__version__})")
+
+    def build(cls):
+        tf.keras.utils.set_random_seed(RANDOM_INIT_SEED)  # weights the checkpoint lacks are reproducible
+        return cls(job.config)
+
+    model, random_weights = load_reference_model(job, model_class, build)
 
     spec = job.spec
     signature = [
@@ -87,18 +87,18 @@ def convert(job: ExportJob) -> Converted:
     weights = _weights(model)
     weight_signature = [tf.TensorSpec(w.variable.shape, w.variable.dtype, name=f"weight_{i}")
                         for i, w in enumerate(weights)]
-    slots = _variable_slots(model)
 
     @tf.function(input_signature=signature + weight_signature, autograph=False)
     def serving(*args):
         inputs, tensors = args[: len(signature)], args[len(signature):]
-        with _variables_replaced(slots, {id(w.variable): t for w, t in zip(weights, tensors)}):
-            return _call(model, spec, inputs)
+        with variables_read_as(model, {id(w.variable): t for w, t in zip(weights, tensors)}):
+            return call_with_spec(model, spec, inputs, training=False)
 
     tokens: set[str] = set()
-    # Trace and convert inside the context: tf2onnx looks the concrete function up again and
-    # must see the same trace (rotary markers, no asserts).
-    with _export_tracing(model, tokens, spec), _tf2onnx_settings():
+    # Trace and convert inside the block: tf2onnx looks the concrete function up again and must see the
+    # same trace (rotary markers, no asserts). ``serving`` is a fresh tf.function, so no trace of it
+    # outlives the block; run_native runs the full model eagerly.
+    with export_tracing(spec, _rotary_marker(tokens)), _tf2onnx_settings():
         concrete = serving.get_concrete_function()
         input_tensors = [t for t in concrete.inputs if t.dtype != tf.resource]
         output_tensors = list(concrete.outputs)
@@ -132,20 +132,11 @@ def convert(job: ExportJob) -> Converted:
     _drop_unused_domains(raw)
     _canonical_graph(raw, weight_names)
 
-    def run_native(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = tuple(tf.constant(np.ascontiguousarray(inputs[n])) for n in spec.input_names)
-        outputs = _call(model, spec, args)
-        return {name: out.numpy() for name, out in zip(spec.output_names, outputs)}
-
+    run_native = native_runner(spec, lambda *args: call_with_spec(model, spec, args, training=False),
+                               lambda array, tensor: tf.constant(array), lambda out: out.numpy())
     return Converted(model=raw, run_native=run_native,
                      versions={"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__},
                      random_weights=random_weights)
-
-
-def _call(model, spec, args) -> tuple:
-    """Positional io-spec inputs -> the model's HF keyword call -> outputs in io-spec order."""
-    out = model(**spec.model_kwargs(dict(zip(spec.input_names, args))), return_dict=True, training=False)
-    return spec.select(out)
 
 
 # ----------------------------------------------------------------------------- weights as graph inputs
@@ -167,39 +158,6 @@ def _weights(model) -> list[_Weight]:
     return weights
 
 
-def _variable_slots(model) -> list[tuple[object, str, object]]:
-    """(module, attribute, variable) for every variable-valued attribute in the module tree."""
-    import tensorflow as tf
-
-    slots, seen, stack = [], set(), [model]
-    while stack:
-        module = stack.pop()
-        if id(module) in seen:
-            continue
-        seen.add(id(module))
-        for attr, value in vars(module).items():
-            if isinstance(value, tf.Variable):
-                slots.append((module, attr, value))
-            elif isinstance(value, tf.Module):
-                stack.append(value)
-            elif isinstance(value, (list, tuple)):
-                stack.extend(v for v in value if isinstance(v, tf.Module))
-    return slots
-
-
-@contextlib.contextmanager
-def _variables_replaced(slots, tensors: dict[int, object]) -> Iterator[None]:
-    """While tracing: module attributes that hold a variable read the matching input tensor instead."""
-    replaced = [(module, attr, variable) for module, attr, variable in slots if id(variable) in tensors]
-    try:
-        for module, attr, variable in replaced:
-            object.__setattr__(module, attr, tensors[id(variable)])
-        yield
-    finally:
-        for module, attr, variable in replaced:
-            object.__setattr__(module, attr, variable)
-
-
 def _weights_to_initializers(model, tf_names: list[str], weights: list[_Weight]) -> dict[str, str]:
     """The weight graph inputs become initializers holding the variables' values; returns {input name: HF name}."""
     from onnx import numpy_helper
@@ -209,9 +167,7 @@ def _weights_to_initializers(model, tf_names: list[str], weights: list[_Weight])
     kept = [v for v in graph.input if v.name not in names]
     if len(kept) != len(graph.input) - len(names):
         raise ExportError("tf2onnx did not keep every weight as a graph input.")
-    kept = [_copy(v) for v in kept]
-    del graph.input[:]
-    graph.input.extend(kept)
+    replace_values(graph.input, kept)
     for onnx_name, weight in names.items():
         graph.initializer.append(numpy_helper.from_array(weight.variable.numpy(), onnx_name))
     return {onnx_name: weight.name for onnx_name, weight in names.items()}
@@ -252,26 +208,6 @@ def _rotary_handler(ctx, node, name, args):
 
 
 @contextlib.contextmanager
-def _export_tracing(model, tokens: set[str], spec) -> Iterator[None]:
-    """While tracing for export: the rotary hook set, the encoder's graph asserts off, and for a
-    text-classification graph the last layer on the first token only (``spec.reads_first_token_only``);
-    all restored after (the native runner used for validation runs the full model)."""
-    from ..reference_models.tf import encoder
-
-    base = model.base_model
-    previous_hook, previous_checks = encoder.ROTARY_EXPORT_HOOK, base.graph_input_checks
-    encoder.ROTARY_EXPORT_HOOK = _rotary_marker(tokens)
-    base.graph_input_checks = False
-    base.first_token_only_last_layer = spec.reads_first_token_only
-    try:
-        yield
-    finally:
-        encoder.ROTARY_EXPORT_HOOK = previous_hook
-        base.graph_input_checks = previous_checks
-        base.first_token_only_last_layer = False
-
-
-@contextlib.contextmanager
 def _tf2onnx_settings() -> Iterator[None]:
     """tf2onnx quiet (errors only unless onnxport's logger is in debug), and its optimisers without
     ``catch_errors``: with it, tf2onnx deep-copies the whole graph, weights included, before each
@@ -301,68 +237,22 @@ def _rename_io(model, spec, tf_inputs: list[str], tf_outputs: list[str]) -> None
     graph = model.graph
     in_map = {_tensor_name(model, n, inputs=True): new for n, new in zip(tf_inputs, spec.input_names)}
     out_map = {_tensor_name(model, n, inputs=False): new for n, new in zip(tf_outputs, spec.output_names)}
-    rename = {**in_map, **out_map}
-    missing = [n for n in rename if n not in {v.name for v in (*graph.input, *graph.output)}]
+    missing = [n for n in (*in_map, *out_map) if n not in {v.name for v in (*graph.input, *graph.output)}]
     if missing:
         raise ExportError(f"tf2onnx did not produce the graph tensors {missing}.")
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in rename:
-                node.input[i] = rename[name]
-        for i, name in enumerate(node.output):
-            if name in rename:
-                node.output[i] = rename[name]
-    for info in graph.value_info:
-        if info.name in rename:
-            info.name = rename[info.name]
-    by_name = {v.name: v for v in graph.input}
-    inputs = [by_name[old] for old in in_map]
-    by_name = {v.name: v for v in graph.output}
-    outputs = [by_name[old] for old in out_map]
-    for info, t in zip(inputs, spec.inputs):
-        info.name = t.name
-        _set_dims(info, t)
-    for info, t in zip(outputs, spec.outputs):
-        info.name = t.name
-        _set_dims(info, t)
-    new_inputs = [_copy(v) for v in inputs]
-    new_outputs = [_copy(v) for v in outputs]
-    del graph.input[:]
-    graph.input.extend(new_inputs)
-    del graph.output[:]
-    graph.output.extend(new_outputs)
+    rename_tensors(graph, {**in_map, **out_map})
+    for values, names, tensors in ((graph.input, in_map, spec.inputs), (graph.output, out_map, spec.outputs)):
+        by_name = {v.name: v for v in values}
+        ordered = [by_name[old] for old in names]
+        for value, tensor in zip(ordered, tensors):
+            apply_tensor_spec(value, tensor, "tf2onnx")
+        replace_values(values, ordered)
 
 
 def _tensor_name(model, tf_name: str, inputs: bool) -> str:
     """tf2onnx keeps TF tensor names (``input_0:0``) for inputs; outputs may have been renamed to ``output_i``."""
     names = {v.name for v in (model.graph.input if inputs else model.graph.output)}
     return tf_name if tf_name in names else tf_name.split(":")[0]
-
-
-def _copy(info):
-    import onnx
-
-    new = onnx.ValueInfoProto()
-    new.CopyFrom(info)
-    return new
-
-
-def _set_dims(info, t) -> None:
-    import onnx
-
-    elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype))
-    if info.type.tensor_type.elem_type != elem:
-        raise ExportError(f"Graph tensor {t.name} has ONNX type {info.type.tensor_type.elem_type}, the io spec says {t.dtype}.")
-    dims = info.type.tensor_type.shape.dim
-    if len(dims) != len(t.shape):
-        raise ExportError(f"Graph tensor {t.name} has rank {len(dims)}, the io spec says {len(t.shape)}.")
-    for dim, want in zip(dims, t.shape):
-        if isinstance(want, str):
-            dim.Clear()
-            dim.dim_param = want
-        else:
-            dim.Clear()
-            dim.dim_value = want
 
 
 def _canonical_graph(model, initializer_names: dict[str, str]) -> None:
@@ -379,7 +269,7 @@ def _canonical_graph(model, initializer_names: dict[str, str]) -> None:
     tensor_sig: dict[str, str] = {"": ""}
     for value in graph.input:
         tensor_sig[value.name] = "input:" + value.name
-    init_key = {init.name: initializer_names.get(init.name) or _content_digest(init) for init in graph.initializer}
+    init_key = {init.name: initializer_names.get(init.name) or initializer_digest(init) for init in graph.initializer}
     tensor_sig.update({name: "init:" + key for name, key in init_key.items()})
     node_sig = []
     for node in graph.node:  # ONNX graphs are stored in a topological order
@@ -450,19 +340,6 @@ def _canonical_graph(model, initializer_names: dict[str, str]) -> None:
     graph.node.extend(new_nodes)
     del graph.value_info[:]  # intermediate shapes: onnx shape inference recomputes them
     graph.doc_string = ""  # tf2onnx writes the traced function's numbered name here
-
-
-def _content_digest(init) -> str:
-    from onnx import numpy_helper
-
-    array = numpy_helper.to_array(init)
-    return _array_digest(array)
-
-
-def _array_digest(array: np.ndarray) -> str:
-    h = hashlib.sha256(f"{array.dtype.str}:{array.shape}:".encode())
-    h.update(np.ascontiguousarray(array).tobytes())
-    return h.hexdigest()
 
 
 def _drop_unused_domains(model) -> None:
