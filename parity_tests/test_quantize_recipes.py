@@ -27,6 +27,7 @@ from onnxport.exporters import export, load_spec  # noqa: E402
 from onnxport.exporters.quantize import (  # noqa: E402
     KEEP_FP32,
     RECIPES,
+    SPEED_TIE,
     compare_to_fp32,
     read_calibration_texts,
     tokenized_inputs,
@@ -198,8 +199,11 @@ def test_search_picks_the_fastest_passing_recipe(tiny_export, texts, tmp_path):
     assert set(tried) >= {"dynamic", "dynamic-per-channel", "static-qdq"}
     passing = [t for t in report.search if t.passed]
     assert passing and report.recipe in {t.recipe for t in passing}
-    if len(passing) > 1:
-        assert tried[report.recipe].latency_ms == min(t.latency_ms for t in passing)
+    if len(passing) > 1:  # the fastest, or within timing noise of it the most accurate
+        fastest = min(t.latency_ms for t in passing)
+        ties = [t for t in passing if t.latency_ms <= fastest * SPEED_TIE]
+        assert tried[report.recipe] in ties
+        assert tried[report.recipe].top1_agreement == max(t.top1_agreement for t in ties)
     q = json.loads((tmp_path / "int8" / "onnxport.json").read_text())["quantization"]
     assert q["recipe"] == report.recipe and [t["recipe"] for t in q["search"]] == [t.recipe for t in report.search]
 
