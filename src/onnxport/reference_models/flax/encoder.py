@@ -27,7 +27,8 @@ import numpy as np
 
 from ...configs import EncoderConfig
 from ...families import Family
-from ..common import InputError, last_layer_query_rows, rotary_table
+from ..common import InputError, rotary_table
+from ..layer_stack import run_layer_stack
 from ..tracing import trace_options
 from .activations import ACT2FN
 
@@ -354,7 +355,7 @@ class BaseModel(nn.Module):
     def setup(self) -> None:
         config, family = self.config, self.family
         self.embeddings = Embeddings(config, family)
-        if family.rotary and config.embedding_size != config.hidden_size:
+        if self.has_embeddings_project:
             self.embeddings_project = dense(config, config.hidden_size)
         self.encoder = Encoder(config, family)
         if family.pre_norm:
@@ -364,7 +365,8 @@ class BaseModel(nn.Module):
 
     @property
     def has_embeddings_project(self) -> bool:
-        return self.family.rotary and self.config.embedding_size != self.config.hidden_size
+        """RoFormer's smaller embedding width (embedding_size) is projected up to hidden_size."""
+        return self.config.embedding_width != self.config.hidden_size
 
     def __call__(
         self,
@@ -407,48 +409,25 @@ class BaseModel(nn.Module):
         if self.family.rotary:
             rotary = self.encoder.embed_positions(seq, past_length, position_ids)
 
-        all_hidden_states = () if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        all_cross_attentions = () if output_attentions and config.add_cross_attention else None
-        presents = () if use_cache else None
-        last_query_rows = last_layer_query_rows(
-            trace_options().first_token_only_last_layer, config,
-            needs_every_position=bool(output_hidden_states or output_attentions or use_cache
-                                      or encoder_hidden_states is not None or past_key_values),
+        stack = run_layer_stack(
+            config, hidden_states,
+            lambda i, h, query_rows: self.encoder.layer(
+                i, h, extended_mask, layer_head_masks[i], encoder_hidden_states, encoder_mask,
+                past_key_values[i] if past_key_values else None, rotary, deterministic, query_rows),
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            cross_attention=encoder_hidden_states is not None, has_past=bool(past_key_values),
         )
-        for i in range(config.num_hidden_layers):
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            hidden_states, self_probs, cross_probs, present = self.encoder.layer(
-                i,
-                hidden_states,
-                extended_mask,
-                layer_head_masks[i],
-                encoder_hidden_states,
-                encoder_mask,
-                past_key_values[i] if past_key_values else None,
-                rotary,
-                deterministic,
-                last_query_rows if i == config.num_hidden_layers - 1 else None,
-            )
-            if use_cache:
-                presents += (present,)
-            if output_attentions:
-                all_attentions += (self_probs,)
-                if all_cross_attentions is not None and cross_probs is not None:
-                    all_cross_attentions += (cross_probs,)
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
+        hidden_states = stack.hidden_states
         if self.family.pre_norm:  # pre-norm stacks end with one more LayerNorm
             hidden_states = self.LayerNorm(hidden_states)
         pooled = self.pooler(hidden_states) if self.family.has_pooler and self.add_pooling_layer else None
         return dict(
             last_hidden_state=hidden_states,
             pooler_output=pooled,
-            past_key_values=presents,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
-            cross_attentions=all_cross_attentions or None,
+            past_key_values=stack.presents,
+            hidden_states=stack.all_hidden_states,
+            attentions=stack.attentions,
+            cross_attentions=stack.cross_attentions or None,
         )
 
     # -- helpers ---------------------------------------------------------------------------

@@ -16,8 +16,9 @@ from torch import nn
 from ...configs import EncoderConfig
 from ...errors import InputError
 from ...families import Family
-from ..common import check_inputs, last_layer_query_rows, rotary_table, value_range
+from ..common import check_inputs, rotary_table, value_range
 from ..outputs import BaseModelOutputWithPoolingAndCrossAttentions
+from ..layer_stack import run_layer_stack
 from ..tracing import trace_options
 from .activations import ACT2FN
 
@@ -119,7 +120,9 @@ class SelfAttention(nn.Module):
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
         self.position_embedding_type = position_embedding_type
         self.rotary_value = bool(getattr(config, "rotary_value", False))
-        if position_embedding_type in ("relative_key", "relative_key_query"):
+        # Relative position scores (the distance table) for "relative_key" / "relative_key_query".
+        self.relative = position_embedding_type in ("relative_key", "relative_key_query")
+        if self.relative:
             self.max_position_embeddings = config.max_position_embeddings
             self.distance_embedding = nn.Embedding(2 * config.max_position_embeddings - 1, config.head_dim)
 
@@ -160,7 +163,7 @@ class SelfAttention(nn.Module):
                 value = torch.cat([past_key_value[1], value], dim=2)
 
         scores = torch.matmul(query, key.transpose(-1, -2))
-        if hasattr(self, "distance_embedding"):
+        if self.relative:
             query_length, key_length = query.shape[2], key.shape[2]
             # Queries sit after the cached keys: positions past..past+q-1.
             query_positions = torch.arange(key_length - query_length, key_length, device=query.device).view(-1, 1)
@@ -186,13 +189,14 @@ class SelfOutput(nn.Module):
     def __init__(self, config: EncoderConfig, family: Family) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.family = family
         if not family.pre_norm:
             self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         hidden_states = self.dropout(self.dense(hidden_states))
-        if hasattr(self, "LayerNorm"):  # post-norm: normalise after the residual add
+        if not self.family.pre_norm:  # post-norm: normalise after the residual add
             return self.LayerNorm(hidden_states + residual)
         return hidden_states + residual
 
@@ -202,12 +206,13 @@ class Attention(nn.Module):
         super().__init__()
         self.self = SelfAttention(config, family, position_embedding_type)
         self.output = SelfOutput(config, family)
+        self.family = family
         if family.pre_norm:
             self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden_states, attention_mask, head_mask, encoder_hidden_states, past_key_value, rotary,
                 query_rows: Optional[int] = None):
-        normed = self.LayerNorm(hidden_states) if hasattr(self, "LayerNorm") else hidden_states
+        normed = self.LayerNorm(hidden_states) if self.family.pre_norm else hidden_states
         context, probs, present = self.self(
             normed, attention_mask, head_mask, encoder_hidden_states, past_key_value, rotary, query_rows
         )
@@ -218,13 +223,14 @@ class Attention(nn.Module):
 class Intermediate(nn.Module):
     def __init__(self, config: EncoderConfig, family: Family) -> None:
         super().__init__()
+        self.family = family
         if family.pre_norm:
             self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
         self.intermediate_act_fn = ACT2FN[config.hidden_act]
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if hasattr(self, "LayerNorm"):
+        if self.family.pre_norm:
             hidden_states = self.LayerNorm(hidden_states)
         return self.intermediate_act_fn(self.dense(hidden_states))
 
@@ -239,6 +245,7 @@ class Layer(nn.Module):
     def __init__(self, config: EncoderConfig, family: Family) -> None:
         super().__init__()
         self.attention = Attention(config, family, config.position_embedding_type)
+        self.add_cross_attention = config.add_cross_attention
         if config.add_cross_attention:
             # transformers always uses absolute (i.e. no relative) scores across the encoder states.
             self.crossattention = Attention(config, family, "absolute")
@@ -262,7 +269,7 @@ class Layer(nn.Module):
         )
         cross_probs = None
         if encoder_hidden_states is not None:
-            if not hasattr(self, "crossattention"):
+            if not self.add_cross_attention:
                 raise InputError(
                     "encoder_hidden_states were passed but the model has no cross-attention; "
                     "load it with add_cross_attention=True (and is_decoder=True)."
@@ -292,13 +299,23 @@ class BaseModel(nn.Module):
         self.config = config
         self.family = family
         self.embeddings = Embeddings(config, family)
-        if family.rotary and config.embedding_size != config.hidden_size:
-            self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
+        if self.has_embeddings_project:
+            self.embeddings_project = nn.Linear(config.embedding_width, config.hidden_size)
         self.encoder = Encoder(config, family)
         if family.pre_norm:
             self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        if family.has_pooler and add_pooling_layer:
+        self.add_pooling_layer = add_pooling_layer
+        if self.has_pooler:
             self.pooler = Pooler(config)
+
+    @property
+    def has_embeddings_project(self) -> bool:
+        """RoFormer's smaller embedding width (embedding_size) is projected up to hidden_size."""
+        return self.config.embedding_width != self.config.hidden_size
+
+    @property
+    def has_pooler(self) -> bool:
+        return self.family.has_pooler and self.add_pooling_layer
 
     def forward(
         self,
@@ -341,54 +358,32 @@ class BaseModel(nn.Module):
         layer_head_masks = self._head_masks(head_mask, dtype)
 
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, past_length)
-        if hasattr(self, "embeddings_project"):
+        if self.has_embeddings_project:
             hidden_states = self.embeddings_project(hidden_states)
         rotary = None
         if self.family.rotary:
             rotary = self.encoder.embed_positions(seq, past_length, position_ids)
 
-        all_hidden_states = () if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        all_cross_attentions = () if output_attentions and config.add_cross_attention else None
-        presents = () if use_cache else None
-        last_query_rows = last_layer_query_rows(
-            trace_options().first_token_only_last_layer, config,
-            needs_every_position=bool(output_hidden_states or output_attentions or use_cache
-                                      or encoder_hidden_states is not None or past_key_values),
+        stack = run_layer_stack(
+            config, hidden_states,
+            lambda i, h, query_rows: self.encoder.layer[i](
+                h, extended_mask, layer_head_masks[i], encoder_hidden_states, encoder_mask,
+                past_key_values[i] if past_key_values else None, rotary, query_rows),
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            cross_attention=encoder_hidden_states is not None, has_past=bool(past_key_values),
         )
-        last = len(self.encoder.layer) - 1
-        for i, layer in enumerate(self.encoder.layer):
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            hidden_states, self_probs, cross_probs, present = layer(
-                hidden_states,
-                extended_mask,
-                layer_head_masks[i],
-                encoder_hidden_states,
-                encoder_mask,
-                past_key_values[i] if past_key_values else None,
-                rotary,
-                last_query_rows if i == last else None,
-            )
-            if use_cache:
-                presents += (present,)
-            if output_attentions:
-                all_attentions += (self_probs,)
-                if all_cross_attentions is not None and cross_probs is not None:
-                    all_cross_attentions += (cross_probs,)
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
-        if hasattr(self, "LayerNorm"):  # pre-norm stacks end with one more LayerNorm
+        hidden_states = stack.hidden_states
+        if self.family.pre_norm:  # pre-norm stacks end with one more LayerNorm
             hidden_states = self.LayerNorm(hidden_states)
-        pooled = self.pooler(hidden_states) if hasattr(self, "pooler") else None
+        pooled = self.pooler(hidden_states) if self.has_pooler else None
 
         output = BaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=hidden_states,
             pooler_output=pooled,
-            past_key_values=presents,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
-            cross_attentions=all_cross_attentions,
+            past_key_values=stack.presents,
+            hidden_states=stack.all_hidden_states,
+            attentions=stack.attentions,
+            cross_attentions=stack.cross_attentions,
         )
         return output if return_dict else output.to_tuple()
 

@@ -24,8 +24,9 @@ import tensorflow as tf
 
 from ...configs import EncoderConfig
 from ...families import Family
-from ..common import InputError, check_inputs, last_layer_query_rows, rotary_table, value_range
+from ..common import InputError, check_inputs, rotary_table, value_range
 from ..outputs import BaseModelOutputWithPoolingAndCrossAttentions
+from ..layer_stack import run_layer_stack
 from ..tracing import trace_options
 from .activations import ACT2FN
 
@@ -302,7 +303,9 @@ class SelfAttention(Module):
         self.dropout = Dropout(config.attention_probs_dropout_prob)
         self.position_embedding_type = position_embedding_type
         self.rotary_value = bool(getattr(config, "rotary_value", False))
-        if position_embedding_type in ("relative_key", "relative_key_query"):
+        # Relative position scores (the distance table) for "relative_key" / "relative_key_query".
+        self.relative = position_embedding_type in ("relative_key", "relative_key_query")
+        if self.relative:
             self.max_position_embeddings = config.max_position_embeddings
             self.distance_embedding = Embedding(2 * config.max_position_embeddings - 1, config.head_dim)
 
@@ -345,7 +348,7 @@ class SelfAttention(Module):
                 value = tf.concat([past_key_value[1], value], axis=2)
 
         scores = tf.matmul(query, key, transpose_b=True)
-        if hasattr(self, "distance_embedding"):
+        if self.relative:
             query_length, key_length = tf.shape(query)[2], tf.shape(key)[2]
             # Queries sit after the cached keys: positions past..past+q-1.
             query_positions = tf.range(key_length - query_length, key_length)[:, None]
@@ -371,13 +374,14 @@ class SelfOutput(Module):
     def __init__(self, config: EncoderConfig, family: Family) -> None:
         super().__init__()
         self.dense = Linear(config.hidden_size, config.hidden_size)
+        self.family = family
         if not family.pre_norm:
             self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def __call__(self, hidden_states: tf.Tensor, residual: tf.Tensor, training: bool) -> tf.Tensor:
         hidden_states = self.dropout(self.dense(hidden_states), training)
-        if hasattr(self, "LayerNorm"):  # post-norm: normalise after the residual add
+        if not self.family.pre_norm:  # post-norm: normalise after the residual add
             return self.LayerNorm(hidden_states + residual)
         return hidden_states + residual
 
@@ -387,12 +391,13 @@ class Attention(Module):
         super().__init__()
         self.self = SelfAttention(config, family, position_embedding_type)
         self.output = SelfOutput(config, family)
+        self.family = family
         if family.pre_norm:
             self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def __call__(self, hidden_states, attention_mask, head_mask, encoder_hidden_states, past_key_value, rotary, training,
                  query_rows: Optional[int] = None):
-        normed = self.LayerNorm(hidden_states) if hasattr(self, "LayerNorm") else hidden_states
+        normed = self.LayerNorm(hidden_states) if self.family.pre_norm else hidden_states
         context, probs, present = self.self(
             normed, attention_mask, head_mask, encoder_hidden_states, past_key_value, rotary, training, query_rows
         )
@@ -403,13 +408,14 @@ class Attention(Module):
 class Intermediate(Module):
     def __init__(self, config: EncoderConfig, family: Family) -> None:
         super().__init__()
+        self.family = family
         if family.pre_norm:
             self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dense = Linear(config.hidden_size, config.intermediate_size)
         self.intermediate_act_fn = ACT2FN[config.hidden_act]
 
     def __call__(self, hidden_states: tf.Tensor) -> tf.Tensor:
-        if hasattr(self, "LayerNorm"):
+        if self.family.pre_norm:
             hidden_states = self.LayerNorm(hidden_states)
         return self.intermediate_act_fn(self.dense(hidden_states))
 
@@ -424,6 +430,7 @@ class Layer(Module):
     def __init__(self, config: EncoderConfig, family: Family) -> None:
         super().__init__()
         self.attention = Attention(config, family, config.position_embedding_type)
+        self.add_cross_attention = config.add_cross_attention
         if config.add_cross_attention:
             # transformers always uses absolute (i.e. no relative) scores across the encoder states.
             self.crossattention = Attention(config, family, "absolute")
@@ -448,7 +455,7 @@ class Layer(Module):
         )
         cross_probs = None
         if encoder_hidden_states is not None:
-            if not hasattr(self, "crossattention"):
+            if not self.add_cross_attention:
                 raise InputError(
                     "encoder_hidden_states were passed but the model has no cross-attention; "
                     "load it with add_cross_attention=True (and is_decoder=True)."
@@ -496,13 +503,23 @@ class BaseModel(Module):
         self.config = config
         self.family = family
         self.embeddings = Embeddings(config, family)
-        if family.rotary and config.embedding_size != config.hidden_size:
-            self.embeddings_project = Linear(config.embedding_size, config.hidden_size)
+        if self.has_embeddings_project:
+            self.embeddings_project = Linear(config.embedding_width, config.hidden_size)
         self.encoder = Encoder(config, family)
         if family.pre_norm:
             self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        if family.has_pooler and add_pooling_layer:
+        self.add_pooling_layer = add_pooling_layer
+        if self.has_pooler:
             self.pooler = Pooler(config)
+
+    @property
+    def has_embeddings_project(self) -> bool:
+        """RoFormer's smaller embedding width (embedding_size) is projected up to hidden_size."""
+        return self.config.embedding_width != self.config.hidden_size
+
+    @property
+    def has_pooler(self) -> bool:
+        return self.family.has_pooler and self.add_pooling_layer
 
     def call(
         self,
@@ -550,55 +567,32 @@ class BaseModel(Module):
         layer_head_masks = self._head_masks(head_mask)
 
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, past_length, training)
-        if hasattr(self, "embeddings_project"):
+        if self.has_embeddings_project:
             hidden_states = self.embeddings_project(hidden_states)
         rotary = None
         if self.family.rotary:
             rotary = self.encoder.embed_positions(seq, past_length, position_ids)
 
-        all_hidden_states = () if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        all_cross_attentions = () if output_attentions and config.add_cross_attention else None
-        presents = () if use_cache else None
-        last_query_rows = last_layer_query_rows(
-            trace_options().first_token_only_last_layer, config,
-            needs_every_position=bool(output_hidden_states or output_attentions or use_cache
-                                      or encoder_hidden_states is not None or past_key_values),
+        stack = run_layer_stack(
+            config, hidden_states,
+            lambda i, h, query_rows: self.encoder.layer[i](
+                h, extended_mask, layer_head_masks[i], encoder_hidden_states, encoder_mask,
+                past_key_values[i] if past_key_values else None, rotary, training, query_rows),
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            cross_attention=encoder_hidden_states is not None, has_past=bool(past_key_values),
         )
-        last = len(self.encoder.layer) - 1
-        for i, layer in enumerate(self.encoder.layer):
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            hidden_states, self_probs, cross_probs, present = layer(
-                hidden_states,
-                extended_mask,
-                layer_head_masks[i],
-                encoder_hidden_states,
-                encoder_mask,
-                past_key_values[i] if past_key_values else None,
-                rotary,
-                training,
-                last_query_rows if i == last else None,
-            )
-            if use_cache:
-                presents += (present,)
-            if output_attentions:
-                all_attentions += (self_probs,)
-                if all_cross_attentions is not None and cross_probs is not None:
-                    all_cross_attentions += (cross_probs,)
-        if output_hidden_states:
-            all_hidden_states += (hidden_states,)
-        if hasattr(self, "LayerNorm"):  # pre-norm stacks end with one more LayerNorm
+        hidden_states = stack.hidden_states
+        if self.family.pre_norm:  # pre-norm stacks end with one more LayerNorm
             hidden_states = self.LayerNorm(hidden_states)
-        pooled = self.pooler(hidden_states) if hasattr(self, "pooler") else None
+        pooled = self.pooler(hidden_states) if self.has_pooler else None
 
         output = BaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=hidden_states,
             pooler_output=pooled,
-            past_key_values=presents,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
-            cross_attentions=all_cross_attentions,
+            past_key_values=stack.presents,
+            hidden_states=stack.all_hidden_states,
+            attentions=stack.attentions,
+            cross_attentions=stack.cross_attentions,
         )
         return output if return_dict else output.to_tuple()
 
