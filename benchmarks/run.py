@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anchors", default=",".join(ANCHORS), help="which anchors to build and time")
     parser.add_argument("--quick", action="store_true",
                         help="issue 17's rows only, base geometry: XLM-R, 1x128 and 8x128, onnxport fp32 / int8 vs "
-                             "ort-plain, feature-extraction, no pipelines (about 15 minutes from a built --work)")
+                             "ort-plain, feature-extraction, no pipelines")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the pipeline section (issue 7)")
     parser.add_argument("--no-traffic", action="store_true",
                         help="skip the realistic-traffic pipelines vs Optimum (benchmarks/pipeline_traffic.py)")
