@@ -22,12 +22,7 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
-
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "parity_tests"))  # trained_roberta lives beside the tests that use it
 
 MASK_RATE = 0.15
 CALIBRATION_TEXTS = 256
@@ -71,7 +66,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     args = parser.parse_args(argv)
 
-    import trained_roberta
+    from parity_tests import trained_roberta
 
     from onnxport.exporters import export, load_spec
     from onnxport.exporters.quantize import RECIPES, cpu_features, default_reduce_range, quantize, tokenized_inputs
