@@ -43,6 +43,13 @@ class ModelOutput(OrderedDict):
             else:
                 super().__setitem__(name, value)
 
+    @classmethod
+    def over(cls, encoder_outputs: "ModelOutput", **fields: Any) -> "ModelOutput":
+        """A head's output: ``fields`` plus what it passes on from the encoder's output (hidden states,
+        attentions, and where the head has them the cache and cross-attentions)."""
+        passed_on = {name: getattr(encoder_outputs, name, None) for name in cls.field_names if name not in fields}
+        return cls(**passed_on, **fields)
+
     def to_tuple(self) -> tuple[Any, ...]:
         return tuple(self[k] for k in self.keys())
 

@@ -3,23 +3,12 @@
 ``FlaxRoFormerForCausalLM`` exists here although transformers has no such Flax class.
 """
 
-from ...errors import TaskError
-from ...families import FAMILIES, HEADS
-from .modeling import FlaxPreTrainedModel, bind
+from ..registry import ModelClasses
+from .modeling import GENERIC_HEADS, FlaxPreTrainedModel
 
 # One class per family and head, named as in transformers (FlaxXLMRobertaForMaskedLM, FlaxRobertaModel, ...).
-MODEL_CLASSES: dict[tuple[str, str], type[FlaxPreTrainedModel]] = {
-    (family.model_type, head): bind(family, head) for family in FAMILIES.values() for head in HEADS
-}
-globals().update({cls.__name__: cls for cls in MODEL_CLASSES.values()})
-
-
-def model_class(model_type: str, head: str) -> type[FlaxPreTrainedModel]:
-    """The class for a family's model_type and a head name ("Model", "ForMaskedLM", ...)."""
-    try:
-        return MODEL_CLASSES[(model_type, head)]
-    except KeyError:
-        raise TaskError(f"No Flax class for model_type={model_type!r}, head={head!r}.") from None
-
-
-__all__ = [cls.__name__ for cls in MODEL_CLASSES.values()] + ["FlaxPreTrainedModel", "MODEL_CLASSES", "model_class"]
+_CLASSES = ModelClasses("Flax", "Flax", GENERIC_HEADS, __name__)
+MODEL_CLASSES: dict[tuple[str, str], type[FlaxPreTrainedModel]] = _CLASSES.by_key
+model_class = _CLASSES.model_class
+globals().update(_CLASSES.by_name)
+__all__ = [*_CLASSES.by_name, "FlaxPreTrainedModel", "MODEL_CLASSES", "model_class"]

@@ -7,7 +7,7 @@ functions matching torch's ``CrossEntropyLoss`` / ``MSELoss`` / ``BCEWithLogitsL
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import flax.linen as nn
 import jax
@@ -15,6 +15,8 @@ import jax.numpy as jnp
 
 from ...configs import EncoderConfig
 from ...families import Family
+from ..head_protocol import CHOICE_INPUTS
+from ..head_rules import LossFunctions, classifier_activation, classifier_dropout, sequence_classification_loss
 from .activations import ACT2FN
 from .encoder import BaseModel, dense, einsum, layer_norm
 
@@ -39,24 +41,13 @@ def bce_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return jnp.mean(jnp.maximum(logits, 0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits))))
 
 
-def sequence_classification_loss(config: EncoderConfig, logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Regression / single-label / multi-label loss by ``problem_type`` (inferred as transformers does when unset)."""
-    num_labels = config.num_labels
-    problem_type = config.problem_type
-    if problem_type is None:
-        if num_labels == 1:
-            problem_type = "regression"
-        elif jnp.issubdtype(labels.dtype, jnp.integer):
-            problem_type = "single_label_classification"
-        else:
-            problem_type = "multi_label_classification"
-    if problem_type == "regression":
-        if num_labels == 1:
-            return mse(jnp.squeeze(logits), jnp.squeeze(labels))
-        return mse(logits, labels)
-    if problem_type == "single_label_classification":
-        return cross_entropy(logits.reshape(-1, num_labels), labels.reshape(-1))
-    return bce_with_logits(logits, labels)
+LOSSES = LossFunctions(
+    is_integer=lambda labels: jnp.issubdtype(labels.dtype, jnp.integer),
+    squeeze=jnp.squeeze,
+    mse=mse,
+    cross_entropy=lambda logits, labels: cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)),
+    bce_with_logits=bce_with_logits,
+)
 
 
 # ----------------------------------------------------------------------------- head modules
@@ -121,12 +112,6 @@ class _BertLMHeadContainer(nn.Module):
         return self.predictions(hidden_states, shared_embedding)
 
 
-def classifier_dropout(config: EncoderConfig, family: Family) -> float:
-    if family.classifier_dropout_from_config and config.classifier_dropout is not None:
-        return config.classifier_dropout
-    return config.hidden_dropout_prob
-
-
 class ClassificationHead(nn.Module):
     """Sentence classifier on the first token: dense -> activation -> out_proj."""
 
@@ -139,17 +124,13 @@ class ClassificationHead(nn.Module):
         self.out_proj = dense(self.config, self.config.num_labels)
 
     def __call__(self, features, deterministic: bool):
-        activation = "tanh" if self.family.classifier_activation == "tanh" else self.config.hidden_act
+        activation = ACT2FN[classifier_activation(self.config, self.family)]
         x = self.dropout(features[:, 0, :], deterministic=deterministic)
-        x = self.dropout(ACT2FN[activation](self.dense(x)), deterministic=deterministic)
+        x = self.dropout(activation(self.dense(x)), deterministic=deterministic)
         return self.out_proj(x)
 
 
 # ----------------------------------------------------------------------------- the seven task modules
-def _base(module: nn.Module, add_pooling_layer: bool) -> BaseModel:
-    return BaseModel(module.config, module.family, add_pooling_layer, name=module.family.base_model_prefix)
-
-
 class EncoderModelModule(BaseModel):
     """The ``Model`` head is the base model itself (no prefix in parameter names)."""
 
@@ -157,10 +138,29 @@ class EncoderModelModule(BaseModel):
         return self(**inputs, **flags)
 
 
-class _LMModule(nn.Module):
+class _TaskModule(nn.Module):
+    """A task: the base model under the family's prefix, then the head (``head``) on its outputs."""
+
     config: EncoderConfig
     family: Family
+    add_pooling_layer: ClassVar[bool] = False
 
+    @nn.compact
+    def forward(self, inputs, targets, **flags):
+        base = BaseModel(self.config, self.family, self.add_pooling_layer, name=self.family.base_model_prefix)
+        outputs = base(**self.fold(inputs), **flags)
+        return dict(outputs, **self.head(inputs, outputs, targets, flags["deterministic"]))
+
+    def fold(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The inputs as the base model takes them."""
+        return inputs
+
+    def head(self, inputs, outputs, targets, deterministic: bool) -> dict[str, Any]:
+        """The head's output fields (loss included) from the base model's ``outputs``."""
+        raise NotImplementedError
+
+
+class _LMModule(_TaskModule):
     def lm_logits(self, sequence_output):
         tied = self.config.tie_word_embeddings
         shared = (
@@ -174,9 +174,7 @@ class _LMModule(nn.Module):
 
 
 class ForCausalLMModule(_LMModule):
-    @nn.compact
-    def forward(self, inputs, targets, **flags):
-        outputs = _base(self, False)(**inputs, **flags)
+    def head(self, inputs, outputs, targets, deterministic):
         logits = self.lm_logits(outputs["last_hidden_state"])
         loss = None
         labels = targets.get("labels")
@@ -184,89 +182,63 @@ class ForCausalLMModule(_LMModule):
             # Token t predicts token t + 1.
             vocab = self.config.vocab_size
             loss = cross_entropy(logits[:, :-1, :].reshape(-1, vocab), labels[:, 1:].reshape(-1))
-        return dict(outputs, loss=loss, logits=logits)
+        return dict(loss=loss, logits=logits)
 
 
 class ForMaskedLMModule(_LMModule):
-    @nn.compact
-    def forward(self, inputs, targets, **flags):
-        outputs = _base(self, False)(**inputs, **flags)
+    def head(self, inputs, outputs, targets, deterministic):
         logits = self.lm_logits(outputs["last_hidden_state"])
-        loss = None
         labels = targets.get("labels")
-        if labels is not None:
-            loss = cross_entropy(logits.reshape(-1, self.config.vocab_size), labels.reshape(-1))
-        return dict(outputs, loss=loss, logits=logits)
+        loss = None if labels is None else cross_entropy(logits.reshape(-1, self.config.vocab_size), labels.reshape(-1))
+        return dict(loss=loss, logits=logits)
 
 
-class ForSequenceClassificationModule(nn.Module):
-    config: EncoderConfig
-    family: Family
-
-    @nn.compact
-    def forward(self, inputs, targets, **flags):
-        outputs = _base(self, False)(**inputs, **flags)
-        logits = ClassificationHead(self.config, self.family, name="classifier")(
-            outputs["last_hidden_state"], flags["deterministic"]
-        )
+class ForSequenceClassificationModule(_TaskModule):
+    def head(self, inputs, outputs, targets, deterministic):
+        classifier = ClassificationHead(self.config, self.family, name="classifier")
+        logits = classifier(outputs["last_hidden_state"], deterministic)
         labels = targets.get("labels")
-        loss = None if labels is None else sequence_classification_loss(self.config, logits, labels)
-        return dict(outputs, loss=loss, logits=logits)
+        loss = None if labels is None else sequence_classification_loss(self.config, logits, labels, LOSSES)
+        return dict(loss=loss, logits=logits)
 
 
-class ForMultipleChoiceModule(nn.Module):
-    config: EncoderConfig
-    family: Family
+class ForMultipleChoiceModule(_TaskModule):
+    add_pooling_layer = True
 
-    @nn.compact
-    def forward(self, inputs, targets, **flags):
+    def fold(self, inputs):
+        def choices_in_batch(name, x):
+            return x if x is None or name not in CHOICE_INPUTS else x.reshape((-1,) + tuple(x.shape[2:]))
+
+        return {name: choices_in_batch(name, x) for name, x in inputs.items()}
+
+    def head(self, inputs, outputs, targets, deterministic):
         reference = inputs["input_ids"] if inputs.get("input_ids") is not None else inputs["inputs_embeds"]
         num_choices = reference.shape[1]
-
-        def flat(name, x):
-            if x is None or name not in ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds"):
-                return x
-            return x.reshape((-1,) + tuple(x.shape[2:]))
-
-        flat_inputs = {name: flat(name, x) for name, x in inputs.items()}
-        outputs = _base(self, True)(**flat_inputs, **flags)
         if self.family.multiple_choice_summary == "pooler":
-            summary = nn.Dropout(self.config.hidden_dropout_prob)(
-                outputs["pooler_output"], deterministic=flags["deterministic"]
-            )
+            summary = nn.Dropout(self.config.hidden_dropout_prob)(outputs["pooler_output"], deterministic=deterministic)
         else:  # RoFormer's SequenceSummary with default settings: last token, no projection
             summary = outputs["last_hidden_state"][:, -1]
         reshaped_logits = dense(self.config, 1, name="classifier")(summary).reshape(-1, num_choices)
         labels = targets.get("labels")
         loss = None if labels is None else cross_entropy(reshaped_logits, labels.reshape(-1))
-        return dict(outputs, loss=loss, logits=reshaped_logits)
+        return dict(loss=loss, logits=reshaped_logits)
 
 
-class ForTokenClassificationModule(nn.Module):
-    config: EncoderConfig
-    family: Family
-
-    @nn.compact
-    def forward(self, inputs, targets, **flags):
-        outputs = _base(self, False)(**inputs, **flags)
-        hidden = nn.Dropout(classifier_dropout(self.config, self.family))(
-            outputs["last_hidden_state"], deterministic=flags["deterministic"]
+class ForTokenClassificationModule(_TaskModule):
+    def head(self, inputs, outputs, targets, deterministic):
+        dropout = nn.Dropout(classifier_dropout(self.config, self.family))
+        logits = dense(self.config, self.config.num_labels, name="classifier")(
+            dropout(outputs["last_hidden_state"], deterministic=deterministic)
         )
-        logits = dense(self.config, self.config.num_labels, name="classifier")(hidden)
         labels = targets.get("labels")
         loss = None
         if labels is not None:
             loss = cross_entropy(logits.reshape(-1, self.config.num_labels), labels.reshape(-1))
-        return dict(outputs, loss=loss, logits=logits)
+        return dict(loss=loss, logits=logits)
 
 
-class ForQuestionAnsweringModule(nn.Module):
-    config: EncoderConfig
-    family: Family
-
-    @nn.compact
-    def forward(self, inputs, targets, **flags):
-        outputs = _base(self, False)(**inputs, **flags)
+class ForQuestionAnsweringModule(_TaskModule):
+    def head(self, inputs, outputs, targets, deterministic):
         logits = dense(self.config, self.config.num_labels, name="qa_outputs")(outputs["last_hidden_state"])
         start_logits, end_logits = logits[..., 0], logits[..., 1]
         loss = None
@@ -280,7 +252,7 @@ class ForQuestionAnsweringModule(nn.Module):
                 cross_entropy(start_logits, start_positions, ignored_index)
                 + cross_entropy(end_logits, end_positions, ignored_index)
             ) / 2
-        return dict(outputs, loss=loss, start_logits=start_logits, end_logits=end_logits)
+        return dict(loss=loss, start_logits=start_logits, end_logits=end_logits)
 
 
 TASK_MODULES: dict[str, type[nn.Module]] = {

@@ -17,7 +17,6 @@ the ONNX with-past graph). ``init_cache`` returns the empty (zero-length) cache 
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any, ClassVar, Optional
 
@@ -28,16 +27,10 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from ...configs import EncoderConfig
 from ...errors import CheckpointError
-from ...families import Family
-from ..common import (
-    InputError,
-    check_inputs,
-    fit_or_raise,
-    load_config_and_weights,
-    rotary_table,
-    save_checkpoint,
-    value_range,
-)
+from ..checkpoint import CheckpointMixin
+from ...families import HEADS
+from ..head_protocol import extra_inputs, warn_about_decoder_setting
+from ..common import InputError, check_inputs, fit_or_raise, rotary_table, value_range
 from ..outputs import (
     BaseModelOutputWithPoolingAndCrossAttentions,
     CausalLMOutputWithCrossAttentions,
@@ -50,22 +43,20 @@ from ..outputs import (
 )
 from .heads import TASK_MODULES
 
-logger = logging.getLogger("onnxport")
-
-_OUTPUT_CLASSES = (
-    BaseModelOutputWithPoolingAndCrossAttentions,
-    CausalLMOutputWithCrossAttentions,
-    MaskedLMOutput,
-    SequenceClassifierOutput,
-    MultipleChoiceModelOutput,
-    TokenClassifierOutput,
-    QuestionAnsweringModelOutput,
-)
+OUTPUT_CLASSES: dict[str, type[ModelOutput]] = {
+    "Model": BaseModelOutputWithPoolingAndCrossAttentions,
+    "ForCausalLM": CausalLMOutputWithCrossAttentions,
+    "ForMaskedLM": MaskedLMOutput,
+    "ForSequenceClassification": SequenceClassifierOutput,
+    "ForMultipleChoice": MultipleChoiceModelOutput,
+    "ForTokenClassification": TokenClassifierOutput,
+    "ForQuestionAnswering": QuestionAnsweringModelOutput,
+}
 
 
 def _register_output_pytrees() -> None:
     """Let outputs cross jax.jit boundaries (``jax.jit(lambda p, x: model(x, params=p))`` returns them whole)."""
-    for cls in _OUTPUT_CLASSES:
+    for cls in OUTPUT_CLASSES.values():
         try:
             jax.tree_util.register_pytree_node(
                 cls,
@@ -121,12 +112,9 @@ def _concrete_range(x) -> Optional[tuple[int, int]]:
 
 
 # ----------------------------------------------------------------------------- the base class
-class FlaxPreTrainedModel:
-    """Checkpoint API and calling convention shared by the 21 classes."""
+class FlaxPreTrainedModel(CheckpointMixin):
+    """The 21 classes' base: the calling convention and the checkpoint hooks over a parameter tree."""
 
-    family: ClassVar[Family]
-    head: ClassVar[str]
-    base_model_prefix: ClassVar[str]
     output_class: ClassVar[type[ModelOutput]]
     # Keyword inputs this head takes beyond the common encoder inputs.
     extra_inputs: ClassVar[frozenset[str]] = frozenset()
@@ -135,12 +123,10 @@ class FlaxPreTrainedModel:
                  _do_init: bool = True) -> None:
         """transformers' Flax signature. ``input_shape`` is accepted for compatibility (parameter shapes do not
         depend on it); only float32 is implemented."""
+        warn_about_decoder_setting(config, self.head, self.family.class_prefix + self.head)
         if jnp.dtype(dtype) != jnp.float32:
             raise NotImplementedError(f"{type(self).__name__} runs in float32 only, got dtype={dtype}.")
-        if not isinstance(config, self.family.config_class):
-            raise TypeError(
-                f"{type(self).__name__} needs a {self.family.config_class.__name__}, got {type(config).__name__}."
-            )
+        self._check_config(config)
         self.config = config
         self.module = TASK_MODULES[self.head](config, self.family)
         self._param_structure = self._eval_param_structure()
@@ -200,27 +186,13 @@ class FlaxPreTrainedModel:
     def num_parameters(self) -> int:
         return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(self._param_structure)))
 
-    # -- numpy state dicts ---------------------------------------------------------------------
-    @property
-    def _prefix(self) -> str:
-        return f"{self.base_model_prefix}." if self.base_model_prefix else ""
-
-    def tied_weight_keys(self) -> dict[str, str]:
-        """Checkpoint keys that alias another parameter: {alias: source}. transformers leaves aliases out of files."""
-        if self.head not in ("ForCausalLM", "ForMaskedLM"):
-            return {}
-        lm = self.family.lm_head_prefix
-        tied = {f"{lm}.decoder.bias": f"{lm}.bias"}
-        if self.config.tie_word_embeddings:
-            tied[f"{lm}.decoder.weight"] = f"{self._prefix}embeddings.word_embeddings.weight"
-        return tied
-
+    # -- checkpoint hooks ----------------------------------------------------------------------
     def _derived_keys(self) -> dict[str, np.ndarray]:
         """Non-parameter entries the PyTorch state dict carries (RoFormer's sinusoidal table buffer)."""
         if not self.family.rotary:
             return {}
         table = rotary_table(self.config.max_position_embeddings, self.config.head_dim)
-        return {f"{self._prefix}encoder.embed_positions.weight": table}
+        return {f"{self._name_prefix}encoder.embed_positions.weight": table}
 
     def state_dict_numpy(self, params: Any = None) -> dict[str, np.ndarray]:
         """The canonical HF-named state dict, with the same keys as the PyTorch model's ``state_dict()``."""
@@ -259,27 +231,17 @@ class FlaxPreTrainedModel:
         self._params = state_dict_to_params(merged, self._param_structure)
         return report
 
-    # -- checkpoints ---------------------------------------------------------------------------
+    # -- checkpoints (the parameters are made from the file, not initialised first) --------------
     @classmethod
     def from_pretrained(
         cls, checkpoint_dir: str | os.PathLike, config: Optional[EncoderConfig] = None, seed: int = 0, **config_overrides
     ):
-        config, state = load_config_and_weights(checkpoint_dir, cls.family, config, **config_overrides)
-        model = cls(config, seed=seed, _do_init=False)
-        model.load_state_dict_numpy(state)
-        return model
+        return cls._load(checkpoint_dir, config, config_overrides, seed=seed, _do_init=False)
 
     def save_pretrained(self, save_directory: str | os.PathLike, params: Any = None,
                         max_shard_size: Optional[int] = None) -> None:
         """HF format: config.json (architectures = the PyTorch class name) + safetensors with HF names."""
-        save_checkpoint(
-            save_directory,
-            self.config,
-            self.state_dict_numpy(params),
-            architecture=self.family.class_prefix + self.head,
-            drop_keys=list(self.tied_weight_keys()),
-            max_shard_size=max_shard_size,
-        )
+        self._save(save_directory, self.state_dict_numpy(params), max_shard_size)
 
     # -- cache ---------------------------------------------------------------------------------
     def init_cache(self, batch_size: int, max_length: int) -> tuple:
@@ -306,28 +268,17 @@ class FlaxPreTrainedModel:
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, deterministic=not train,
         )
 
+    # transformers' Flax signature, one group of arguments a line; what transformers' Flax classes do not
+    # take positionally (embeddings, targets, the cache switch) is keyword-only.
     def __call__(
         self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        head_mask=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        params: Any = None,
-        dropout_rng: Optional[jax.Array] = None,
-        train: bool = False,
-        output_attentions: Optional[bool] = None,
-        output_hidden_states: Optional[bool] = None,
-        return_dict: Optional[bool] = None,
-        past_key_values: Optional[tuple] = None,
+        input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
+        encoder_hidden_states=None, encoder_attention_mask=None,
+        params: Any = None, dropout_rng: Optional[jax.Array] = None, train: bool = False,
+        output_attentions: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None, past_key_values: Optional[tuple] = None,
         *,
-        inputs_embeds=None,
-        labels=None,
-        start_positions=None,
-        end_positions=None,
-        use_cache: Optional[bool] = None,
+        inputs_embeds=None, labels=None, start_positions=None, end_positions=None, use_cache: Optional[bool] = None,
     ):
         config = self.config
         extras = dict(
@@ -420,84 +371,9 @@ class FlaxPreTrainedModel:
 
 
 # ----------------------------------------------------------------------------- the seven heads
-_DECODER_INPUTS = frozenset({"encoder_hidden_states", "encoder_attention_mask", "past_key_values", "use_cache"})
+def _generic_head(head: str) -> type[FlaxPreTrainedModel]:
+    attrs = {"head": head, "output_class": OUTPUT_CLASSES[head], "extra_inputs": extra_inputs(head), "__module__": __name__}
+    return type(f"FlaxEncoder{head}", (FlaxPreTrainedModel,), attrs)
 
 
-class FlaxEncoderModel(FlaxPreTrainedModel):
-    head = "Model"
-    output_class = BaseModelOutputWithPoolingAndCrossAttentions
-    extra_inputs = _DECODER_INPUTS
-
-
-class FlaxEncoderForCausalLM(FlaxPreTrainedModel):
-    head = "ForCausalLM"
-    output_class = CausalLMOutputWithCrossAttentions
-    extra_inputs = _DECODER_INPUTS | {"labels"}
-
-    def __init__(self, config: EncoderConfig, *args, **kwargs) -> None:
-        if not config.is_decoder:
-            logger.warning("%sForCausalLM used as a standalone model: set is_decoder=True for causal attention.",
-                           self.family.class_prefix)
-        super().__init__(config, *args, **kwargs)
-
-
-class FlaxEncoderForMaskedLM(FlaxPreTrainedModel):
-    head = "ForMaskedLM"
-    output_class = MaskedLMOutput
-    extra_inputs = frozenset({"encoder_hidden_states", "encoder_attention_mask", "labels"})
-
-    def __init__(self, config: EncoderConfig, *args, **kwargs) -> None:
-        if config.is_decoder:
-            logger.warning("%sForMaskedLM with is_decoder=True attends causally; set is_decoder=False for "
-                           "bi-directional self-attention.", self.family.class_prefix)
-        super().__init__(config, *args, **kwargs)
-
-
-class FlaxEncoderForSequenceClassification(FlaxPreTrainedModel):
-    head = "ForSequenceClassification"
-    output_class = SequenceClassifierOutput
-    extra_inputs = frozenset({"labels"})
-
-
-class FlaxEncoderForMultipleChoice(FlaxPreTrainedModel):
-    head = "ForMultipleChoice"
-    output_class = MultipleChoiceModelOutput
-    extra_inputs = frozenset({"labels"})
-
-
-class FlaxEncoderForTokenClassification(FlaxPreTrainedModel):
-    head = "ForTokenClassification"
-    output_class = TokenClassifierOutput
-    extra_inputs = frozenset({"labels"})
-
-
-class FlaxEncoderForQuestionAnswering(FlaxPreTrainedModel):
-    head = "ForQuestionAnswering"
-    output_class = QuestionAnsweringModelOutput
-    extra_inputs = frozenset({"start_positions", "end_positions"})
-
-
-GENERIC_HEADS: dict[str, type[FlaxPreTrainedModel]] = {
-    cls.head: cls
-    for cls in (
-        FlaxEncoderModel,
-        FlaxEncoderForCausalLM,
-        FlaxEncoderForMaskedLM,
-        FlaxEncoderForSequenceClassification,
-        FlaxEncoderForMultipleChoice,
-        FlaxEncoderForTokenClassification,
-        FlaxEncoderForQuestionAnswering,
-    )
-}
-
-
-def bind(family: Family, head: str) -> type[FlaxPreTrainedModel]:
-    """The transformers-named class for one family and head, e.g. ``FlaxXLMRobertaForMaskedLM``."""
-    name = "Flax" + family.class_prefix + head
-    attrs = {
-        "family": family,
-        "base_model_prefix": "" if head == "Model" else family.base_model_prefix,
-        "__module__": "onnxport.reference_models.flax",
-        "__qualname__": name,
-    }
-    return type(name, (GENERIC_HEADS[head],), attrs)
+GENERIC_HEADS = tuple(_generic_head(head) for head in HEADS)

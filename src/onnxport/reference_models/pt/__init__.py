@@ -1,22 +1,11 @@
 """PyTorch reference models: the transformers-named classes (7 heads per family) over one generic encoder."""
 
-from ...errors import TaskError
-from ...families import FAMILIES, HEADS
-from .modeling import PreTrainedModel, bind
+from ..registry import ModelClasses
+from .modeling import GENERIC_HEADS, PreTrainedModel
 
 # One class per family and head, named as in transformers (XLMRobertaForMaskedLM, RobertaModel, ...).
-MODEL_CLASSES: dict[tuple[str, str], type[PreTrainedModel]] = {
-    (family.model_type, head): bind(family, head) for family in FAMILIES.values() for head in HEADS
-}
-globals().update({cls.__name__: cls for cls in MODEL_CLASSES.values()})
-
-
-def model_class(model_type: str, head: str) -> type[PreTrainedModel]:
-    """The class for a family's model_type and a head name ("Model", "ForMaskedLM", ...)."""
-    try:
-        return MODEL_CLASSES[(model_type, head)]
-    except KeyError:
-        raise TaskError(f"No PyTorch class for model_type={model_type!r}, head={head!r}.") from None
-
-
-__all__ = [cls.__name__ for cls in MODEL_CLASSES.values()] + ["PreTrainedModel", "MODEL_CLASSES", "model_class"]
+_CLASSES = ModelClasses("PyTorch", "", GENERIC_HEADS, __name__)
+MODEL_CLASSES: dict[tuple[str, str], type[PreTrainedModel]] = _CLASSES.by_key
+model_class = _CLASSES.model_class
+globals().update(_CLASSES.by_name)
+__all__ = [*_CLASSES.by_name, "PreTrainedModel", "MODEL_CLASSES", "model_class"]

@@ -1,4 +1,4 @@
-"""The seven TensorFlow task heads, generic over families, and the checkpoint API.
+"""The seven TensorFlow task heads, generic over families, over the shared checkpoint mixin and head protocol.
 
 Mirrors ``reference_models/pt/modeling.py``; ``__init__.py`` binds each (family, head)
 pair to its transformers TF class name (``TFXLMRobertaForMaskedLM``, ...).
@@ -13,18 +13,18 @@ are accepted as keywords after ``training``.
 from __future__ import annotations
 
 import inspect
-import logging
-import os
 from collections.abc import Mapping
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow as tf
 
 from ...configs import EncoderConfig
-from ...errors import CheckpointError
 from ...families import Family
-from ..common import InputError, fit_or_raise, load_config_and_weights, save_checkpoint
+from ..checkpoint import ModuleCheckpointMixin
+from ..head_protocol import CHOICE_INPUTS, HeadProtocol, tensorflow_arguments, warn_about_decoder_setting
+from ..head_rules import LossFunctions, classifier_activation, classifier_dropout, sequence_classification_loss
+from ..common import InputError
 from ..outputs import (
     CausalLMOutputWithCrossAttentions,
     MaskedLMOutput,
@@ -47,8 +47,6 @@ from .encoder import (
     shape_list,
 )
 
-logger = logging.getLogger("onnxport")
-
 # Inputs converted to tensors on entry; everything else (flags) is passed through.
 _TENSOR_ARGS = frozenset(
     {
@@ -70,22 +68,13 @@ def _to_tensor(name: str, value: Any) -> Any:
     return tensor
 
 
-class TFPreTrainedModel(Module):
-    """Checkpoint API shared by the 21 classes: from_pretrained, save_pretrained, numpy state dicts."""
-
-    family: ClassVar[Family]
-    head: ClassVar[str]
-    base_model_prefix: ClassVar[str]
+class TFPreTrainedModel(ModuleCheckpointMixin, Module):
+    """The 21 classes' base: transformers' TF calling convention and the checkpoint hooks over tf.Variables."""
 
     def __init__(self, config: EncoderConfig) -> None:
         Module.__init__(self)
         self._check_config(config)
         self.config = config
-
-    @classmethod
-    def _check_config(cls, config: EncoderConfig) -> None:
-        if not isinstance(config, cls.family.config_class):
-            raise TypeError(f"{cls.__name__} needs a {cls.family.config_class.__name__}, got {type(config).__name__}.")
 
     # -- calling -----------------------------------------------------------------------------
     @classmethod
@@ -124,41 +113,7 @@ class TFPreTrainedModel(Module):
             err.ag_pass_through = True
             raise
 
-    # -- construction ------------------------------------------------------------------------
-    @property
-    def base_model(self) -> BaseModel:
-        return getattr(self, self.base_model_prefix) if self.base_model_prefix else self  # type: ignore[return-value]
-
-    def get_input_embeddings(self):
-        return self.base_model.embeddings.word_embeddings
-
-    def get_output_embeddings(self):
-        head = self._lm_head()
-        return head.decoder if head is not None else None
-
-    def _lm_head(self) -> Optional["LMHead"]:
-        return None
-
-    def tied_weight_keys(self) -> dict[str, str]:
-        """Checkpoint keys that alias another parameter: {alias: source}. transformers leaves aliases out of files."""
-        head = self._lm_head()
-        if head is None:
-            return {}
-        prefix = self.family.lm_head_prefix
-        tied = {f"{prefix}.decoder.bias": f"{prefix}.bias"}
-        if self.config.tie_word_embeddings:
-            tied[f"{prefix}.decoder.weight"] = f"{self.base_model_prefix}.embeddings.word_embeddings.weight"
-        return tied
-
-    def tie_weights(self) -> None:
-        head = self._lm_head()
-        if head is None:
-            return
-        head.decoder.bias = head.bias
-        if self.config.tie_word_embeddings:
-            head.decoder.weight = self.get_input_embeddings().weight
-
-    # -- numpy state dicts ---------------------------------------------------------------------
+    # -- checkpoint hooks ----------------------------------------------------------------------
     def parameters_by_name(self) -> dict[str, Parameter]:
         return dict(self.named_parameters())
 
@@ -166,39 +121,13 @@ class TFPreTrainedModel(Module):
         """HF PyTorch names and layouts (tied aliases included, as torch's state_dict has them)."""
         return {name: param.numpy() for name, param in self.named_parameters()}
 
-    def load_state_dict_numpy(self, state: Mapping[str, np.ndarray], strict: bool = False):
-        """Load HF-named numpy weights (prefix differences handled); returns the LoadReport."""
+    def _parameter_shapes(self) -> dict[str, tuple]:
+        return {name: param.shape for name, param in self.named_parameters()}
+
+    def _write_parameters(self, values: Mapping[str, np.ndarray]) -> None:
         own = self.parameters_by_name()
-        tied = self.tied_weight_keys()
-        optional = list(tied) + [k for k in own if k.endswith("embed_positions.weight")]
-        fitted, report = fit_or_raise(state, {k: p.shape for k, p in own.items()}, self.family, type(self).__name__, optional)
-        if strict and report.missing:
-            raise CheckpointError(f"{type(self).__name__}: {report}")
-        for name, value in fitted.items():
-            if name in tied:
-                continue  # the source parameter carries the value
+        for name, value in values.items():
             own[name].assign(value)
-        self.tie_weights()
-        return report
-
-    @classmethod
-    def from_pretrained(cls, checkpoint_dir: str | os.PathLike, config: Optional[EncoderConfig] = None, **config_overrides):
-        """Read an HF PyTorch-format checkpoint (safetensors / pytorch_model.bin); no TF weight file needed."""
-        config, state = load_config_and_weights(checkpoint_dir, cls.family, config, **config_overrides)
-        model = cls(config)
-        model.load_state_dict_numpy(state)
-        return model
-
-    def save_pretrained(self, save_directory: str | os.PathLike, max_shard_size: Optional[int] = None) -> None:
-        """Write the HF PyTorch format (safetensors + config.json naming the PyTorch class)."""
-        save_checkpoint(
-            save_directory,
-            self.config,
-            self.state_dict_numpy(),
-            architecture=type(self).__name__[len("TF"):],
-            drop_keys=list(self.tied_weight_keys()),
-            max_shard_size=max_shard_size,
-        )
 
     def num_parameters(self) -> int:
         seen = {}
@@ -283,21 +212,14 @@ class ClassificationHead(Module):
     def __init__(self, config: EncoderConfig, family: Family) -> None:
         super().__init__()
         self.dense = Linear(config.hidden_size, config.hidden_size)
-        self.dropout = Dropout(_classifier_dropout(config, family))
+        self.dropout = Dropout(classifier_dropout(config, family))
         self.out_proj = Linear(config.hidden_size, config.num_labels)
-        activation = "tanh" if family.classifier_activation == "tanh" else config.hidden_act
-        self.activation = ACT2FN[activation]
+        self.activation = ACT2FN[classifier_activation(config, family)]
 
     def __call__(self, features: tf.Tensor, training: bool) -> tf.Tensor:
         x = self.dropout(features[:, 0, :], training)
         x = self.dropout(self.activation(self.dense(x)), training)
         return self.out_proj(x)
-
-
-def _classifier_dropout(config: EncoderConfig, family: Family) -> float:
-    if family.classifier_dropout_from_config and config.classifier_dropout is not None:
-        return config.classifier_dropout
-    return config.hidden_dropout_prob
 
 
 # ----------------------------------------------------------------------------- losses (torch semantics)
@@ -312,26 +234,15 @@ def cross_entropy(logits: tf.Tensor, labels: tf.Tensor, ignore_index: Any = -100
     return tf.reduce_sum(per_token) / tf.reduce_sum(tf.cast(keep, per_token.dtype))
 
 
-def sequence_classification_loss(config: EncoderConfig, logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """Regression / single-label / multi-label loss by ``problem_type`` (inferred as transformers does when unset)."""
-    num_labels = config.num_labels
-    problem_type = config.problem_type
-    if problem_type is None:
-        if num_labels == 1:
-            problem_type = "regression"
-        elif labels.dtype.is_integer:
-            problem_type = "single_label_classification"
-        else:
-            problem_type = "multi_label_classification"
-    if problem_type == "regression":
-        labels = tf.cast(labels, logits.dtype)
-        if num_labels == 1:
-            return tf.reduce_mean(tf.square(tf.squeeze(logits) - tf.squeeze(labels)))
-        return tf.reduce_mean(tf.square(logits - labels))
-    if problem_type == "single_label_classification":
-        return cross_entropy(tf.reshape(logits, [-1, num_labels]), tf.reshape(labels, [-1]))
-    labels = tf.cast(labels, logits.dtype)
-    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+LOSSES = LossFunctions(
+    is_integer=lambda labels: labels.dtype.is_integer,
+    squeeze=tf.squeeze,
+    mse=lambda predictions, targets: tf.reduce_mean(tf.square(predictions - tf.cast(targets, predictions.dtype))),
+    cross_entropy=cross_entropy,
+    bce_with_logits=lambda logits, targets: tf.reduce_mean(
+        tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(targets, logits.dtype), logits=logits)
+    ),
+)
 
 
 # ----------------------------------------------------------------------------- the seven models
@@ -347,10 +258,13 @@ class EncoderModel(TFPreTrainedModel, BaseModel):
     call = BaseModel.call
 
 
-class _HeadModel(TFPreTrainedModel):
+class _HeadModel(HeadProtocol, TFPreTrainedModel):
+    entry_point_name = "call"
+    arguments_of = staticmethod(tensorflow_arguments)
     add_pooling_layer: ClassVar[bool] = False
 
     def __init__(self, config: EncoderConfig) -> None:
+        warn_about_decoder_setting(config, self.head, "TF" + self.family.class_prefix + self.head)
         super().__init__(config)
         with initializer_range(config.initializer_range):
             setattr(self, self.base_model_prefix, BaseModel(config, self.family, self.add_pooling_layer))
@@ -363,11 +277,6 @@ class _HeadModel(TFPreTrainedModel):
     def _encode(self, **kwargs):
         return self.base_model.call(return_dict=True, **kwargs)
 
-    @staticmethod
-    def _finish(output, return_dict: Optional[bool], config: EncoderConfig):
-        return_dict = config.use_return_dict if return_dict is None else return_dict
-        return output if return_dict else output.to_tuple()
-
 
 class _LMModel(_HeadModel):
     def _build_head(self, config: EncoderConfig) -> None:
@@ -376,9 +285,6 @@ class _LMModel(_HeadModel):
         else:
             self.cls = _BertLMHeadContainer(config, self.family)
 
-    def _lm_head(self) -> LMHead:
-        return self.lm_head if hasattr(self, "lm_head") else self.cls.predictions
-
     def _logits(self, sequence_output: tf.Tensor) -> tf.Tensor:
         return self._lm_head()(sequence_output)
 
@@ -386,86 +292,24 @@ class _LMModel(_HeadModel):
 class EncoderForCausalLM(_LMModel):
     head = "ForCausalLM"
 
-    def __init__(self, config: EncoderConfig) -> None:
-        if not config.is_decoder:
-            logger.warning("TF%sForCausalLM used as a standalone model: set is_decoder=True for causal attention.",
-                           self.family.class_prefix)
-        super().__init__(config)
-
-    def call(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        head_mask=None,
-        inputs_embeds=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        past_key_values=None,
-        use_cache=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        labels=None,
-        training=False,
-    ):
+    def _head(self, inputs, labels):
         if labels is not None:
-            use_cache = False  # as transformers: training-style calls do not build a cache
-        outputs = self._encode(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-            position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
-            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, training=training,
-        )
+            inputs["use_cache"] = False  # as transformers: training-style calls do not build a cache
+        outputs = self._encode(**inputs)
         logits = self._logits(outputs.last_hidden_state)
-        loss = None
-        if labels is not None:
-            # Token t predicts token t + 1.
-            loss = cross_entropy(logits[:, :-1, :], labels[:, 1:])
-        output = CausalLMOutputWithCrossAttentions(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions, cross_attentions=outputs.cross_attentions,
-        )
-        return self._finish(output, return_dict, self.config)
+        # Token t predicts token t + 1.
+        loss = None if labels is None else cross_entropy(logits[:, :-1, :], labels[:, 1:])
+        return CausalLMOutputWithCrossAttentions.over(outputs, loss=loss, logits=logits)
 
 
 class EncoderForMaskedLM(_LMModel):
     head = "ForMaskedLM"
 
-    def __init__(self, config: EncoderConfig) -> None:
-        if config.is_decoder:
-            logger.warning("TF%sForMaskedLM with is_decoder=True attends causally; set is_decoder=False for "
-                           "bi-directional self-attention.", self.family.class_prefix)
-        super().__init__(config)
-
-    def call(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        head_mask=None,
-        inputs_embeds=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        labels=None,
-        training=False,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-    ):
-        outputs = self._encode(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-            position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
-            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states, training=training,
-        )
+    def _head(self, inputs, labels):
+        outputs = self._encode(**inputs)
         logits = self._logits(outputs.last_hidden_state)
         loss = None if labels is None else cross_entropy(logits, labels)
-        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
-        return self._finish(output, return_dict, self.config)
+        return MaskedLMOutput.over(outputs, loss=loss, logits=logits)
 
 
 class EncoderForSequenceClassification(_HeadModel):
@@ -475,31 +319,11 @@ class EncoderForSequenceClassification(_HeadModel):
         self.num_labels = config.num_labels
         self.classifier = ClassificationHead(config, self.family)
 
-    def call(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        head_mask=None,
-        inputs_embeds=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        labels=None,
-        training=False,
-    ):
-        outputs = self._encode(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-            position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states, training=training,
-        )
-        logits = self.classifier(outputs.last_hidden_state, training)
-        loss = None if labels is None else sequence_classification_loss(self.config, logits, labels)
-        output = SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
-        return self._finish(output, return_dict, self.config)
+    def _head(self, inputs, labels):
+        outputs = self._encode(**inputs)
+        logits = self.classifier(outputs.last_hidden_state, inputs["training"])
+        loss = None if labels is None else sequence_classification_loss(self.config, logits, labels, LOSSES)
+        return SequenceClassifierOutput.over(outputs, loss=loss, logits=logits)
 
 
 class EncoderForMultipleChoice(_HeadModel):
@@ -513,21 +337,9 @@ class EncoderForMultipleChoice(_HeadModel):
             self.sequence_summary = Identity()
         self.classifier = Linear(config.hidden_size, 1)
 
-    def call(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        head_mask=None,
-        inputs_embeds=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        labels=None,
-        training=False,
-    ):
-        reference = input_ids if input_ids is not None else inputs_embeds
+    def _head(self, inputs, labels):
+        input_ids = inputs["input_ids"]
+        reference = input_ids if input_ids is not None else inputs["inputs_embeds"]
         if reference is None:
             raise InputError("You have to specify either input_ids or inputs_embeds.")
         if reference.shape.rank != (3 if input_ids is not None else 4):
@@ -535,25 +347,17 @@ class EncoderForMultipleChoice(_HeadModel):
                 f"Multiple choice inputs need shape (batch, num_choices, sequence), got {tuple(reference.shape.as_list())}."
             )
         num_choices = shape_list(reference)[1]
-
-        def flat(x):
-            return None if x is None else tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], axis=0))
-
-        outputs = self._encode(
-            input_ids=flat(input_ids), attention_mask=flat(attention_mask), token_type_ids=flat(token_type_ids),
-            position_ids=flat(position_ids), head_mask=head_mask, inputs_embeds=flat(inputs_embeds),
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states, training=training,
-        )
+        for name in CHOICE_INPUTS:  # choices join the batch
+            x = inputs[name]
+            inputs[name] = None if x is None else tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], axis=0))
+        outputs = self._encode(**inputs)
         if self.family.multiple_choice_summary == "pooler":
-            summary = self.dropout(outputs.pooler_output, training)
+            summary = self.dropout(outputs.pooler_output, inputs["training"])
         else:
             summary = self.sequence_summary(outputs.last_hidden_state[:, -1])
         reshaped_logits = tf.reshape(self.classifier(summary), [-1, num_choices])
         loss = None if labels is None else cross_entropy(reshaped_logits, labels)
-        output = MultipleChoiceModelOutput(
-            loss=loss, logits=reshaped_logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
-        return self._finish(output, return_dict, self.config)
+        return MultipleChoiceModelOutput.over(outputs, loss=loss, logits=reshaped_logits)
 
 
 class EncoderForTokenClassification(_HeadModel):
@@ -561,32 +365,14 @@ class EncoderForTokenClassification(_HeadModel):
 
     def _build_head(self, config: EncoderConfig) -> None:
         self.num_labels = config.num_labels
-        self.dropout = Dropout(_classifier_dropout(config, self.family))
+        self.dropout = Dropout(classifier_dropout(config, self.family))
         self.classifier = Linear(config.hidden_size, config.num_labels)
 
-    def call(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        head_mask=None,
-        inputs_embeds=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        labels=None,
-        training=False,
-    ):
-        outputs = self._encode(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-            position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states, training=training,
-        )
-        logits = self.classifier(self.dropout(outputs.last_hidden_state, training))
+    def _head(self, inputs, labels):
+        outputs = self._encode(**inputs)
+        logits = self.classifier(self.dropout(outputs.last_hidden_state, inputs["training"]))
         loss = None if labels is None else cross_entropy(logits, labels)
-        output = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
-        return self._finish(output, return_dict, self.config)
+        return TokenClassifierOutput.over(outputs, loss=loss, logits=logits)
 
 
 class EncoderForQuestionAnswering(_HeadModel):
@@ -596,26 +382,8 @@ class EncoderForQuestionAnswering(_HeadModel):
         self.num_labels = config.num_labels
         self.qa_outputs = Linear(config.hidden_size, config.num_labels)
 
-    def call(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        head_mask=None,
-        inputs_embeds=None,
-        output_attentions=None,
-        output_hidden_states=None,
-        return_dict=None,
-        start_positions=None,
-        end_positions=None,
-        training=False,
-    ):
-        outputs = self._encode(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-            position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states, training=training,
-        )
+    def _head(self, inputs, start_positions, end_positions):
+        outputs = self._encode(**inputs)
         logits = self.qa_outputs(outputs.last_hidden_state)
         start_logits, end_logits = tf.unstack(logits, axis=-1)
         loss = None
@@ -628,35 +396,8 @@ class EncoderForQuestionAnswering(_HeadModel):
                 cross_entropy(start_logits, start_positions, ignored_index)
                 + cross_entropy(end_logits, end_positions, ignored_index)
             ) / 2
-        output = QuestionAnsweringModelOutput(
-            loss=loss, start_logits=start_logits, end_logits=end_logits,
-            hidden_states=outputs.hidden_states, attentions=outputs.attentions,
-        )
-        return self._finish(output, return_dict, self.config)
+        return QuestionAnsweringModelOutput.over(outputs, loss=loss, start_logits=start_logits, end_logits=end_logits)
 
 
-GENERIC_HEADS: dict[str, type[TFPreTrainedModel]] = {
-    cls.head: cls
-    for cls in (
-        EncoderModel,
-        EncoderForCausalLM,
-        EncoderForMaskedLM,
-        EncoderForSequenceClassification,
-        EncoderForMultipleChoice,
-        EncoderForTokenClassification,
-        EncoderForQuestionAnswering,
-    )
-}
-
-
-def bind(family: Family, head: str) -> type[TFPreTrainedModel]:
-    """The transformers-named TF class for one family and head, e.g. ``TFXLMRobertaForMaskedLM``."""
-    generic = GENERIC_HEADS[head]
-    name = "TF" + family.class_prefix + head
-    attrs = {
-        "family": family,
-        "base_model_prefix": "" if head == "Model" else family.base_model_prefix,
-        "__module__": "onnxport.reference_models.tf",
-        "__qualname__": name,
-    }
-    return type(name, (generic,), attrs)
+GENERIC_HEADS = (EncoderModel, EncoderForCausalLM, EncoderForMaskedLM, EncoderForSequenceClassification,
+                 EncoderForMultipleChoice, EncoderForTokenClassification, EncoderForQuestionAnswering)
