@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
+from ..exporters.io_spec import tensor_name
 from ..families import FAMILIES
 from . import FRAMEWORKS, SIZES
 from . import TASK_ROWS as TASKS  # (export task, with_past) rows of the matrix
@@ -177,7 +178,7 @@ def native_outputs(framework: str, model, feeds: dict[str, np.ndarray], spec, ex
     for key, value in out.items():
         if key == "past_key_values":
             for i, layer in enumerate(value):
-                flat[f"present.{i}.key"], flat[f"present.{i}.value"] = _np(layer[0]), _np(layer[1])
+                flat[tensor_name("present_key", i)], flat[tensor_name("present_value", i)] = _np(layer[0]), _np(layer[1])
         elif isinstance(value, (tuple, list)):
             for i, item in enumerate(value):
                 flat[f"{key}.{i}"] = _np(item)

@@ -63,6 +63,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from . import io_spec
 from ..errors import InputError
 from ..errors import QuantizationError  # noqa: F401  (re-exported: the old import path keeps working)
 
@@ -285,14 +286,14 @@ def tokenized_inputs(export_dir: str, spec, texts: Sequence[Text], batch: int = 
     except Exception as err:  # missing or damaged tokenizer files: the texts cannot become ids
         raise QuantizationError(f"Cannot load the tokenizer of {export_dir} to tokenize the calibration texts "
                                 f"({err}); calibrate an export that has its tokenizer files.") from err
-    limit = int(spec.extra.get("max_sequence_length", 512))
+    limit = spec.max_sequence_length or 512
     firsts = [t[0] if isinstance(t, tuple) else t for t in texts]
     seconds = [t[1] if isinstance(t, tuple) else None for t in texts]
     pairs = any(s is not None for s in seconds)
     encoded = tokenizer(firsts, text_pair=seconds if pairs else None, truncation=True,
                         max_length=min(limit, width) if width else limit)
     order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(spec.extra.get("pad_token_id", 0))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else spec.pad_token_id
     names = set(spec.input_names)
     out = []
     for start in range(0, len(order), batch):
@@ -309,10 +310,7 @@ def tokenized_inputs(export_dir: str, spec, texts: Sequence[Text], batch: int = 
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         if spec.task == "multiple-choice":  # each text is one choice of its own question
             feeds = {k: v[:, None, :] for k, v in feeds.items()}
-        for t in spec.inputs:
-            if t.name.startswith("past_key_values."):  # an empty cache: the texts are the whole sequence
-                feeds[t.name] = np.zeros((len(rows), spec.extra["num_attention_heads"], 0, spec.extra["head_dim"]),
-                                         t.dtype)
+        feeds.update(io_spec.empty_past(spec, len(rows)))  # an empty cache: the texts are the whole sequence
         out.append({k: v for k, v in feeds.items() if k in names})
     return out
 
@@ -402,7 +400,7 @@ def node_sensitivity(recipe: str, source: str, spec, gate_feeds: Sequence[dict],
     # Spread over the gate inputs (batched by length): short and long texts alike.
     feeds = list(gate_feeds[::max(1, len(gate_feeds) // SENSITIVITY_BATCHES)][:SENSITIVITY_BATCHES])
     fp32 = _session(source)
-    names = [n for n in spec.output_names if not n.startswith("present.")]
+    names = spec.result_names
     reference = [dict(zip(names, fp32.run(names, f))) for f in feeds]
     out = {}
     for node in candidates:
@@ -508,7 +506,7 @@ def quantize(
     with artifact.staged_directory(out_dir, owned.__contains__, QuantizationError) as build_dir, \
             tempfile.TemporaryDirectory(prefix="onnxport-quantize-") as workdir:
         fp32_session = _session(source) if validate else None
-        names = [n for n in spec.output_names if not n.startswith("present.")]
+        names = spec.result_names
         reference = [dict(zip(names, fp32_session.run(names, f))) for f in gate_feeds] if validate else []
         all_weights = weight_matmuls(onnx.load(source, load_external_data=False))
         if not all_weights:
@@ -635,7 +633,7 @@ def validation_inputs(spec, sets: int = VALIDATION_SETS):
     """Input dicts from the IO spec: several (batch, sequence) shapes and seeds, padded rows included."""
     from .io_spec import make_inputs
 
-    limit = int(spec.extra.get("max_sequence_length", 512))
+    limit = spec.max_sequence_length or 512
     for i in range(sets):
         batch, sequence = VALIDATION_SHAPES[i % len(VALIDATION_SHAPES)]
         past = min(3, limit // 4) if spec.with_past else 0
@@ -661,7 +659,7 @@ def compare_to_fp32(fp32_path: str, int8_path: str, spec, sets: int = VALIDATION
     ``sets`` generated input sets)."""
     feeds = list(inputs) if inputs is not None else list(validation_inputs(spec, sets))
     fp32 = _session(fp32_path)
-    names = [n for n in spec.output_names if not n.startswith("present.")]
+    names = spec.result_names
     reference = [dict(zip(names, fp32.run(names, f))) for f in feeds]
     return _agreement(reference, _session(int8_path), names, feeds, spec)
 
