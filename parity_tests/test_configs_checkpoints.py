@@ -274,3 +274,14 @@ def test_package_import_pulls_no_framework():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_saved_architectures_name_the_class_as_transformers_does(tmp_path, checkpoint_factory):
+    """transformers writes the saving class's own name (a user's subclass included); ours the same."""
+    path, reference = _hf_model(checkpoint_factory, "roformer", "ForMaskedLM")
+    theirs = type("MyRoFormer", (type(reference),), {})
+    mine = type("MyRoFormer", (ours.RoFormerForMaskedLM,), {})
+    theirs(reference.config).save_pretrained(tmp_path / "hf")
+    mine.from_pretrained(path).save_pretrained(tmp_path / "ours")
+    saved = [json.loads((tmp_path / d / "config.json").read_text())["architectures"] for d in ("hf", "ours")]
+    assert saved == [["MyRoFormer"], ["MyRoFormer"]]

@@ -30,6 +30,7 @@ class CheckpointMixin:
     family: ClassVar[Family]
     head: ClassVar[str]
     base_model_prefix: ClassVar[str]
+    framework_prefix: ClassVar[str] = ""  # "TF", "Flax": what transformers strips from the class name it saves
     config: EncoderConfig
 
     @classmethod
@@ -87,7 +88,8 @@ class CheckpointMixin:
             save_directory,
             self.config,
             state,
-            architecture=self.family.class_prefix + self.head,  # the PyTorch class, whatever the framework
+            # As transformers: the class's own name (a user's subclass keeps its name), without "TF" / "Flax".
+            architecture=type(self).__name__.removeprefix(self.framework_prefix),
             drop_keys=list(self.tied_weight_keys()),
             max_shard_size=max_shard_size,
         )

@@ -18,6 +18,7 @@ def bind(generic: type, family: Family, head: str, class_prefix: str, module: st
     name = class_prefix + family.class_prefix + head
     attrs = {
         "family": family,
+        "framework_prefix": class_prefix,
         "base_model_prefix": "" if head == "Model" else family.base_model_prefix,
         "__module__": module,
         "__qualname__": name,
