@@ -296,12 +296,14 @@ def test_fused_contrib_lowering_equals_function(exported):
 
 
 def test_rotary_patch_is_scoped(exported):
-    """The encoder's apply_rotary is only swapped while converting."""
+    """The rotary op is only in force while converting: the encoder's function and the trace options are back."""
     from onnxport.reference_models.flax import encoder
+    from onnxport.reference_models.tracing import TraceOptions, trace_options
 
     original = encoder.apply_rotary
     exported("roformer", "fill-mask")
     assert encoder.apply_rotary is original
+    assert trace_options() == TraceOptions()
 
 
 # ----------------------------------------------------------------------------- artifact

@@ -33,7 +33,7 @@ from onnxport.exporters import ExportError, FRONT_ENDS, FrameworkNotInstalledErr
 from onnxport.exporters import io_spec, rotary_op  # noqa: E402
 from onnxport.exporters.io_spec import IOSpec, make_inputs  # noqa: E402
 from onnxport.exporters.validate import DEFAULT_ATOL  # noqa: E402
-from onnxport.reference_models.tf import encoder as tf_encoder  # noqa: E402
+from onnxport.reference_models.tracing import TraceOptions, trace_options  # noqa: E402
 from onnxport.reference_models.tf import model_class  # noqa: E402
 
 TASK_HEADS = {name: task.head for name, task in io_spec.TASKS.items()}
@@ -317,7 +317,7 @@ def test_export_is_deterministic_and_restores_the_model_hooks(checkpoint_factory
     second = export(checkpoint, tmp_path / "b", framework="tf", task="text-generation", with_past=True, validate=False)
     with open(first.model_path, "rb") as a, open(second.model_path, "rb") as b:
         assert a.read() == b.read()
-    assert tf_encoder.ROTARY_EXPORT_HOOK is None
+    assert trace_options() == TraceOptions()
 
 
 def test_opset_18(checkpoint_factory, tmp_path):
@@ -348,7 +348,7 @@ def test_unconvertible_op_is_reported(checkpoint_factory, tmp_path, monkeypatch)
     with pytest.raises(ExportError, match="TensorFlow ops without an ONNX conversion: Erfc"):
         export(checkpoint_factory("xlm-roberta", "ForTokenClassification"), tmp_path / "erfc", framework="tf",
                task="token-classification", validate=False)
-    assert tf_encoder.ROTARY_EXPORT_HOOK is None
+    assert trace_options() == TraceOptions()
 
 
 def test_cli_export(checkpoint_factory, tmp_path, capsys):

@@ -189,8 +189,6 @@ def test_flax_encoder_reads_the_options():
     assert after.shape == (3, 7, TINY["hidden_size"])
 
 
-@pytest.mark.xfail(strict=True, reason="flax/modeling.py's jax.jit does not yet take trace_options() as a static "
-                   "argument (issue 19, requested): a compile made inside a block is reused outside it")
 def test_flax_compile_inside_a_block_is_not_reused_outside():
     """Same shapes inside and outside a block: the model's jit must key its cache on the options."""
     pytest.importorskip("flax")

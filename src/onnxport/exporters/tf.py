@@ -68,7 +68,7 @@ def convert(job: ExportJob) -> Converted:
     import tf2onnx
 
     from ..reference_models.tf import model_class
-    from ..reference_models.tf.encoder import variables_read_as
+    from ..reference_models.tf.layers import variables_read_as
 
     check_opset(job, MIN_OPSET, MAX_OPSET, f"TensorFlow exporter (tf2onnx {tf2onnx.__version__})")
 

@@ -28,6 +28,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from ...configs import EncoderConfig
 from ...errors import CheckpointError
 from ..checkpoint import CheckpointMixin
+from ..tracing import trace_options
 from ...families import HEADS
 from ..head_protocol import extra_inputs, warn_about_decoder_setting
 from ..common import InputError, check_inputs, fit_or_raise, rotary_table, value_range
@@ -131,7 +132,9 @@ class FlaxPreTrainedModel(CheckpointMixin):
         self.module = TASK_MODULES[self.head](config, self.family)
         self._param_structure = self._eval_param_structure()
         self._params = self.init_weights(seed) if _do_init else None
-        self._jit_forward = jax.jit(self._forward, static_argnames=("flags",))
+        # trace: the tracing options in force, static so that a compile made inside an exporter's block
+        # (the encoder reads them while jit traces) is never reused outside it, and the reverse.
+        self._jit_forward = jax.jit(self._forward, static_argnames=("flags", "trace"))
 
     # -- parameters ----------------------------------------------------------------------------
     @property
@@ -260,7 +263,7 @@ class FlaxPreTrainedModel(CheckpointMixin):
         )
 
     # -- forward -------------------------------------------------------------------------------
-    def _forward(self, params, inputs, targets, dropout_rng, flags):
+    def _forward(self, params, inputs, targets, dropout_rng, flags, trace):
         use_cache, output_attentions, output_hidden_states, train = flags
         rngs = {"dropout": dropout_rng} if dropout_rng is not None else {}
         return self.module.apply(
@@ -312,7 +315,8 @@ class FlaxPreTrainedModel(CheckpointMixin):
                    dict(labels=labels, start_positions=start_positions, end_positions=end_positions).items()
                    if v is not None}
         flags = (bool(use_cache), bool(output_attentions), bool(output_hidden_states), bool(train))
-        raw = self._jit_forward(self.params if params is None else params, inputs, targets, dropout_rng, flags=flags)
+        raw = self._jit_forward(self.params if params is None else params, inputs, targets, dropout_rng, flags=flags,
+                                  trace=trace_options())
         output = self.output_class(**{name: raw.get(name) for name in self.output_class.field_names})
         return output if return_dict else output.to_tuple()
 

@@ -34,18 +34,8 @@ from ..outputs import (
     TokenClassifierOutput,
 )
 from .activations import ACT2FN
-from .encoder import (
-    BaseModel,
-    Dropout,
-    Identity,
-    LayerNorm,
-    Linear,
-    Module,
-    Parameter,
-    _normal,
-    initializer_range,
-    shape_list,
-)
+from .encoder import BaseModel
+from .layers import Dropout, Identity, LayerNorm, Linear, Module, Parameter, _normal, initializer_range, shape_list
 
 # Inputs converted to tensors on entry; everything else (flags) is passed through.
 _TENSOR_ARGS = frozenset(
