@@ -1,11 +1,14 @@
-"""Quiet imports for the command line."""
+"""Quiet imports and loggers: notices of other libraries that would cut into a command's output."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
+import logging
 import tempfile
+from typing import Iterator, Optional
 
 
 def import_quietly(module: str) -> None:
@@ -32,3 +35,15 @@ def import_quietly(module: str) -> None:
         if failed:
             parked.seek(0)
             sys.stderr.write(parked.read().decode(errors="replace"))
+
+
+@contextlib.contextmanager
+def logger_level(name: Optional[str], level: int) -> Iterator[None]:
+    """Set logger ``name`` (None: the root logger) to ``level`` for the block, then restore it."""
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)

@@ -125,6 +125,12 @@ class EncoderConfig:
         RoFormer's optional smaller embedding_size (projected up to hidden_size)."""
         return self.hidden_size
 
+    @property
+    def projects_embeddings(self) -> bool:
+        """Whether the encoder projects embeddings of ``embedding_width`` up to ``hidden_size`` (RoFormer's
+        smaller embedding_size: transformers' ``embeddings_project``)."""
+        return self.embedding_width != self.hidden_size
+
     def _post_init(self) -> None:
         """Family hook for derived fields (RoFormer's embedding_size)."""
 

@@ -24,16 +24,16 @@ Three things are specific to JAX:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import onnx
 import onnx.numpy_helper
 from onnx import TensorProto, helper
 
+from .._quiet import logger_level
 from ..errors import ExportError
 from .front_end import (RANDOM_INIT_SEED, Converted, ExportJob, call_with_spec, check_opset, export_tracing,
                         load_reference_model, native_runner)
@@ -144,7 +144,8 @@ def convert(job: ExportJob) -> Converted:
     # The options are read while jax2onnx traces (symbolic shapes), a fresh trace; run_native (outside the
     # block, concrete shapes) runs the full model.
     _rotary_primitive()  # registers the jax2onnx plugin before the trace
-    with export_tracing(spec, _bind_rotary), _quiet_onnx_ir():
+    with export_tracing(spec, _bind_rotary), \
+            logger_level("onnx_ir.serde", logging.ERROR):  # a warning per untyped shape constant, hundreds
         raw = jax2onnx.to_onnx(
             forward,
             _input_structs(spec),
@@ -205,18 +206,6 @@ def _input_structs(spec) -> list:
         dtype = np.int32 if t.dtype in _INT_DTYPES else np.dtype(t.dtype)
         structs.append(jax.ShapeDtypeStruct(tuple(dim(d) for d in t.shape), dtype))
     return structs
-
-
-@contextlib.contextmanager
-def _quiet_onnx_ir() -> Iterator[None]:
-    """onnx_ir warns once per untyped shape constant that it skips in value_info (harmless, hundreds of lines)."""
-    serde = logging.getLogger("onnx_ir.serde")
-    previous = serde.level
-    serde.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        serde.setLevel(previous)
 
 
 # ----------------------------------------------------------------------------- graph fix-ups

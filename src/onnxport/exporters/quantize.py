@@ -57,13 +57,13 @@ import re
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from . import io_spec
+from .._quiet import logger_level
 from ..errors import InputError
 from ..errors import QuantizationError  # noqa: F401  (re-exported: the old import path keeps working)
 
@@ -326,17 +326,6 @@ class _FeedReader:
 
 
 # ----------------------------------------------------------------------------- building one recipe
-@contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    quant_logger = logging.getLogger()  # the quantizers warn on the root logger about pre-processing
-    level = quant_logger.level
-    quant_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        quant_logger.setLevel(level)
-
-
 def _build(recipe: str, source: str, target: str, nodes: Sequence[str], *, reduce_range: bool, external: bool,
            calibration_feeds: Sequence[dict], calibration_cache: Optional[str] = None) -> None:
     """Write ``recipe``'s int8 model of ``source``, with the MatMul ``nodes`` quantized, to ``target``.
@@ -353,7 +342,7 @@ def _build(recipe: str, source: str, target: str, nodes: Sequence[str], *, reduc
                   weight_type=QuantType.QInt8, use_external_data_format=external,
                   nodes_to_quantize=list(nodes), extra_options=options)
     try:
-        with _quiet_root_logger():
+        with logger_level(None, logging.ERROR):  # the quantizers warn on the root logger about pre-processing
             if mode == "dynamic":
                 quantize_dynamic(source, target, **common)
             else:

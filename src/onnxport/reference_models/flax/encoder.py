@@ -355,7 +355,7 @@ class BaseModel(nn.Module):
     def setup(self) -> None:
         config, family = self.config, self.family
         self.embeddings = Embeddings(config, family)
-        if self.has_embeddings_project:
+        if self.config.projects_embeddings:
             self.embeddings_project = dense(config, config.hidden_size)
         self.encoder = Encoder(config, family)
         if family.pre_norm:
@@ -363,10 +363,6 @@ class BaseModel(nn.Module):
         if family.has_pooler and self.add_pooling_layer:
             self.pooler = Pooler(config)
 
-    @property
-    def has_embeddings_project(self) -> bool:
-        """RoFormer's smaller embedding width (embedding_size) is projected up to hidden_size."""
-        return self.config.embedding_width != self.config.hidden_size
 
     def __call__(
         self,
@@ -403,7 +399,7 @@ class BaseModel(nn.Module):
         hidden_states = self.embeddings(
             input_ids, token_type_ids, position_ids, inputs_embeds, past_length, deterministic
         )
-        if self.has_embeddings_project:
+        if self.config.projects_embeddings:
             hidden_states = self.embeddings_project(hidden_states)
         rotary = None
         if self.family.rotary:

@@ -299,7 +299,7 @@ class BaseModel(nn.Module):
         self.config = config
         self.family = family
         self.embeddings = Embeddings(config, family)
-        if self.has_embeddings_project:
+        if self.config.projects_embeddings:
             self.embeddings_project = nn.Linear(config.embedding_width, config.hidden_size)
         self.encoder = Encoder(config, family)
         if family.pre_norm:
@@ -308,10 +308,6 @@ class BaseModel(nn.Module):
         if self.has_pooler:
             self.pooler = Pooler(config)
 
-    @property
-    def has_embeddings_project(self) -> bool:
-        """RoFormer's smaller embedding width (embedding_size) is projected up to hidden_size."""
-        return self.config.embedding_width != self.config.hidden_size
 
     @property
     def has_pooler(self) -> bool:
@@ -358,7 +354,7 @@ class BaseModel(nn.Module):
         layer_head_masks = self._head_masks(head_mask, dtype)
 
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, past_length)
-        if self.has_embeddings_project:
+        if self.config.projects_embeddings:
             hidden_states = self.embeddings_project(hidden_states)
         rotary = None
         if self.family.rotary:

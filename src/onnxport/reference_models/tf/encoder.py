@@ -333,7 +333,7 @@ class BaseModel(Module):
         self.config = config
         self.family = family
         self.embeddings = Embeddings(config, family)
-        if self.has_embeddings_project:
+        if self.config.projects_embeddings:
             self.embeddings_project = Linear(config.embedding_width, config.hidden_size)
         self.encoder = Encoder(config, family)
         if family.pre_norm:
@@ -342,10 +342,6 @@ class BaseModel(Module):
         if self.has_pooler:
             self.pooler = Pooler(config)
 
-    @property
-    def has_embeddings_project(self) -> bool:
-        """RoFormer's smaller embedding width (embedding_size) is projected up to hidden_size."""
-        return self.config.embedding_width != self.config.hidden_size
 
     @property
     def has_pooler(self) -> bool:
@@ -397,7 +393,7 @@ class BaseModel(Module):
         layer_head_masks = self._head_masks(head_mask)
 
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, past_length, training)
-        if self.has_embeddings_project:
+        if self.config.projects_embeddings:
             hidden_states = self.embeddings_project(hidden_states)
         rotary = None
         if self.family.rotary:
