@@ -399,23 +399,19 @@ CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
 
 
 def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> dict:
-    """The CPU model and the SIMD flags that decide int8 / bf16 speed, read at run time ({} fields if unreadable)."""
-    model, flags = "", set()
+    """The CPU model and the SIMD flags that decide int8 / bf16 speed, read at run time ({} fields if unreadable).
+    The flags and the VNNI rule are the quantizer's (what it tunes reduce_range by)."""
+    from onnxport.exporters.quantize import VNNI_FLAGS, cpu_flags
+
+    flags = cpu_flags(cpuinfo) or set()
+    model = ""
     try:
-        with open(cpuinfo, encoding="utf-8") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and not model:
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-                if model and flags:
-                    break
+        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
+            model = next((line.partition(":")[2].strip() for line in fh if line.startswith("model name")), "")
     except OSError:
         pass
     present = [f for f in CPU_FEATURES if f in flags]
-    return {"cpu": model, "cpu_flags": present, "vnni": bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags),
-            "avx512": "avx512f" in flags}
+    return {"cpu": model, "cpu_flags": present, "vnni": bool(set(VNNI_FLAGS) & flags), "avx512": "avx512f" in flags}
 
 
 def machine_info(threads: int) -> dict:
