@@ -574,7 +574,9 @@ def quantize(
             raise QuantizationError(
                 f"The int8 model disagrees with fp32 beyond the thresholds:\n{report.table()}\n"
                 f"Nothing was written to {out_dir}{' (it is as it was)' if os.path.isdir(out_dir) else ''}; "
-                "lower --min-cosine / --min-top1 to accept it, or calibrate on your own texts (--calibration)."
+                "lower --min-cosine / --min-top1 to accept it"
+                + (", or let the search choose (no --recipe)" if recipe is not None else "")
+                + (", or judge it on your own texts (--calibration)" if texts is None else "") + "."
             )
 
         # Everything but the model files comes along, so the directory serves like the fp32 one.
