@@ -98,7 +98,7 @@ def _triton(args) -> int:
 
 def _add_export_parser(commands) -> None:
     from .exporters import FRONT_ENDS
-    from .exporters.io_spec import TASKS
+    from .artifact.io_spec import TASKS
 
     p = commands.add_parser("export", help="export an HF-format checkpoint directory to ONNX")
     p.add_argument("checkpoint", help="checkpoint directory (config.json + weights)")
@@ -286,7 +286,7 @@ def _run(args) -> int:
     from .errors import InputError
     from .integrations import jsonable
     from .runtime import pipeline
-    from .runtime.models import read_export_dir
+    from .artifact.spec_file import read_export_dir
 
     given = lambda **options: {k: v for k, v in options.items() if v is not None}  # noqa: E731
     task = args.task or read_export_dir(args.export_dir)[1].task
@@ -343,7 +343,7 @@ def _run(args) -> int:
 
 
 def _export_framework(export_dir: str):
-    from .runtime.models import read_export_dir
+    from .artifact.spec_file import read_export_dir
 
     try:
         return read_export_dir(export_dir)[0].get("framework")
@@ -387,7 +387,7 @@ def _bench(args) -> int:
 def _info(args) -> int:
     import json
 
-    from .runtime.models import read_export_dir
+    from .artifact.spec_file import read_export_dir
 
     meta, spec = read_export_dir(args.export_dir)
     if args.json:

@@ -8,7 +8,7 @@ tables that define it: the exporters' front ends and io_spec's export tasks.
 from __future__ import annotations
 
 from ..exporters import FRONT_ENDS
-from ..exporters.io_spec import TASKS as EXPORT_TASKS
+from ..artifact.io_spec import TASKS as EXPORT_TASKS
 
 FRAMEWORKS = tuple(FRONT_ENDS)
 # (export task, with_past) rows: every task once, then the tasks that take past key/values again with them

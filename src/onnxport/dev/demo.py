@@ -73,7 +73,7 @@ def build_checkpoint(directory: Path, model_type: str, task: str, tokenizer_dir:
     import torch
 
     from ..configs import AutoConfig
-    from ..exporters.io_spec import TASKS as EXPORT_TASKS
+    from ..artifact.io_spec import TASKS as EXPORT_TASKS
     from ..reference_models.pt import model_class
     from ..tokenizers import AutoTokenizer
 

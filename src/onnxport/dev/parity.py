@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
-from ..exporters.io_spec import tensor_name
+from ..artifact.io_spec import tensor_name
 from ..families import FAMILIES
 from . import FRAMEWORKS, SIZES
 from . import TASK_ROWS as TASKS  # (export task, with_past) rows of the matrix
@@ -281,7 +281,7 @@ def build_checkpoint(directory: str, model_type: str, head: str, size: str, seed
 
 def _cases(spec, config, task: str, with_past: bool):
     """Named io-spec inputs: padded batch unlike the example, pairs via token types, and the longest length."""
-    from ..exporters.io_spec import make_inputs
+    from ..artifact.io_spec import make_inputs
 
     limit = config.max_sequence_length
     past = 4 if with_past else 0
@@ -296,8 +296,8 @@ def run_row(model_type: str, task: str, with_past: bool, workdir: str, framework
     """All comparison cells of one (family, task) row, on ``checkpoint`` or a random one of ``size``."""
     from ..configs import AutoConfig
     from ..exporters import ExportError, export
-    from ..exporters.io_spec import TASKS as EXPORT_TASKS
-    from ..exporters.io_spec import build_io_spec
+    from ..artifact.io_spec import TASKS as EXPORT_TASKS
+    from ..artifact.io_spec import build_io_spec
     from ..runtime.models import OnnxModelBase
 
     head = EXPORT_TASKS[task].head

@@ -53,6 +53,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..artifact.input_checks import FP16_MAX, to_fp16_checked  # noqa: F401  (runtime inputs; the old import path keeps working)
+
 logger = logging.getLogger("onnxport")
 
 FP32, FP16 = TensorProto.FLOAT, TensorProto.FLOAT16
@@ -69,7 +71,6 @@ DTYPES = {"fp32": "fp32", "float32": "fp32", "fp16": "fp16", "float16": "fp16"}
 # measures 2.3e-1, so real defects stay far above the bar.
 FP16_TOLERANCE = 1e-2
 
-FP16_MAX = float(np.finfo(np.float16).max)  # 65504
 # The additive attention-mask fill: finite in fp16 with room to add any score |s| < 32736.
 MASK_FILL = -(2.0**15)
 
@@ -115,7 +116,7 @@ def canonical_dtype(dtype: str) -> str:
 
 def is_cache(name: str) -> bool:
     """Whether a graph tensor name is a cache input or output (the graph pass sees names, not the spec)."""
-    from .io_spec import CACHE_ROLES, role_of
+    from ..artifact.io_spec import CACHE_ROLES, role_of
 
     return role_of(name)[0] in CACHE_ROLES
 
@@ -422,31 +423,6 @@ def _retarget_float_attributes(node: onnx.NodeProto) -> None:
             attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
 
 
-# ----------------------------------------------------------------------------- runtime inputs
-def to_fp16_checked(name: str, array: Any) -> np.ndarray:
-    """``array`` (a cache tensor fed to an fp16 graph) as float16, refusing what float16 cannot hold.
-
-    numpy casts |x| > 65504 to inf and keeps NaN: the graph would then answer NaN/inf without a word.
-    Raises ``InputError`` naming the tensor and its largest magnitude instead."""
-    from ..errors import InputError
-
-    array = np.asarray(array)
-    if array.dtype == np.float16:
-        return array
-    if array.size and array.dtype.kind in "fiu":
-        wide = array.astype(np.float64, copy=False)
-        if np.isnan(wide).any():
-            raise InputError(f"{name} holds NaN values; feed the cache the model returned (present.*).")
-        peak = float(np.max(np.abs(wide)))
-        if peak > FP16_MAX:
-            raise InputError(
-                f"{name} holds values up to {peak:g} in magnitude, beyond float16's range (max {FP16_MAX:g}) that "
-                "this fp16 export's cache takes: they would become inf. Feed the cache the model returned "
-                "(present.*, float16), or use an fp32 export."
-            )
-    return array.astype(np.float16)
-
-
 # ----------------------------------------------------------------------------- validation
 def native_runner(run_native: Callable[[dict], dict]) -> Callable[[dict], dict]:
     """The fp32 native model fed the fp16 graph's inputs (fp16 cache upcast to fp32)."""
@@ -458,7 +434,7 @@ def native_runner(run_native: Callable[[dict], dict]) -> Callable[[dict], dict]:
 
 def long_masked_run(spec, batch: int = 2, sequence: int = 32, real: int = 2, seed: int = 7) -> dict[str, np.ndarray]:
     """Inputs whose second row attends to ``real`` tokens and masks the rest: a long run of fill values."""
-    from .io_spec import make_inputs
+    from ..artifact.io_spec import make_inputs
 
     limit = spec.max_sequence_length or sequence
     past = 3 if spec.with_past else 0

@@ -22,14 +22,13 @@ import numpy as np
 
 from ..errors import ExportError
 from .front_end import RANDOM_INIT_SEED, ExportJob, front_end
-from .tokenizer_files import TOKENIZER_FILES
+from ..artifact.files import export_file_names
+from ..artifact.spec_file import SPEC_FILE
 
 logger = logging.getLogger("onnxport")
 
 DEFAULT_OPSET = 17
 
-# The export's description beside the model (io spec, versions, validation, files).
-SPEC_FILE = "onnxport.json"
 
 
 @dataclass
@@ -54,7 +53,7 @@ class ExportReport:
 
 def _check_out_dir(checkpoint_dir: str, out_dir: str, force: bool) -> None:
     """Refuse, before anything is written, an OUT that overlaps the checkpoint or holds files without ``force``."""
-    from .artifact import overlapping
+    from .onnx_file import overlapping
 
     if overlapping(checkpoint_dir, out_dir):
         raise ExportError(
@@ -71,26 +70,9 @@ def _check_out_dir(checkpoint_dir: str, out_dir: str, force: bool) -> None:
         )
 
 
-def export_file_names(out_dir: str) -> set[str]:
-    """Names in ``out_dir`` that belong to an export (replaced by a new one); anything else is the user's.
-
-    The files every export may write, plus those the directory's ``onnxport.json`` lists (an int8 or
-    older export's own files)."""
-    from .artifact import EXTERNAL_DATA_FILE, MODEL_FILE
-
-    names = {MODEL_FILE, EXTERNAL_DATA_FILE, SPEC_FILE, "config.json", *TOKENIZER_FILES}
-    try:
-        with open(os.path.join(out_dir, SPEC_FILE), encoding="utf-8") as fh:
-            listed = json.load(fh).get("files", [])
-        names.update(os.path.basename(n) for n in listed if isinstance(n, str))
-    except (OSError, ValueError, AttributeError, TypeError):
-        pass  # no readable onnxport.json: the fixed names only
-    return names
-
-
 def _task_from_architectures(config, family) -> str:
     """The task of the checkpoint's own head (``architectures`` in config.json), e.g. ForMaskedLM -> fill-mask."""
-    from .io_spec import TASKS, task_for_head
+    from ..artifact.io_spec import TASKS, task_for_head
 
     for arch in config.architectures or ():
         head = arch[len(family.class_prefix):] if arch.startswith(family.class_prefix) else ""
@@ -136,7 +118,8 @@ def export(
     from .. import __version__
     from ..configs import AutoConfig
     from ..families import family_of
-    from . import artifact, fp16, io_spec, rotary_op
+    from ..artifact import io_spec, rotary_op
+    from . import fp16, onnx_file as artifact
     from . import validate as validation
 
     checkpoint_dir, out_dir = os.fspath(checkpoint_dir), os.fspath(out_dir)
@@ -304,7 +287,7 @@ def _versions(front_end_versions: dict[str, str]) -> dict[str, str]:
 
 def load_spec(export_dir: str | os.PathLike):
     """The io spec of an export directory (for the runtime)."""
-    from .io_spec import IOSpec
+    from ..artifact.io_spec import IOSpec
 
     with open(os.path.join(os.fspath(export_dir), SPEC_FILE), encoding="utf-8") as fh:
         return IOSpec.from_dict(json.load(fh)["io_spec"])

@@ -62,7 +62,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from . import io_spec
+from ..artifact import io_spec
 from .._quiet import logger_level
 from ..errors import InputError
 from ..errors import QuantizationError  # noqa: F401  (re-exported: the old import path keeps working)
@@ -447,7 +447,11 @@ def quantize(
     """
     import onnx
 
-    from . import SPEC_FILE, artifact, export_file_names, load_spec, rotary_op
+    from ..artifact import rotary_op
+    from ..artifact.files import export_file_names
+    from ..artifact.spec_file import SPEC_FILE
+    from . import onnx_file as artifact
+    from .pipeline import load_spec
 
     if recipe is not None and recipe not in RECIPES:
         raise QuantizationError(f"Unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}.")
@@ -622,7 +626,7 @@ def _latency_ms(path: str, feeds: Sequence[dict], batches: int = 4, repeats: int
 
 def validation_inputs(spec, sets: int = VALIDATION_SETS):
     """Input dicts from the IO spec: several (batch, sequence) shapes and seeds, padded rows included."""
-    from .io_spec import make_inputs
+    from ..artifact.io_spec import make_inputs
 
     limit = spec.max_sequence_length or 512
     for i in range(sets):

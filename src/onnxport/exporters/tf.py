@@ -46,7 +46,7 @@ from ..errors import ExportError
 from .front_end import (RANDOM_INIT_SEED, Converted, ExportJob, call_with_spec, check_opset, export_tracing,
                         load_reference_model, native_runner)
 from .graph_edits import apply_tensor_spec, initializer_digest, rename_tensors, replace_values
-from .rotary_op import DOMAIN, OP_TYPE, VERSION
+from ..artifact.rotary_op import DOMAIN, OP_TYPE, VERSION
 
 logger = logging.getLogger("onnxport")
 

@@ -15,20 +15,11 @@ import os
 import shutil
 from typing import Any
 
+from ..artifact.files import TOKENIZER_FILES, missing_tokenizer_message  # noqa: F401  (the old import path keeps working)
 from ..errors import ExportError
 
 logger = logging.getLogger("onnxport")
 
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "vocab.txt",
-    "sentencepiece.bpe.model",
-)
 # Plain text, accents, digits and punctuation, CJK (RoFormer's jieba), special tokens typed in the text.
 SAMPLE_TEXTS = (
     "Hello world! The quick brown fox jumps over the lazy dog in 2026.",
@@ -39,14 +30,6 @@ SAMPLE_TEXTS = (
 SAMPLE_PAIR = ("Where is the fox?", "The fox is in Paris.")
 # transformers' "unknown" model_max_length
 _UNKNOWN_LENGTH = int(1e20)
-
-
-def missing_tokenizer_message(directory: str, family) -> str:
-    """What to add so that a directory gets a tokenizer (the runtime says the same)."""
-    files = " + ".join(family.tokenizer_files)
-    return (f"{directory} has no usable tokenizer: add the {family.tokenizer_class}'s files ({files}, or a "
-            "tokenizer.json) to the checkpoint and re-export, or copy them into the export directory; until then "
-            "pipelines and `onnxport run` cannot tokenize (the model still takes ids)")
 
 
 def write_tokenizer(checkpoint_dir: str, out_dir: str, config, family) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .io_spec import IOSpec, empty_past, make_inputs
+from ..artifact.io_spec import IOSpec, empty_past, make_inputs
 from ..errors import InputError, ValidationError  # noqa: F401  (re-exported: the old import path keeps working)
 
 logger = logging.getLogger("onnxport")
@@ -210,7 +210,8 @@ def validate_export(export_dir: str, checkpoint_dir: str | None = None, atol: fl
 
     from ..configs import AutoConfig
     from ..errors import ModelFileError
-    from ..runtime.models import MODEL_FILE, read_export_dir
+    from ..artifact.files import MODEL_FILE
+    from ..artifact.spec_file import read_export_dir
 
     meta, spec = read_export_dir(export_dir)
     checkpoint_dir = checkpoint_dir or (meta.get("source") or {}).get("checkpoint")

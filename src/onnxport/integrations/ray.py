@@ -40,7 +40,7 @@ class OnnxPipelinePredictor:
                  provider: str = "cpu", intra_op_threads: Optional[int] = None,
                  pipeline_kwargs: Optional[Mapping[str, Any]] = None) -> None:
         from ..runtime import pipeline
-        from ..runtime.models import read_export_dir
+        from ..artifact.spec_file import read_export_dir
 
         export_dir = os.fspath(export_dir)
         self.task = task or read_export_dir(export_dir)[1].task

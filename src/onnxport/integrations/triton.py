@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from ..errors import ConfigError, ModelFileError, TaskError
-from ..exporters.artifact import EXTERNAL_DATA_FILE, MODEL_FILE, overlapping, staged_directory
+from ..artifact.files import EXTERNAL_DATA_FILE, MODEL_FILE
+from ..exporters.onnx_file import overlapping, staged_directory
 from . import row_fields
 
 TEMPLATE = os.path.join(os.path.dirname(__file__), "triton_model.py")
@@ -52,7 +53,7 @@ def write_repository(export_dir: str | os.PathLike, repo_dir: str | os.PathLike,
                      trt_engine_cache_dir: Optional[str] = None, pipeline_kwargs: Optional[Mapping[str, Any]] = None,
                      intra_op_threads: Optional[int] = None, force: bool = False) -> TritonRepository:
     """Write ``REPO_DIR/NAME`` (python backend, text in) and ``REPO_DIR/NAME_onnx`` (onnxruntime backend)."""
-    from ..runtime.models import read_export_dir
+    from ..artifact.spec_file import read_export_dir
 
     export_dir = os.path.abspath(os.fspath(export_dir))
     repo_dir = os.path.abspath(os.fspath(repo_dir))

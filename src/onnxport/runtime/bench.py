@@ -17,7 +17,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import InputError
-from ..exporters.io_spec import empty_past, make_inputs
+from ..artifact.io_spec import empty_past, make_inputs
 
 DEFAULT_SHAPES = ((1, 128), (8, 128))
 

@@ -69,7 +69,7 @@ class Pipeline:
         pp.check_int("batch_size", batch_size, 1)
         pp.check_int("max_length", max_length, 1, allow_none=True)
         if model.tokenizer is None:
-            from ..exporters.tokenizer_files import missing_tokenizer_message
+            from ..artifact.files import missing_tokenizer_message
             from ..families import family_of
 
             raise ModelFileError(missing_tokenizer_message(model.export_dir, family_of(model.config)) + ".")

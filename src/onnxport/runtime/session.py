@@ -148,7 +148,7 @@ def check_optimized_model_path(config: SessionConfig, model_path: Optional[str] 
     export's own files are found from the target's directory (whatever ``model`` the session gets: the
     RoFormer rotary lowering hands over bytes) and from ``model_path``'s directory.
     """
-    from ..exporters import SPEC_FILE, export_file_names
+    from ..artifact.files import SPEC_FILE, export_file_names
 
     if not config.optimized_model_path:
         return

@@ -10,7 +10,7 @@ Optimum's ORTModel classes can read our export directories too.
 A shape is a tuple of dimensions; a ``str`` dimension is dynamic (its name is
 the symbolic dimension in the ONNX graph), an ``int`` is fixed.
 
-This module imports no deep-learning framework (the runtime uses it).
+This module imports no deep-learning framework, no exporter and no runtime (both use it).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 
 from ..configs import EncoderConfig
 from ..families import FAMILIES, Family, family_of
-from ..reference_models.common import check_inputs, value_range
+from .input_checks import check_inputs, value_range
 from ..errors import InputError, TaskError  # noqa: F401  (TaskError re-exported: the old import path keeps working)
 
 # Optimum's dimension names.

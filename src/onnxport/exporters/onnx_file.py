@@ -32,12 +32,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from . import rotary_op
+from ..artifact import rotary_op
+from ..artifact.files import EXTERNAL_DATA_FILE, MODEL_FILE  # noqa: F401  (this module's names for them)
 
 logger = logging.getLogger("onnxport")
 
-MODEL_FILE = "model.onnx"
-EXTERNAL_DATA_FILE = "model.onnx_data"
 # Protobuf cannot serialise a message of 2 GiB; keep headroom for the graph itself.
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26
 # Local functions need IR >= 8. We write the lowest IR version the opset allows (8 for opset 17/18),
