@@ -354,7 +354,7 @@ def _export_framework(export_dir: str):
 def _validate(args) -> int:
     import json
 
-    from .exporters.validate import validate_export
+    from .exporters.pipeline import validate_export
 
     report = validate_export(args.export_dir, args.checkpoint, atol=args.atol, framework=args.framework)
     print(report.table())

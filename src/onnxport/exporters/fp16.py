@@ -54,6 +54,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ..artifact.input_checks import FP16_MAX, to_fp16_checked  # noqa: F401  (runtime inputs; the old import path keeps working)
+from ..artifact.io_spec import CACHE_ROLES, make_inputs, role_of
+from ..errors import ExportError
+from . import validate as checks
+from .validate import Row, max_abs_diff
 
 logger = logging.getLogger("onnxport")
 
@@ -106,8 +110,6 @@ class Fp16Report:
 
 
 def canonical_dtype(dtype: str) -> str:
-    from . import ExportError
-
     try:
         return DTYPES[str(dtype).lower()]
     except KeyError:
@@ -116,8 +118,6 @@ def canonical_dtype(dtype: str) -> str:
 
 def is_cache(name: str) -> bool:
     """Whether a graph tensor name is a cache input or output (the graph pass sees names, not the spec)."""
-    from ..artifact.io_spec import CACHE_ROLES, role_of
-
     return role_of(name)[0] in CACHE_ROLES
 
 
@@ -157,8 +157,6 @@ def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
             types.setdefault(vi.name, vi.type.tensor_type.elem_type)
     untyped = [o for n in graph.node for o in n.output if o and o not in types]
     if untyped:
-        from . import ExportError
-
         raise ExportError(f"fp16: shape inference left {len(untyped)} tensor(s) untyped (e.g. {untyped[:3]}); "
                           "the pass needs every float tensor's type to place casts.")
     return types
@@ -314,8 +312,6 @@ def convert(model: onnx.ModelProto, base_dir: Optional[str] = None) -> Fp16Repor
     ``base_dir``: the directory external-data initializers are relative to. Converted tensors are
     held in memory (half their fp32 size); those kept fp32 unchanged stay where they are.
     """
-    from . import ExportError
-
     graph = model.graph
     for node in graph.node:
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
@@ -434,8 +430,6 @@ def native_runner(run_native: Callable[[dict], dict]) -> Callable[[dict], dict]:
 
 def long_masked_run(spec, batch: int = 2, sequence: int = 32, real: int = 2, seed: int = 7) -> dict[str, np.ndarray]:
     """Inputs whose second row attends to ``real`` tokens and masks the rest: a long run of fill values."""
-    from ..artifact.io_spec import make_inputs
-
     limit = spec.max_sequence_length or sequence
     past = 3 if spec.with_past else 0
     sequence = max(real + 1, min(sequence, limit - past))
@@ -452,8 +446,6 @@ def long_masked_run(spec, batch: int = 2, sequence: int = 32, real: int = 2, see
 def relative_rows(case: str, spec, onnx_out: dict, native_out: dict, tolerance: float,
                   atol: Optional[float] = None) -> list:
     """Validation rows with the bar scaled to each output: tolerance * max(1, max |native|)."""
-    from .validate import Row, max_abs_diff
-
     rows = []
     for name in spec.output_names:
         want = np.asarray(native_out[name], dtype=np.float64)
@@ -468,8 +460,6 @@ def validate(model_path: str, spec, run_native, atol: Optional[float] = None, to
     """The fp16 graph on ONNX Runtime (CPU) vs the fp32 native model: validate.py's cases plus a long masked run.
 
     ``atol`` (absolute) replaces the scaled bar when given."""
-    from . import validate as checks
-
     session = checks.ort_session(model_path)
     native = native_runner(run_native)
     cases = checks.validation_cases(spec) + [("long-mask", long_masked_run(spec))]

@@ -1,10 +1,18 @@
 """``export(checkpoint_dir, out_dir, framework, task)``: an HF-format checkpoint to an ONNX directory.
 
-Stages (each logged on the ``onnxport`` logger): read config -> check task ->
-build the io spec (``io_spec.py``) -> front-end conversion (``front_end.py`` describes the
-contract, ``pt.py`` / ``tf.py`` / ``flax.py`` keep it) -> artifact clean-up
-(``artifact.py``) -> save + ONNX checker -> validation (``validate.py``) ->
-config, tokenizer files and ``onnxport.json``.
+``export()`` reads as its stages, each a function below that reads alone and hands the next a small frozen
+value (logged on the ``onnxport`` logger; ``ExportReport.seconds`` times them):
+
+1. ``read_checkpoint`` -> ``Checkpoint``: config.json, the family, the task;
+2. ``plan_graph`` -> ``GraphPlan``: the IO spec (``artifact/io_spec.py``) and the example inputs;
+3. ``convert`` -> the ONNX proto and a ``Conversion``: the front end (``front_end.py`` describes the contract,
+   ``pt.py`` / ``tf.py`` / ``flax.py`` keep it);
+4. ``clean_up`` -> ``CleanGraph``: the framework-independent clean-up (``onnx_file.py``), fp16 when asked;
+5. ``save_and_check`` -> ``SavedModel``: the ONNX file(s) and the full ONNX checker;
+6. ``validate_against_native`` -> ``ValidationReport``: ONNX Runtime vs the native model (``validate.py``);
+7. ``write_files_and_spec``: config.json, the tokenizer files and ``onnxport.json`` (``artifact/spec_file.py``).
+
+``validate_export`` (``onnxport validate``) runs stage 6 again on an export directory.
 """
 
 from __future__ import annotations
@@ -20,10 +28,19 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import ExportError
+from .. import __version__
+from ..artifact import io_spec
+from ..artifact.files import MODEL_FILE, export_file_names
+from ..artifact.io_spec import TASKS, IOSpec, task_for_head
+from ..artifact.spec_file import SPEC_FILE, read_export_dir
+from ..checkpoints import weight_names
+from ..configs import AutoConfig
+from ..errors import ExportError, InputError, ModelFileError, ValidationError
+from ..families import family_of
+from . import validate as validation
 from .front_end import RANDOM_INIT_SEED, ExportJob, front_end
-from ..artifact.files import export_file_names
-from ..artifact.spec_file import SPEC_FILE
+from .tokenizer_files import write_tokenizer
+from .validate import ValidationReport
 
 logger = logging.getLogger("onnxport")
 
@@ -53,7 +70,7 @@ class ExportReport:
 
 def _check_out_dir(checkpoint_dir: str, out_dir: str, force: bool) -> None:
     """Refuse, before anything is written, an OUT that overlaps the checkpoint or holds files without ``force``."""
-    from .onnx_file import overlapping
+    from .onnx_file import overlapping  # onnx: loaded by the first export, not by `import onnxport.exporters`
 
     if overlapping(checkpoint_dir, out_dir):
         raise ExportError(
@@ -72,8 +89,6 @@ def _check_out_dir(checkpoint_dir: str, out_dir: str, force: bool) -> None:
 
 def _task_from_architectures(config, family) -> str:
     """The task of the checkpoint's own head (``architectures`` in config.json), e.g. ForMaskedLM -> fill-mask."""
-    from ..artifact.io_spec import TASKS, task_for_head
-
     for arch in config.architectures or ():
         head = arch[len(family.class_prefix):] if arch.startswith(family.class_prefix) else ""
         if any(t.head == head for t in TASKS.values()):
@@ -115,149 +130,316 @@ def export(
     ``RANDOM_INIT_SEED`` and listed in ``onnxport.json`` (``random_weights``). A feature-extraction export of a
     checkpoint without a pooler (a masked-LM checkpoint) leaves ``pooler_output`` out unless ``with_pooler=True``.
     """
-    from .. import __version__
-    from ..configs import AutoConfig
-    from ..families import family_of
-    from ..artifact import io_spec, rotary_op
-    from . import fp16, onnx_file as artifact
-    from . import validate as validation
+    from . import onnx_file  # onnx: loaded by the first export, not by `import onnxport.exporters`
 
-    checkpoint_dir, out_dir = os.fspath(checkpoint_dir), os.fspath(out_dir)
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
+    options = _checked_options(checkpoint_dir, out_dir, framework, task, opset, with_past, validate, force, atol,
+                               external_data_threshold, allow_missing_weights, copy_tokenizer, dtype, with_pooler)
+    clock = _StageClock()
+    checkpoint = read_checkpoint(options)
+    converter = front_end(options.framework)  # the framework is installed: checked before anything is built
+    _check_out_dir(options.checkpoint_dir, options.out_dir, options.force)
+    plan = plan_graph(options, checkpoint)
+    clock.lap("read")
 
-    def stage(name: str) -> None:
-        nonlocal clock
+    # Everything is written and validated in a directory beside OUT, then swapped in: a failure at any
+    # stage leaves OUT as it was. User files in OUT (not export files) are carried across.
+    owned = export_file_names(options.out_dir)
+    with onnx_file.staged_directory(options.out_dir, owned.__contains__, ExportError) as build_dir, \
+            tempfile.TemporaryDirectory(prefix="onnxport-export-") as workdir:
+        model, conversion = convert(options, checkpoint, plan, converter, workdir)
+        clock.lap("convert")
+        graph = clean_up(model, options, checkpoint, plan, workdir)
+        clock.lap("finalize")
+        saved = save_and_check(model, options, build_dir, workdir)
+        del model  # ONNX Runtime validates from the saved file: the proto is not held beside its copy
+        clock.lap("save")
+        report_validation = None
+        if options.validate:
+            report_validation = validate_against_native(options, graph, conversion, saved)
+            clock.lap("validate")
+        names = write_files_and_spec(options, checkpoint, graph, conversion, saved, report_validation, build_dir)
+        clock.lap("write")
+
+    model_path = os.path.join(options.out_dir, onnx_file.MODEL_FILE)
+    files = [os.path.join(options.out_dir, name) for name in names]
+    report = ExportReport(options.out_dir, model_path, options.framework, checkpoint.task, options.with_past,
+                          options.opset, graph.spec, files, report_validation, clock.seconds, graph.custom_nodes,
+                          options.dtype)
+    logger.info("exported %s in %.1fs (%s)", model_path, sum(clock.seconds.values()), clock.seconds)
+    return report
+
+
+# -- the stages' values: what one stage hands the next ----------------------------------------------------
+@dataclass(frozen=True)
+class ExportOptions:
+    """``export()``'s arguments, checked and normalised (paths as strings, the default opset, the dtype's name)."""
+
+    checkpoint_dir: str
+    out_dir: str
+    framework: str
+    task: Optional[str]  # None: the checkpoint's own head decides (read_checkpoint)
+    opset: int
+    with_past: bool
+    validate: bool
+    force: bool
+    atol: Optional[float]
+    external_data_threshold: Optional[int]
+    allow_missing_weights: bool
+    copy_tokenizer: bool
+    dtype: str  # "fp32" or "fp16"
+    with_pooler: Optional[bool]  # None: as the checkpoint holds pooler weights or not (plan_graph)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What ``read_checkpoint`` found: the config (set up for the task), the family, the task."""
+
+    config: Any  # onnxport.configs.EncoderConfig
+    family: Any  # onnxport.families.Family
+    task: str
+
+
+@dataclass(frozen=True)
+class GraphPlan:
+    """What ``plan_graph`` decided: the graph's signature and the example inputs the front end traces with."""
+
+    spec: IOSpec
+    example: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What ``convert`` kept besides the graph: versions, weights initialised at random, and what validation
+    compares against (the native outputs, or for fp16 the native runner; None without validation)."""
+
+    versions: dict[str, str]
+    random_weights: tuple[str, ...]
+    native: Optional[Any]  # validate.NativeOutputs | validate.NativeRunner
+
+
+@dataclass(frozen=True)
+class CleanGraph:
+    """What ``clean_up`` made of the graph: its IO spec (the cache float16 in fp16 exports), the rotary nodes it
+    holds, and the fp16 pass's report."""
+
+    spec: IOSpec
+    custom_nodes: int
+    precision: Optional[Any]  # fp16.Fp16Report
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """What ``save_and_check`` wrote into the build directory: the model's path and the files' names."""
+
+    path: str
+    files: tuple[str, ...]
+
+
+class _StageClock:
+    """Seconds per stage, for ``ExportReport.seconds``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
         now = time.perf_counter()
-        seconds[name] = round(now - clock, 3)
-        clock = now
+        self.seconds[stage] = round(now - self._last, 3)
+        self._last = now
 
-    # Cheap checks first, so mistakes fail before any heavy import.
+
+# -- the stages, in order ----------------------------------------------------------------------------------
+def _checked_options(checkpoint_dir, out_dir, framework, task, opset, with_past, validate, force, atol,
+                     external_data_threshold, allow_missing_weights, copy_tokenizer, dtype,
+                     with_pooler) -> ExportOptions:
+    """The arguments as ``ExportOptions``; the cheap checks first, so mistakes fail before any heavy import."""
+    from . import fp16  # onnx: loaded by the first export
+
     if task is not None:
         io_spec.get_task(task)
     dtype = fp16.canonical_dtype(dtype)
-    logger.info("[1/7] reading %s", checkpoint_dir)
-    if not os.path.isdir(checkpoint_dir):
-        raise ExportError(f"Checkpoint directory {checkpoint_dir!r} does not exist.")
-    config = AutoConfig.from_pretrained(checkpoint_dir)
+    return ExportOptions(os.fspath(checkpoint_dir), os.fspath(out_dir), framework, task,
+                         DEFAULT_OPSET if opset is None else int(opset), with_past, validate, force, atol,
+                         external_data_threshold, allow_missing_weights, copy_tokenizer, dtype, with_pooler)
+
+
+def read_checkpoint(options: ExportOptions) -> Checkpoint:
+    """Stage 1, read config and task: config.json, the family, the task (given, or the checkpoint's head), checked
+    for the family and ``with_past``; a text-generation export gets a causal decoder with a cache."""
+    logger.info("[1/7] reading %s", options.checkpoint_dir)
+    if not os.path.isdir(options.checkpoint_dir):
+        raise ExportError(f"Checkpoint directory {options.checkpoint_dir!r} does not exist.")
+    config = AutoConfig.from_pretrained(options.checkpoint_dir)
     family = family_of(config)
-    task = task or _task_from_architectures(config, family)
-    io_spec.check_task(task, family, with_past, config)
-    converter = front_end(framework)
-    _check_out_dir(checkpoint_dir, out_dir, force)
-    opset = DEFAULT_OPSET if opset is None else int(opset)
+    task = options.task or _task_from_architectures(config, family)
+    io_spec.check_task(task, family, options.with_past, config)
     if task == "text-generation" and not config.is_decoder:
         logger.info("text-generation: setting is_decoder=True (causal self-attention)")
         config.is_decoder = True
     if task == "text-generation":
         config.use_cache = True
-    if with_pooler is None:  # only what the checkpoint holds: no random pooler by default
-        from ..checkpoints import weight_names
+    return Checkpoint(config, family, task)
 
-        with_pooler = any(name.split(".").count("pooler") for name in weight_names(checkpoint_dir))
-    spec = io_spec.build_io_spec(task, config, with_past, pooler=with_pooler)
+
+def plan_graph(options: ExportOptions, checkpoint: Checkpoint) -> GraphPlan:
+    """Stage 2, the IO spec: the graph's inputs and outputs (``artifact/io_spec.py``), and example inputs of the
+    export-time shape (``validate.EXAMPLE_SHAPE``, within the position table)."""
+    with_pooler = options.with_pooler
+    if with_pooler is None:  # only what the checkpoint holds: no random pooler by default
+        with_pooler = any(name.split(".").count("pooler") for name in weight_names(options.checkpoint_dir))
+    config = checkpoint.config
+    spec = io_spec.build_io_spec(checkpoint.task, config, options.with_past, pooler=with_pooler)
     shape = validation.EXAMPLE_SHAPE
-    past = shape["past"] if with_past else 0
+    past = shape["past"] if options.with_past else 0
     sequence = min(shape["sequence"], config.max_sequence_length - past)
     example = io_spec.make_inputs(spec, shape["batch"], sequence, past=past, num_choices=shape["num_choices"], seed=0)
-    stage("read")
+    return GraphPlan(spec, example)
 
-    # Everything is written and validated in a directory beside OUT, then swapped in: a failure at any
-    # stage leaves OUT as it was. User files in OUT (not export files) are carried across.
-    owned = export_file_names(out_dir)
-    with artifact.staged_directory(out_dir, owned.__contains__, ExportError) as build_dir, \
-            tempfile.TemporaryDirectory(prefix="onnxport-export-") as workdir:
-        logger.info("[2/7] converting %s %s (%s) to ONNX opset %d", family.model_type, task, framework, opset)
-        job = ExportJob(checkpoint_dir, config, family, spec, opset, example, workdir, allow_missing_weights)
-        converted = converter.convert(job)
-        native = converted.run_native
-        if dtype == "fp32":  # (fp16.validate runs its own cases on the runner)
-            # Validation's native outputs now, then drop the framework model: it need not share memory
-            # with the artifact being written, nor with ONNX Runtime's copy of the weights.
-            native = validation.native_outputs(spec, native) if validate else None
-            converted.run_native = None
-        stage("convert")
 
-        logger.info("[3/7] cleaning up the graph")
-        model = artifact.finalize(converted.model, producer_version=__version__,
-                                  graph_name=f"{family.class_prefix}_{task}".replace("-", "_"), base_dir=workdir)
-        converted.model = None  # `model` is the same proto
-        _check_signature(model, spec)
-        custom_nodes = len(rotary_op.rotary_nodes(model))
-        precision = None
-        if dtype == "fp16":
-            precision = fp16.convert(model, base_dir=workdir)  # weights may be external data there
-            spec = fp16.fp16_spec(spec)  # the cache dtypes the runtime feeds and reads
-        stage("finalize")
+def convert(options: ExportOptions, checkpoint: Checkpoint, plan: GraphPlan, converter, workdir: str):
+    """Stage 3, the front end: the framework's reference model traced to ONNX (``front_end.py`` states the
+    contract; ``pt.py`` / ``tf.py`` / ``flax.py`` keep it). Returns the raw ``onnx.ModelProto`` and a
+    ``Conversion``; for fp32 the native outputs validation needs are taken here and the framework model let go,
+    so it shares memory neither with the artifact being written nor with ONNX Runtime's copy of the weights."""
+    family, task = checkpoint.family, checkpoint.task
+    logger.info("[2/7] converting %s %s (%s) to ONNX opset %d", family.model_type, task, options.framework, options.opset)
+    job = ExportJob(options.checkpoint_dir, checkpoint.config, family, plan.spec, options.opset, plan.example, workdir,
+                    options.allow_missing_weights)
+    converted = converter.convert(job)
+    native = converted.run_native
+    if options.dtype == "fp32":  # (fp16.validate runs its own cases on the runner)
+        native = validation.native_outputs(plan.spec, native) if options.validate else None
+        converted.run_native = None
+    model, converted.model = converted.model, None  # the caller holds the one reference
+    return model, Conversion(converted.versions, tuple(converted.random_weights), native)
 
-        logger.info("[4/7] saving to %s", out_dir)
-        threshold = artifact.EXTERNAL_DATA_THRESHOLD if external_data_threshold is None else external_data_threshold
-        written = artifact.save(model, build_dir, threshold, base_dir=workdir)  # weights may be external data there
-        built_model = os.path.join(build_dir, artifact.MODEL_FILE)
-        logger.info("[5/7] ONNX checker (full, with shape inference)")
-        artifact.check(built_model, model, base_dir=workdir)
-        del model
-        stage("save")
 
-        report_validation = None
-        if validate:
-            logger.info("[6/7] validating against the native model")
-            check = fp16.validate if dtype == "fp16" else validation.validate
-            report_validation = check(built_model, spec, native, atol=atol, raise_on_failure=False)
-            stage("validate")
-            if not report_validation.passed:
-                raise validation.ValidationError(
-                    "The exported model differs from the native model beyond tolerance:\n"
-                    f"{report_validation.table()}\nNothing was written to {out_dir}"
-                    f"{' (it is as it was)' if os.path.isdir(out_dir) else ''}; export with validate=False "
-                    "(--no-validate) to keep the graph for inspection, or pass a larger atol (--atol) if the "
-                    "differences are expected."
-                )
+def clean_up(model, options: ExportOptions, checkpoint: Checkpoint, plan: GraphPlan, workdir: str) -> CleanGraph:
+    """Stage 4, artifact clean-up, in place (``onnx_file.finalize``: the rotary function, no training ops, weights
+    once, IR version, names), the signature checked against the IO spec; the fp16 pass when asked."""
+    from ..artifact import rotary_op  # onnx: loaded by the first export
+    from . import fp16, onnx_file
 
-        logger.info("[7/7] writing config, tokenizer files and %s", SPEC_FILE)
-        names = [os.path.basename(f) for f in written]
-        config.architectures = [family.class_prefix + spec.head]
-        config.save_pretrained(build_dir)
-        names.append("config.json")
-        tokenizer = None
-        if copy_tokenizer:  # copied, completed and checked against the checkpoint's (tokenizer_files.py)
-            from .tokenizer_files import write_tokenizer
+    logger.info("[3/7] cleaning up the graph")
+    family, task = checkpoint.family, checkpoint.task
+    onnx_file.finalize(model, producer_version=__version__,
+                       graph_name=f"{family.class_prefix}_{task}".replace("-", "_"), base_dir=workdir)
+    spec = plan.spec
+    _check_signature(model, spec)
+    custom_nodes = len(rotary_op.rotary_nodes(model))
+    precision = None
+    if options.dtype == "fp16":
+        precision = fp16.convert(model, base_dir=workdir)  # weights may be external data there
+        spec = fp16.fp16_spec(spec)  # the cache dtypes the runtime feeds and reads
+    return CleanGraph(spec, custom_nodes, precision)
 
-            tokenizer = write_tokenizer(checkpoint_dir, build_dir, config, family)
-            names += tokenizer["files"]
-        metadata = {
-            "onnxport_version": __version__,
-            "framework": framework,
-            "task": task,
-            "with_past": with_past,
-            "model_type": family.model_type,
-            "architecture": family.class_prefix + spec.head,
-            "opset": opset,
-            "dtype": dtype,
-            **({"precision": precision.to_dict()} if precision is not None else {}),
-            "custom_ops": [{"domain": rotary_op.DOMAIN, "op_type": rotary_op.OP_TYPE, "version": rotary_op.VERSION,
-                            "count": custom_nodes}] if custom_nodes else [],
-            "io_spec": spec.to_dict(),
-            "validation": None if report_validation is None else report_validation.to_dict(),
-            "versions": _versions(converted.versions),
-            "files": sorted(names),
-            "source": {"checkpoint": os.path.abspath(checkpoint_dir)},
-            "tokenizer": tokenizer,
-            "random_weights": sorted(converted.random_weights),
-            "random_seed": RANDOM_INIT_SEED,
-        }
-        with open(os.path.join(build_dir, SPEC_FILE), "w", encoding="utf-8") as fh:
-            json.dump(metadata, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        names.append(SPEC_FILE)
-        stage("write")
 
-    model_path = os.path.join(out_dir, artifact.MODEL_FILE)
-    files = [os.path.join(out_dir, name) for name in names]
-    report = ExportReport(out_dir, model_path, framework, task, with_past, opset, spec, files,
-                          report_validation, seconds, custom_nodes, dtype)
-    logger.info("exported %s in %.1fs (%s)", model_path, sum(seconds.values()), seconds)
+def save_and_check(model, options: ExportOptions, build_dir: str, workdir: str) -> SavedModel:
+    """Stage 5, save and check: the model (external data past the threshold) into the build directory, then
+    the full ONNX checker with shape inference."""
+    from . import onnx_file  # onnx: loaded by the first export
+
+    logger.info("[4/7] saving to %s", options.out_dir)
+    threshold = options.external_data_threshold
+    threshold = onnx_file.EXTERNAL_DATA_THRESHOLD if threshold is None else threshold
+    written = onnx_file.save(model, build_dir, threshold, base_dir=workdir)  # weights may be external data there
+    built_model = os.path.join(build_dir, onnx_file.MODEL_FILE)
+    logger.info("[5/7] ONNX checker (full, with shape inference)")
+    onnx_file.check(built_model, model, base_dir=workdir)
+    return SavedModel(built_model, tuple(os.path.basename(f) for f in written))
+
+
+def validate_against_native(options: ExportOptions, graph: CleanGraph, conversion: Conversion,
+                            saved: SavedModel) -> ValidationReport:
+    """Stage 6, validate: the saved graph on ONNX Runtime against the native model, on inputs unlike the example
+    (``validate.py``; ``fp16.validate`` for fp16). Beyond tolerance is a ValidationError: nothing is written."""
+    from . import fp16  # onnx: loaded by the first export
+
+    logger.info("[6/7] validating against the native model")
+    check = fp16.validate if options.dtype == "fp16" else validation.validate
+    report = check(saved.path, graph.spec, conversion.native, atol=options.atol, raise_on_failure=False)
+    if not report.passed:
+        out_dir = options.out_dir
+        raise ValidationError(
+            "The exported model differs from the native model beyond tolerance:\n"
+            f"{report.table()}\nNothing was written to {out_dir}"
+            f"{' (it is as it was)' if os.path.isdir(out_dir) else ''}; export with validate=False "
+            "(--no-validate) to keep the graph for inspection, or pass a larger atol (--atol) if the "
+            "differences are expected."
+        )
     return report
+
+
+def write_files_and_spec(options: ExportOptions, checkpoint: Checkpoint, graph: CleanGraph, conversion: Conversion,
+                         saved: SavedModel, report_validation: Optional[ValidationReport], build_dir: str) -> list[str]:
+    """Stage 7, write files and spec: config.json (``architectures`` naming the exported head), the tokenizer
+    (copied, completed and checked against the checkpoint's: ``tokenizer_files.py``) and ``onnxport.json``.
+    Returns the names of every file of the export."""
+    from ..artifact import rotary_op  # onnx: loaded by the first export
+
+    logger.info("[7/7] writing config, tokenizer files and %s", SPEC_FILE)
+    config, family, spec = checkpoint.config, checkpoint.family, graph.spec
+    names = list(saved.files)
+    config.architectures = [family.class_prefix + spec.head]
+    config.save_pretrained(build_dir)
+    names.append("config.json")
+    tokenizer = None
+    if options.copy_tokenizer:
+        tokenizer = write_tokenizer(options.checkpoint_dir, build_dir, config, family)
+        names += tokenizer["files"]
+    metadata = {
+        "onnxport_version": __version__,
+        "framework": options.framework,
+        "task": checkpoint.task,
+        "with_past": options.with_past,
+        "model_type": family.model_type,
+        "architecture": family.class_prefix + spec.head,
+        "opset": options.opset,
+        "dtype": options.dtype,
+        **({"precision": graph.precision.to_dict()} if graph.precision is not None else {}),
+        "custom_ops": [{"domain": rotary_op.DOMAIN, "op_type": rotary_op.OP_TYPE, "version": rotary_op.VERSION,
+                        "count": graph.custom_nodes}] if graph.custom_nodes else [],
+        "io_spec": spec.to_dict(),
+        "validation": None if report_validation is None else report_validation.to_dict(),
+        "versions": _versions(conversion.versions),
+        "files": sorted(names),
+        "source": {"checkpoint": os.path.abspath(options.checkpoint_dir)},
+        "tokenizer": tokenizer,
+        "random_weights": sorted(conversion.random_weights),
+        "random_seed": RANDOM_INIT_SEED,
+    }
+    with open(os.path.join(build_dir, SPEC_FILE), "w", encoding="utf-8") as fh:
+        json.dump(metadata, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    names.append(SPEC_FILE)
+    return names
+
+
+# -- `onnxport validate EXPORT_DIR [CHECKPOINT]`: the validate stage again, on an export directory ------------
+def validate_export(export_dir: str, checkpoint_dir: str | None = None, atol: float | None = None,
+                    framework: str | None = None) -> ValidationReport:
+    """Re-run the native-vs-ONNX Runtime comparison of an export directory: the same cases as at export
+    (batch 1 and > 1, padding, token types, the longest allowed length), against the checkpoint it came from.
+
+    ``checkpoint_dir`` defaults to the one recorded in ``onnxport.json``; ``framework`` to the export's."""
+    from . import fp16  # onnx: loaded by the first export or validation
+
+    meta, spec = read_export_dir(export_dir)
+    checkpoint_dir = checkpoint_dir or (meta.get("source") or {}).get("checkpoint")
+    if not checkpoint_dir:
+        raise InputError(f"{export_dir}/onnxport.json records no checkpoint; pass the CHECKPOINT directory it was "
+                         "exported from (onnxport validate EXPORT_DIR CHECKPOINT).")
+    if not os.path.isdir(checkpoint_dir):
+        raise InputError(f"Checkpoint directory {checkpoint_dir!r} does not exist; pass the directory the export "
+                         "was made from (onnxport validate EXPORT_DIR CHECKPOINT).")
+    model_path = os.path.join(export_dir, MODEL_FILE)
+    if not os.path.isfile(model_path):
+        raise ModelFileError(f"No {MODEL_FILE} in {export_dir}; re-export the checkpoint.")
+    config = AutoConfig.from_pretrained(export_dir)  # as exported (is_decoder for text-generation, ...)
+    runner = validation.native_runner(framework or meta.get("framework", "pt"), checkpoint_dir, config, spec)
+    if meta.get("dtype") == "fp16":
+        return fp16.validate(model_path, spec, runner, atol=atol, raise_on_failure=False)
+    return validation.validate(model_path, spec, runner, atol=atol, raise_on_failure=False)
 
 
 def _check_signature(model, spec) -> None:
@@ -272,7 +454,7 @@ def _check_signature(model, spec) -> None:
 
 
 def _versions(front_end_versions: dict[str, str]) -> dict[str, str]:
-    import onnx
+    import onnx  # loaded by the first export, not by `import onnxport.exporters`
 
     versions = {"python": platform.python_version(), "numpy": np.__version__, "onnx": onnx.__version__}
     try:
@@ -287,8 +469,6 @@ def _versions(front_end_versions: dict[str, str]) -> dict[str, str]:
 
 def load_spec(export_dir: str | os.PathLike):
     """The io spec of an export directory (for the runtime)."""
-    from ..artifact.io_spec import IOSpec
-
     with open(os.path.join(os.fspath(export_dir), SPEC_FILE), encoding="utf-8") as fh:
         return IOSpec.from_dict(json.load(fh)["io_spec"])
 

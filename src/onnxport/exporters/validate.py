@@ -198,36 +198,3 @@ def native_runner(framework: str, checkpoint_dir: str, config, spec: IOSpec) -> 
             out = model(**spec.model_kwargs(feeds), return_dict=True)
             return {n: np.asarray(v) for n, v in zip(spec.output_names, spec.select(out))}
     return run
-
-
-def validate_export(export_dir: str, checkpoint_dir: str | None = None, atol: float | None = None,
-                    framework: str | None = None) -> ValidationReport:
-    """Re-run the native-vs-ONNX Runtime comparison of an export directory: the same cases as at export
-    (batch 1 and > 1, padding, token types, the longest allowed length), against the checkpoint it came from.
-
-    ``checkpoint_dir`` defaults to the one recorded in ``onnxport.json``; ``framework`` to the export's."""
-    import os
-
-    from ..configs import AutoConfig
-    from ..errors import ModelFileError
-    from ..artifact.files import MODEL_FILE
-    from ..artifact.spec_file import read_export_dir
-
-    meta, spec = read_export_dir(export_dir)
-    checkpoint_dir = checkpoint_dir or (meta.get("source") or {}).get("checkpoint")
-    if not checkpoint_dir:
-        raise InputError(f"{export_dir}/onnxport.json records no checkpoint; pass the CHECKPOINT directory it was "
-                         "exported from (onnxport validate EXPORT_DIR CHECKPOINT).")
-    if not os.path.isdir(checkpoint_dir):
-        raise InputError(f"Checkpoint directory {checkpoint_dir!r} does not exist; pass the directory the export "
-                         "was made from (onnxport validate EXPORT_DIR CHECKPOINT).")
-    model_path = os.path.join(export_dir, MODEL_FILE)
-    if not os.path.isfile(model_path):
-        raise ModelFileError(f"No {MODEL_FILE} in {export_dir}; re-export the checkpoint.")
-    config = AutoConfig.from_pretrained(export_dir)  # as exported (is_decoder for text-generation, ...)
-    runner = native_runner(framework or meta.get("framework", "pt"), checkpoint_dir, config, spec)
-    if meta.get("dtype") == "fp16":
-        from . import fp16
-
-        return fp16.validate(model_path, spec, runner, atol=atol, raise_on_failure=False)
-    return validate(model_path, spec, runner, atol=atol, raise_on_failure=False)
