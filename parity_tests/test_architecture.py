@@ -1,8 +1,11 @@
 """The package's shape, checked on its source: what the runtime loads, import cycles, one exception hierarchy.
 
-- `import onnxport.runtime` (and serving an export through a pipeline) loads no deep-learning framework and
-  none of the development tooling (`onnxport.dev`: parity matrix, demo), in a fresh interpreter;
-- the module-level imports of src/onnxport form no cycle;
+- `import onnxport.runtime` (and serving an export through a pipeline) loads no deep-learning framework, none of
+  the development tooling (`onnxport.dev`: parity matrix, demo), no exporter and no reference model, in a fresh
+  interpreter; nothing the runtime imports, even inside a function, leads to them;
+- the imports of src/onnxport form no cycle, counting those inside functions;
+- the artifact layer (`onnxport.artifact`: the export directory's format) imports no framework, exporter or runtime;
+- no `global` statement: lazy singletons are `functools.cache` functions;
 - every exception class defined under src/onnxport derives from `onnxport.errors.OnnxportError`.
 """
 
@@ -29,20 +32,29 @@ def _loaded_modules(code: str, cwd: Path) -> list[str]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+# What serving never needs: the export side (exporters, the reference models they trace) and the dev tooling.
+SERVING_NEVER_LOADS = ("onnxport.dev", "onnxport.exporters", "onnxport.reference_models")
+
+
+def _inside(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == package or name.startswith(package + ".") for package in packages)
+
+
 def _forbidden(modules: list[str]) -> list[str]:
     return [name for name in modules
-            if name.split(".")[0] in FRAMEWORKS or name == "onnxport.dev" or name.startswith("onnxport.dev.")
+            if name.split(".")[0] in FRAMEWORKS or _inside(name, SERVING_NEVER_LOADS)
             or (name.startswith("onnxport.") and name.rsplit(".", 1)[-1] in ("parity", "demo"))]
 
 
-def test_runtime_import_loads_no_framework_and_no_dev_tooling(tmp_path):
+def test_runtime_import_loads_no_framework_no_exporter_and_no_dev_tooling(tmp_path):
     modules = _loaded_modules("import onnxport.runtime", tmp_path)
     assert "onnxport.runtime" in modules and "onnxruntime" in modules
     assert _forbidden(modules) == []
 
 
-def test_serving_a_pipeline_loads_no_framework_and_no_dev_tooling(tmp_path, checkpoint_factory):
-    """The runtime's lazy paths too: loading the export, its tokenizer, and one call through the pipeline."""
+def test_serving_a_pipeline_loads_no_framework_no_exporter_and_no_dev_tooling(tmp_path, checkpoint_factory):
+    """The runtime's lazy paths too: loading the export (RoFormer: the rotary lowering), its tokenizer, and one
+    call through the pipeline."""
     from onnxport.exporters import export
 
     checkpoint = checkpoint_factory("roformer", "ForSequenceClassification")
@@ -55,6 +67,7 @@ def test_serving_a_pipeline_loads_no_framework_and_no_dev_tooling(tmp_path, chec
         f"scores = pipeline('text-classification', {str(export_dir)!r}, provider='cpu')(['hello world'], top_k=None)\n"
         "assert len(scores[0]) == 2, scores\n", tmp_path)
     assert "onnxport.runtime.pipelines" in modules and "onnxport.tokenizers" in modules
+    assert "onnxport.artifact.rotary_op" in modules  # the rotary lowering ran, from the artifact layer
     assert _forbidden(modules) == []
 
 
@@ -89,19 +102,21 @@ def _is_type_checking(test: ast.expr) -> bool:
         (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _module_level_imports(body: list[ast.stmt]):
-    """Imports run when the module is imported: its body, including top-level if/try blocks (not functions,
-    classes, or `if TYPE_CHECKING:`)."""
-    for node in body:
+def _imports(node: ast.AST):
+    """Every import statement under ``node`` that can run: in the module body, functions, methods and classes
+    alike (an import inside a function is as much a dependency as one at the top), but not under
+    `if TYPE_CHECKING:`."""
+    yield from _imports_among(ast.iter_child_nodes(node))
+
+
+def _imports_among(nodes):
+    for node in nodes:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node
-        elif isinstance(node, ast.If):
-            if not _is_type_checking(node.test):
-                yield from _module_level_imports(node.body)
-            yield from _module_level_imports(node.orelse)
-        elif isinstance(node, ast.Try):
-            for block in (node.body, node.orelse, node.finalbody, *(handler.body for handler in node.handlers)):
-                yield from _module_level_imports(block)
+        elif isinstance(node, ast.If) and _is_type_checking(node.test):
+            yield from _imports_among(node.orelse)
+        else:
+            yield from _imports(node)
 
 
 def _known_module(name: str) -> str:
@@ -112,11 +127,11 @@ def _known_module(name: str) -> str:
 
 
 def import_graph() -> dict[str, dict[str, int]]:
-    """module -> {imported onnxport module: line}, module-level imports only."""
+    """module -> {imported onnxport module: line of its first import}, every import counted (``_imports``)."""
     graph = {}
     for module, tree in TREES.items():
         edges: dict[str, int] = {}
-        for node in _module_level_imports(tree.body):
+        for node in _imports(tree):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             else:
@@ -188,12 +203,80 @@ def test_cycle_finder_finds_a_cycle_and_its_path():
     assert find_cycles({"a": {"b": 1}, "b": {}}) == []
 
 
-def test_no_import_cycle_in_the_package():
+def test_the_import_graph_counts_imports_inside_functions():
     graph = import_graph()
-    # The graph is real: the runtime reads the io spec, the CLI's parity command its lists.
+    # The runtime reads the io spec (at the top), the tokenizer only when it loads one (inside a function),
+    # the CLI's parity command its lists; the runtime's session checks the export's file names inside a function.
     assert "onnxport.artifact.io_spec" in graph["onnxport.runtime.models"] and "onnxport.dev" in graph["onnxport.dev.parity"]
+    assert "onnxport.tokenizers" in graph["onnxport.runtime.models"]
+    assert "onnxport.exporters.pipeline" in graph["onnxport.cli"]  # `onnxport validate`: inside cmd_validate
+    tree = ast.parse("import a\ndef f():\n    from . import b\nclass C:\n    def g(self):\n        import c\n"
+                     "if TYPE_CHECKING:\n    import d\nelse:\n    import e\n")
+    assert [ast.unparse(node) for node in _imports(tree)] == ["import a", "from . import b", "import c", "import e"]
+
+
+def test_no_import_cycle_in_the_package():
+    """No cycle among src/onnxport's modules, not even through an import inside a function."""
+    graph = import_graph()
     cycles = find_cycles(graph)
     assert not cycles, "import cycles:\n" + "\n".join(_describe(cycle, graph) for cycle in cycles)
+
+
+def _reachable(graph: dict[str, dict[str, int]], roots: list[str]) -> dict[str, str]:
+    """Every module the roots reach through the graph -> the module that first imports it."""
+    seen = {root: "" for root in roots}
+    queue = list(roots)
+    while queue:
+        module = queue.pop(0)
+        for target in graph[module]:
+            if target not in seen:
+                seen[target] = module
+                queue.append(target)
+    return seen
+
+
+def test_the_runtime_reaches_no_exporter_and_no_reference_model():
+    """Through every import, top-level or inside a function: the runtime reads exports through the artifact
+    layer, so no code path of serving can load the export side."""
+    graph = import_graph()
+    runtime = [module for module in graph if _inside(module, ("onnxport.runtime",))]
+    reached = _reachable(graph, runtime)
+    assert "onnxport.artifact.spec_file" in reached and "onnxport.artifact.rotary_op" in reached
+    wrong = {module: via for module, via in reached.items() if _inside(module, SERVING_NEVER_LOADS)}
+    assert not wrong, f"the runtime reaches the export side: {wrong} (module: imported by)"
+
+
+ARTIFACT_MAY_IMPORT = ("onnxport.artifact", "onnxport.configs", "onnxport.families", "onnxport.errors")
+
+
+def test_the_artifact_layer_imports_no_framework_exporter_or_runtime():
+    """The export format sits below both sides: it imports only itself, configs, families and errors of onnxport,
+    and of the outside world no deep-learning framework (numpy, and onnx for the rotary op's graph code)."""
+    graph = import_graph()
+    layer = [module for module in graph if _inside(module, ("onnxport.artifact",))]
+    assert {"onnxport.artifact.io_spec", "onnxport.artifact.spec_file", "onnxport.artifact.files",
+            "onnxport.artifact.input_checks", "onnxport.artifact.rotary_op"} <= set(layer)
+    wrong = {module: sorted(t for t in graph[module] if not _inside(t, ARTIFACT_MAY_IMPORT)) for module in layer}
+    assert not any(wrong.values()), wrong
+    allowed = {"onnxport", "numpy", "onnx", *sys.stdlib_module_names}
+    outside = {module: sorted({top for node in _imports(TREES[module]) for top in _top_level_names(node)} - allowed)
+               for module in layer}
+    assert not any(outside.values()), outside
+
+
+def _top_level_names(node: ast.Import | ast.ImportFrom) -> list[str]:
+    """The top-level packages an import statement loads (relative imports stay in onnxport)."""
+    if isinstance(node, ast.Import):
+        return [alias.name.split(".")[0] for alias in node.names]
+    return ["onnxport"] if node.level else [(node.module or "").split(".")[0]]
+
+
+def test_no_global_statement():
+    """Module state is not rebound from functions: a lazy singleton is a `functools.cache` function."""
+    found = [f"{MODULES[module].relative_to(SRC)}:{node.lineno} global {', '.join(node.names)}"
+             for module, tree in TREES.items() for node in ast.walk(tree) if isinstance(node, ast.Global)]
+    assert not found, found
+    assert isinstance(ast.parse("def f():\n    global x\n").body[0].body[0], ast.Global)  # what the scan looks for
 
 
 # ----------------------------------------------------------------------------- one exception hierarchy

@@ -24,6 +24,7 @@ Three things are specific to JAX:
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Any
@@ -73,15 +74,13 @@ def _make_rotary_primitive():
     return primitive
 
 
-_ROTARY = None  # created (and its jax2onnx plugin registered) on first use, so importing this module is cheap
-
-
+@functools.cache
 def _rotary_primitive():
-    global _ROTARY
-    if _ROTARY is None:
-        _ROTARY = _make_rotary_primitive()
-        _register_rotary_plugin(_ROTARY)
-    return _ROTARY
+    """The primitive, created (and its jax2onnx plugin registered) once, on first use: importing this module
+    stays cheap."""
+    primitive = _make_rotary_primitive()
+    _register_rotary_plugin(primitive)
+    return primitive
 
 
 def _register_rotary_plugin(primitive) -> None:
