@@ -26,6 +26,7 @@ import numpy as np
 from ..configs import EncoderConfig
 from ..families import FAMILIES, Family, family_of
 from .input_checks import check_inputs, value_range
+from .records import Record
 from ..errors import InputError, TaskError  # noqa: F401  (TaskError re-exported: the old import path keeps working)
 
 # Optimum's dimension names.
@@ -133,7 +134,9 @@ def role_of(name: str) -> tuple[Role, int | None]:
 
 
 @dataclass(frozen=True)
-class TensorSpec:
+class TensorSpec(Record):
+    RECORD_KEYS = ("name", "dtype", "shape")  # role and layer follow from the name
+
     name: str
     dtype: str  # numpy dtype name: "int64", "float32" ("float16" for the cache of fp16 exports)
     shape: tuple[Dim, ...]
@@ -154,9 +157,6 @@ class TensorSpec:
     def dynamic_axes(self) -> dict[int, str]:
         return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TensorSpec":
         return cls(d["name"], d["dtype"], tuple(d["shape"]))
@@ -172,8 +172,11 @@ MODEL_FACTS = ("pad_token_id", "vocab_size", "type_vocab_size", "num_attention_h
 
 
 @dataclass(frozen=True)
-class IOSpec:
+class IOSpec(Record):
     """Inputs and outputs of one exported graph, in graph order."""
+
+    # onnxport.json's io_spec: the model facts under "extra", the key every reader of the file knows
+    RECORD_KEYS = ("task", "model_type", "with_past", "num_layers", "inputs", "outputs", "extra")
 
     task: str
     model_type: str
@@ -327,18 +330,7 @@ class IOSpec:
             past_length = shape[2]
         return past_length or 0
 
-    # -- JSON -------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "model_type": self.model_type,
-            "with_past": self.with_past,
-            "num_layers": self.num_layers,
-            "inputs": [t.to_dict() for t in self.inputs],
-            "outputs": [t.to_dict() for t in self.outputs],
-            "extra": dict(self.extra),  # the model facts, under the key every reader of onnxport.json knows
-        }
-
+    # -- JSON (to_dict: Record's, by RECORD_KEYS) -----------------------------------------------
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 

@@ -1,6 +1,12 @@
 """``onnxport.json``: the export's description beside the model (IO spec, versions, validation, files).
 
-``read_export_dir`` is its one reader: it checks the file's structure field by field before anything reads it.
+``read_export_dir`` is its one reader: it checks the file's format version, then its structure field by field,
+before anything reads it. ``write_spec_file`` is its one writer (sorted keys, two-space indent, a final newline:
+the same export writes the same bytes). The records in it are ``records.Record`` dataclasses.
+
+Versions: format 1 is the one every onnxport so far has written, without a ``format_version`` key; a later
+format writes its number there, and a reader refuses a number above the ``FORMAT_VERSION`` it knows instead of
+misreading the file.
 """
 
 from __future__ import annotations
@@ -16,6 +22,19 @@ from .io_spec import TASKS, IOSpec
 
 # The export's description beside the model (io spec, versions, validation, files).
 SPEC_FILE = "onnxport.json"
+FORMAT_VERSION = 1
+_VERSION_KEY = "format_version"
+
+
+def write_spec_file(directory: str, metadata: dict[str, Any]) -> str:
+    """Write ``metadata`` as ``directory``/onnxport.json; numpy scalars are written as numbers. Returns the path."""
+    if FORMAT_VERSION > 1:  # format 1 is the file without the key: the bytes every export so far has written
+        metadata = {**metadata, _VERSION_KEY: FORMAT_VERSION}
+    path = os.path.join(directory, SPEC_FILE)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(metadata, fh, indent=2, sort_keys=True, default=float)
+        fh.write("\n")
+    return path
 
 
 def read_export_dir(export_dir: str | os.PathLike) -> tuple[dict[str, Any], IOSpec]:
@@ -32,6 +51,12 @@ def read_export_dir(export_dir: str | os.PathLike) -> tuple[dict[str, Any], IOSp
             meta = json.load(f)
     except (ValueError, OSError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ModelFileError(f"{path} is not valid JSON ({err}); re-export the model.") from err
+    version = meta.get(_VERSION_KEY, 1) if isinstance(meta, dict) else 1
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has {_VERSION_KEY} {version!r}; this onnxport (format {FORMAT_VERSION}) reads formats 1 to "
+            f"{FORMAT_VERSION}. Upgrade onnxport to read it, or re-export the model with this version."
+        )
     problem = _spec_file_problem(meta)
     if problem:
         raise ModelFileError(f"{path} is malformed: {problem}; re-export the model.")

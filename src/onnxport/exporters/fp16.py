@@ -47,7 +47,7 @@ import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import onnx
@@ -55,6 +55,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..artifact.input_checks import FP16_MAX, to_fp16_checked  # noqa: F401  (runtime inputs; the old import path keeps working)
 from ..artifact.io_spec import CACHE_ROLES, make_inputs, role_of
+from ..artifact.records import Record
 from ..errors import ExportError
 from . import validate as checks
 from .validate import Row, max_abs_diff
@@ -91,7 +92,7 @@ _INFERENCE_INLINE_LIMIT = 1024
 
 
 @dataclass
-class Fp16Report:
+class Fp16Report(Record):
     """What the pass did; stored in onnxport.json under ``precision``."""
 
     dtype: str = "fp16"
@@ -104,9 +105,6 @@ class Fp16Report:
     outputs_dtype: str = "float32"
     cache_dtype: str = "float16"
     tolerance: float = FP16_TOLERANCE
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def canonical_dtype(dtype: str) -> str:

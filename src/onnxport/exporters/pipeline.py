@@ -17,7 +17,6 @@ value (logged on the ``onnxport`` logger; ``ExportReport.seconds`` times them):
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -32,7 +31,7 @@ from .. import __version__
 from ..artifact import io_spec
 from ..artifact.files import MODEL_FILE, export_file_names
 from ..artifact.io_spec import TASKS, IOSpec, task_for_head
-from ..artifact.spec_file import SPEC_FILE, read_export_dir
+from ..artifact.spec_file import SPEC_FILE, read_export_dir, write_spec_file
 from ..checkpoints import weight_names
 from ..configs import AutoConfig
 from ..errors import ExportError, InputError, ModelFileError, ValidationError
@@ -408,9 +407,7 @@ def write_files_and_spec(options: ExportOptions, checkpoint: Checkpoint, graph: 
         "random_weights": sorted(conversion.random_weights),
         "random_seed": RANDOM_INIT_SEED,
     }
-    with open(os.path.join(build_dir, SPEC_FILE), "w", encoding="utf-8") as fh:
-        json.dump(metadata, fh, indent=2, sort_keys=True)
-        fh.write("\n")
+    write_spec_file(build_dir, metadata)
     names.append(SPEC_FILE)
     return names
 
@@ -467,10 +464,9 @@ def _versions(front_end_versions: dict[str, str]) -> dict[str, str]:
     return dict(sorted(versions.items()))
 
 
-def load_spec(export_dir: str | os.PathLike):
-    """The io spec of an export directory (for the runtime)."""
-    with open(os.path.join(os.fspath(export_dir), SPEC_FILE), encoding="utf-8") as fh:
-        return IOSpec.from_dict(json.load(fh)["io_spec"])
+def load_spec(export_dir: str | os.PathLike) -> IOSpec:
+    """The io spec of an export directory, read and checked by ``read_export_dir``."""
+    return read_export_dir(export_dir)[1]
 
 
 __all__ = ["DEFAULT_OPSET", "SPEC_FILE", "ExportReport", "export", "export_file_names", "load_spec"]

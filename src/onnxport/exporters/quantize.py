@@ -57,12 +57,13 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from ..artifact import io_spec
+from ..artifact.records import ALL_FIELDS, Record
 from .._quiet import logger_level
 from ..errors import InputError
 from ..errors import QuantizationError  # noqa: F401  (re-exported: the old import path keeps working)
@@ -113,7 +114,10 @@ class RecipeTrial:
 
 
 @dataclass
-class QuantizationReport:
+class QuantizationReport(Record):
+    # onnxport.json's quantization record: the fields, then the verdicts derived from them
+    RECORD_KEYS = (ALL_FIELDS, "cosine", "top1_agreement", "passed", "validated")
+
     out_dir: str
     model_path: str
     weight_type: str
@@ -180,11 +184,6 @@ class QuantizationReport:
             verdict = "passed" if self.passed else "FAILED"
             lines.append(f"thresholds: cosine >= {self.min_cosine}, top-1 >= {self.min_top1:.2%}: {verdict}")
         return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.update(cosine=self.cosine, top1_agreement=self.top1_agreement, passed=self.passed, validated=self.validated)
-        return d
 
 
 def _passes(outputs: Sequence[OutputAgreement], min_cosine: float, min_top1: float) -> bool:
@@ -449,9 +448,8 @@ def quantize(
 
     from ..artifact import rotary_op
     from ..artifact.files import export_file_names
-    from ..artifact.spec_file import SPEC_FILE
+    from ..artifact.spec_file import SPEC_FILE, read_export_dir, write_spec_file
     from . import onnx_file as artifact
-    from .pipeline import load_spec
 
     if recipe is not None and recipe not in RECIPES:
         raise QuantizationError(f"Unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}.")
@@ -473,14 +471,12 @@ def quantize(
         raise QuantizationError(f"Output path {out_dir!r} exists and is not a directory; choose a directory path.")
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not force:
         raise QuantizationError(f"Output directory {out_dir!r} exists and is not empty; choose another or pass --force.")
-    with open(os.path.join(export_dir, SPEC_FILE), encoding="utf-8") as fh:
-        metadata = json.load(fh)
+    metadata, spec = read_export_dir(export_dir)
     if metadata.get("quantization"):
         raise QuantizationError(f"{export_dir} is already quantized; quantize the fp32 export instead.")
     if metadata.get("dtype", "fp32") != "fp32":
         raise QuantizationError(f"{export_dir} is a {metadata['dtype']} export; int8 quantization starts from the fp32 "
                                 "export (export again without --fp16).")
-    spec = load_spec(export_dir)
     texts = _load_texts(calibration)[:max_calibration_texts] if calibration is not None else None
     chosen_by = "given" if reduce_range is not None else "cpu"
     reduce_range = default_reduce_range() if reduce_range is None else bool(reduce_range)
@@ -591,9 +587,7 @@ def quantize(
             shutil.copyfile(src, os.path.join(build_dir, name))
         metadata["quantization"] = report.to_dict()
         metadata["files"] = sorted(set(os.listdir(build_dir)) | {SPEC_FILE})
-        with open(os.path.join(build_dir, SPEC_FILE), "w", encoding="utf-8") as fh:
-            json.dump(metadata, fh, indent=2, sort_keys=True, default=float)
-            fh.write("\n")
+        write_spec_file(build_dir, metadata)
     return report
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
 from ..artifact.io_spec import IOSpec, empty_past, make_inputs
+from ..artifact.records import Record
 from ..errors import InputError, ValidationError  # noqa: F401  (re-exported: the old import path keeps working)
 
 logger = logging.getLogger("onnxport")
@@ -37,7 +38,9 @@ NativeRunner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 @dataclass
-class Row:
+class Row(Record):
+    RECORD_KEYS = ("case", "output", "shape", "max_abs_diff", "atol", "ok")
+
     case: str
     output: str
     shape: tuple[int, ...]
@@ -50,7 +53,9 @@ class Row:
 
 
 @dataclass
-class ValidationReport:
+class ValidationReport(Record):
+    RECORD_KEYS = ("passed", "max_abs_diff", "rows")
+
     rows: list[Row] = field(default_factory=list)
 
     @property
@@ -69,17 +74,6 @@ class ValidationReport:
                 f"{'yes' if r.ok else 'NO'}"
             )
         return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "max_abs_diff": self.max_abs_diff,
-            "rows": [
-                {"case": r.case, "output": r.output, "shape": list(r.shape), "max_abs_diff": r.max_abs_diff,
-                 "atol": r.atol, "ok": r.ok}
-                for r in self.rows
-            ],
-        }
 
 
 def tolerance_for(output: str, atol: float | None = None) -> float:

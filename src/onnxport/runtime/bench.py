@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 
 from ..errors import InputError
 from ..artifact.io_spec import empty_past, make_inputs
+from ..artifact.records import Record
+from .models import load_model
 
 DEFAULT_SHAPES = ((1, 128), (8, 128))
 
@@ -49,7 +51,7 @@ class ShapeTiming:
 
 
 @dataclass
-class BenchReport:
+class BenchReport(Record):
     export_dir: str
     task: str
     provider: str
@@ -66,14 +68,9 @@ class BenchReport:
                          f"{t.min_ms:>9.2f} {t.max_ms:>9.2f}")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def bench(export_dir: str | os.PathLike, shapes=DEFAULT_SHAPES, provider: str = "auto", threads: Optional[int] = None,
           warmup: int = 3, runs: int = 20) -> BenchReport:
-    from .models import load_model
-
     if warmup < 0 or runs < 1:
         raise InputError(f"warmup must be >= 0 and runs >= 1, got warmup={warmup}, runs={runs}.")
     options = {} if threads is None else {"intra_op_threads": threads}
