@@ -22,7 +22,7 @@ from ..artifact.input_checks import to_fp16_checked
 from ..artifact.io_spec import PAST_ROLES, PRESENT_ROLES, InputLimits, IOSpec, build_io_spec, empty_past
 from ..artifact.spec_file import SPEC_FILE, read_export_dir  # noqa: F401  (read_export_dir: the old import path keeps working)
 from ..families import family_of
-from .session import ModelFileError, SessionConfig, check_model_file, create_session
+from .session import ModelFileError, SessionConfig, check_model_file, create_session, select_providers
 
 logger = logging.getLogger("onnxport")
 
@@ -347,7 +347,7 @@ def _input_limits(config: EncoderConfig, spec: IOSpec, graph=None) -> InputLimit
 
 
 def _load_tokenizer(export_dir: str):
-    from ..tokenizers import AutoTokenizer
+    from ..tokenizers import AutoTokenizer  # loaded with the first tokenizer: a model loaded without one runs without it
 
     present = [name for name in TOKENIZER_FILES if os.path.isfile(os.path.join(export_dir, name))]
     try:
@@ -367,8 +367,6 @@ def _load_tokenizer(export_dir: str):
 
 def _maybe_lower_rotary(graph, model_path: str, provider: str, session_config: SessionConfig) -> str | bytes:
     """Serialized model with rotary nodes fused for providers that have the kernel; else the path unchanged."""
-    from .session import select_providers
-
     chosen, _, _ = select_providers(SessionConfig(**{**session_config.__dict__, "provider": provider}))
     if chosen not in ("cpu", "cuda"):
         return model_path  # TensorRT runs the function body

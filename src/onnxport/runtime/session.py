@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import onnxruntime as ort
+
+from ..artifact.files import SPEC_FILE, export_file_names
 from ..errors import ProviderUnavailableError, ModelFileError  # noqa: F401  (re-exported: the old import path keeps working)
 
 logger = logging.getLogger("onnxport")
@@ -148,8 +150,6 @@ def check_optimized_model_path(config: SessionConfig, model_path: Optional[str] 
     export's own files are found from the target's directory (whatever ``model`` the session gets: the
     RoFormer rotary lowering hands over bytes) and from ``model_path``'s directory.
     """
-    from ..artifact.files import SPEC_FILE, export_file_names
-
     if not config.optimized_model_path:
         return
     targets = [os.path.realpath(config.optimized_model_path)]
