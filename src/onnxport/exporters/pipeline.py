@@ -46,7 +46,6 @@ logger = logging.getLogger("onnxport")
 DEFAULT_OPSET = 17
 
 
-
 @dataclass
 class ExportReport:
     out_dir: str
@@ -159,7 +158,7 @@ def export(
         names = write_files_and_spec(options, checkpoint, graph, conversion, saved, report_validation, build_dir)
         clock.lap("write")
 
-    model_path = os.path.join(options.out_dir, onnx_file.MODEL_FILE)
+    model_path = os.path.join(options.out_dir, MODEL_FILE)
     files = [os.path.join(options.out_dir, name) for name in names]
     report = ExportReport(options.out_dir, model_path, options.framework, checkpoint.task, options.with_past,
                           options.opset, graph.spec, files, report_validation, clock.seconds, graph.custom_nodes,
