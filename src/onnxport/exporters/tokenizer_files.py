@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import shutil
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
 
 from ..errors import ExportError
 
@@ -49,6 +50,59 @@ def missing_tokenizer_message(directory: str, family) -> str:
             "pipelines and `onnxport run` cannot tokenize (the model still takes ids)")
 
 
+@dataclass(frozen=True)
+class TokenizerProblem:
+    """Why a directory's tokenizer did not load, in the words the export's warning and the runtime use."""
+
+    kind: Literal["missing", "incomplete", "other-class", "corrupt"]
+    message: str
+    fits: Optional[str] = None  # "other-class": the class the files load with
+
+
+def tokenizer_problem(directory: str, error: Exception, family) -> TokenizerProblem:
+    """What is wrong with the tokenizer files of ``directory``, whose loading raised ``error``: no vocabulary
+    at all ("missing"), vocabulary files that fit another family's tokenizer class than the one
+    tokenizer_config.json / config.json names ("other-class": which, and how to name it), files that do not
+    parse ("corrupt"), or an incomplete vocabulary. The families' ``tokenizer_files`` tell which class files fit."""
+    from ..families import FAMILIES
+    from ..tokenizers import TOKENIZERS_BY_CLASS_NAME, AutoTokenizer
+
+    present = [name for name in TOKENIZER_FILES if os.path.isfile(os.path.join(directory, name))]
+    vocabulary = [name for name in present if name not in ("tokenizer_config.json", "special_tokens_map.json")]
+    detail = " ".join(str(error).split())[:300]
+    corrupt = TokenizerProblem("corrupt", f"The tokenizer files in {directory} ({', '.join(present)}) are corrupt: "
+                                          f"{detail}. Replace them with intact files (re-export from a checkpoint "
+                                          "that has them)")
+    if not vocabulary:
+        return TokenizerProblem("missing", f"{missing_tokenizer_message(directory, family)} ({detail})")
+    try:
+        chosen, named_by = AutoTokenizer.class_for(directory)
+    except ValueError:  # a tokenizer_config.json / config.json that does not parse
+        return corrupt
+    found = {arg: name for arg, name in chosen._file_names().items() if name in present}
+    if chosen._has_required_files(found):
+        return corrupt  # the named class's files are all there and did not load
+    for candidate in {f.tokenizer_class: f for f in FAMILIES.values()}.values():
+        if candidate.tokenizer_class == chosen.__name__.removesuffix("Fast") or \
+                not all(name in present for name in candidate.tokenizer_files):
+            continue
+        try:
+            fit = type(TOKENIZERS_BY_CLASS_NAME[candidate.tokenizer_class][1].from_pretrained(directory)).__name__
+        except Exception as err:  # the files of that class are there but do not read
+            return TokenizerProblem("corrupt", f"The tokenizer files in {directory} "
+                                               f"({', '.join(candidate.tokenizer_files)}) are corrupt: "
+                                               f"{' '.join(str(err).split())[:300]}. Replace them with intact files")
+        wanted = " or ".join(chosen._file_names().values())
+        return TokenizerProblem(
+            "other-class",
+            f"The tokenizer files in {directory} ({', '.join(vocabulary)}) are not corrupt but fit {fit}, not "
+            f"{chosen.__name__}, which {named_by} picks (it reads {wanted}). Name the class in "
+            f"tokenizer_config.json: {{\"tokenizer_class\": \"{fit}\"}} (in the checkpoint before exporting, "
+            "or in the export directory); the model takes ids without it",
+            fit)
+    return TokenizerProblem("incomplete", f"{missing_tokenizer_message(directory, family)} ({detail})")
+
+
 def write_tokenizer(checkpoint_dir: str, out_dir: str, config, family) -> dict[str, Any]:
     """Copy, complete and check the tokenizer; the ``tokenizer`` record of ``onnxport.json``."""
     from ..tokenizers import AutoTokenizer
@@ -62,9 +116,7 @@ def write_tokenizer(checkpoint_dir: str, out_dir: str, config, family) -> dict[s
     try:
         source = AutoTokenizer.from_pretrained(checkpoint_dir)
     except Exception as err:  # no files, or files the tokenizer library refuses: export anyway, say so
-        warning = missing_tokenizer_message(checkpoint_dir, family)
-        logger.warning("%s (%s).", warning, " ".join(str(err).split())[:200])
-        return {"class": None, "files": copied, "warning": warning}
+        return _unusable_tokenizer(checkpoint_dir, err, family, copied)
 
     _write_config(out_dir, source, config)
     try:
@@ -82,6 +134,16 @@ def write_tokenizer(checkpoint_dir: str, out_dir: str, config, family) -> dict[s
             )
     names = sorted(set(copied) | {"tokenizer_config.json"})
     return {"class": type(exported).__name__, "files": names, "model_max_length": exported.model_max_length}
+
+
+def _unusable_tokenizer(checkpoint_dir: str, error: Exception, family, copied: list[str]) -> dict[str, Any]:
+    """The warning and ``onnxport.json`` record of a checkpoint whose tokenizer does not load."""
+    problem = tokenizer_problem(checkpoint_dir, error, family)
+    logger.warning("%s.", problem.message)
+    record: dict[str, Any] = {"class": None, "files": copied, "warning": problem.message, "problem": problem.kind}
+    if problem.fits:
+        record["fits"] = problem.fits
+    return record
 
 
 def _write_config(out_dir: str, tokenizer, config) -> None:
