@@ -95,7 +95,7 @@ def tokenizer_problem(directory: str, error: Exception, family) -> TokenizerProb
         wanted = " or ".join(chosen._file_names().values())
         return TokenizerProblem(
             "other-class",
-            f"The tokenizer files in {directory} ({', '.join(vocabulary)}) are not corrupt but fit {fit}, not "
+            f"The tokenizer files in {directory} ({', '.join(vocabulary)}) fit {fit} (they load as it), not "
             f"{chosen.__name__}, which {named_by} picks (it reads {wanted}). Name the class in "
             f"tokenizer_config.json: {{\"tokenizer_class\": \"{fit}\"}} (in the checkpoint before exporting, "
             "or in the export directory); the model takes ids without it",
