@@ -220,3 +220,63 @@ def test_the_tokenizer_is_loaded_once_for_many_threads(named, monkeypatch):
         __import__("transformers").AutoTokenizer.from_pretrained(named[0])("Hello <mask>!")["input_ids"]
     without = OnnxModelForMaskedLM.from_pretrained(named[1], provider="cpu", load_tokenizer=False)
     assert without.tokenizer is None and len(calls) == 1  # load_tokenizer=False: never read
+
+
+@pytest.fixture(scope="module")
+def vocabularies(tmp_path_factory):
+    """Each family's tokenizer files, trained once: family -> directory."""
+    from tokenizer_fixtures import write_roformer_files, write_xlm_roberta_files
+
+    root = tmp_path_factory.mktemp("vocabularies")
+    return {"xlm-roberta": write_xlm_roberta_files(root / "xlm-roberta"), "roberta": write_roberta_files(root / "roberta"),
+            "roformer": write_roformer_files(root / "roformer")}
+
+
+@pytest.mark.parametrize("files, model_type, kind, fits", [
+    ("roberta", "xlm-roberta", "other-class", "RobertaTokenizerFast"),        # vocab.json + merges.txt
+    ("xlm-roberta", "roberta-prelayernorm", "other-class", "XLMRobertaTokenizerFast"),  # sentencepiece.bpe.model
+    ("xlm-roberta", "roformer", "other-class", "XLMRobertaTokenizerFast"),
+    ("roformer", "xlm-roberta", "other-class", "RoFormerTokenizerFast"),      # vocab.txt (BERT-style WordPiece)
+    ("roformer", "roberta", "other-class", "RoFormerTokenizerFast"),
+])
+def test_files_of_another_family_name_the_class_they_fit(vocabularies, tmp_path, files, model_type, kind, fits):
+    """Every family's files under every other family's config: the class they fit comes from families.py's
+    tokenizer_files, and naming it (tokenizer_class) loads them."""
+    from onnxport.exporters.tokenizer_files import tokenizer_problem
+    from onnxport.families import FAMILIES
+    from onnxport.tokenizers import AutoTokenizer
+
+    directory = Path(shutil.copytree(vocabularies[files], tmp_path / "d"))
+    (directory / "config.json").write_text(json.dumps({"model_type": model_type}))
+    with pytest.raises(Exception) as failed:
+        AutoTokenizer.from_pretrained(directory)
+    problem = tokenizer_problem(str(directory), failed.value, FAMILIES[model_type])
+    assert (problem.kind, problem.fits) == (kind, fits) and "corrupt" not in problem.message
+    assert f'{{"tokenizer_class": "{fits}"}}' in problem.message
+    (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": fits}))
+    assert type(AutoTokenizer.from_pretrained(directory)).__name__ == fits
+
+
+def test_missing_incomplete_and_corrupt_are_told_apart(vocabularies, tmp_path):
+    from onnxport.exporters.tokenizer_files import tokenizer_problem
+    from onnxport.families import FAMILIES
+    from onnxport.tokenizers import AutoTokenizer
+
+    def problem(directory: Path):
+        with pytest.raises(Exception) as failed:
+            AutoTokenizer.from_pretrained(directory)
+        return tokenizer_problem(str(directory), failed.value, FAMILIES["xlm-roberta"])
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text(json.dumps({"model_type": "xlm-roberta"}))
+    assert problem(empty).kind == "missing" and "no usable tokenizer" in problem(empty).message
+    half = Path(shutil.copytree(empty, tmp_path / "half"))
+    shutil.copy(vocabularies["roberta"] / "merges.txt", half)  # RoBERTa's merges without its vocab.json
+    assert problem(half).kind == "incomplete" and "sentencepiece.bpe.model" in problem(half).message
+    garbage = Path(shutil.copytree(vocabularies["xlm-roberta"], tmp_path / "garbage"))
+    (garbage / "sentencepiece.bpe.model").write_bytes(b"\x08\xff\xff garbage")
+    assert problem(garbage).kind == "corrupt" and "sentencepiece.bpe.model" in problem(garbage).message
+    config = Path(shutil.copytree(vocabularies["xlm-roberta"], tmp_path / "config"))
+    (config / "tokenizer_config.json").write_text("{not json")
+    assert problem(config).kind == "corrupt" and "tokenizer_config.json" in problem(config).message
