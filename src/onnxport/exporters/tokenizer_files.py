@@ -4,7 +4,8 @@
 ``tokenizer_config.json`` (the tokenizer class, the special tokens, ``model_max_length`` from the position
 table when the checkpoint gives no smaller one), loads the tokenizer back from the export directory and checks
 it gives the checkpoint tokenizer's ids on sample texts. A checkpoint without a usable tokenizer is exported
-with a warning naming the files to add (recorded in ``onnxport.json``, repeated by the runtime).
+with a warning naming the files to add, or the class its files fit and how to name it (``tokenizer_problem``;
+recorded in ``onnxport.json``, said again by the runtime when the tokenizer is asked for).
 """
 
 from __future__ import annotations
