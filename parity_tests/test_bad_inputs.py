@@ -293,6 +293,18 @@ def _write(name: str, data: bytes) -> Callable[[Path], Any]:
     return damage
 
 
+def _misnamed(tokenizer_class: str) -> Callable[[Path], Any]:
+    """tokenizer_config.json naming another family's class than the files are: the model loads for ids
+    (nothing reads the tokenizer), the pipeline says which class the files fit."""
+    def damage(damaged: Path):
+        (damaged / "tokenizer.json").unlink(missing_ok=True)
+        (damaged / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": tokenizer_class}))
+        model = _load(str(damaged))
+        model(input_ids=np.array([[0, 5, 2]]))
+        return _pipeline(str(damaged))
+    return damage
+
+
 def _truncate(name: str, keep: float = 0.5, then=_load) -> Callable[[Path], Any]:
     def damage(damaged: Path):
         data = (damaged / name).read_bytes()
@@ -349,6 +361,8 @@ FILE_CASES = [
                  "tokenizer.json.*corrupt|corrupt.*tokenizer.json")),
     ("prelayernorm-mlm", Case("vocab-json-not-json", _write("vocab.json", b"[1, 2"), ModelFileError,
                               "vocab.json.*corrupt|corrupt.*vocab.json")),
+    ("mlm", Case("tokenizer-class-of-another-family", _misnamed("RobertaTokenizer"), ModelFileError,
+                 "fit XLMRobertaTokenizerFast .*not RobertaTokenizerFast.*\"tokenizer_class\": \"XLMRobertaTokenizerFast\"")),
     ("roformer-mlm", Case("vocab-txt-not-text", _write("vocab.txt", b"\xff\xfe\x00\xd8"), ModelFileError,
                           "vocab.txt.*corrupt|corrupt.*vocab.txt")),
     ("mlm", Case("unknown-pipeline-task", lambda d: __import__("onnxport.runtime").runtime.pipeline("summarization", d),
