@@ -46,29 +46,43 @@ EXPORTS = {
     "ner": ("xlm-roberta", "token-classification", False, {}),
     "clf": ("xlm-roberta", "text-classification", False, {}),
     "features": ("xlm-roberta", "feature-extraction", False, {}),
+    "one-type-mlm": ("xlm-roberta", "fill-mask", False, {}),
+    "one-type-choice": ("xlm-roberta", "multiple-choice", False, {}),
+    "one-type-qa": ("xlm-roberta", "question-answering", False, {}),
 }
+# Checkpoints unlike their family's default: a model of one token type (its export has no token_type_ids
+# input) tokenized BERT-style (RoFormer's vocab.txt, named by tokenizer_class), which marks the second text
+# of a pair with type 1. name -> config changes, plus "tokenizer": the family whose files it ships.
+ONE_TOKEN_TYPE = {"type_vocab_size": 1, "tokenizer": "roformer"}
+CHECKPOINT_CHANGES = {"one-type-mlm": ONE_TOKEN_TYPE, "one-type-choice": ONE_TOKEN_TYPE, "one-type-qa": ONE_TOKEN_TYPE}
 ROOT_ENV = "ONNXPORT_BAD_INPUTS_ROOT"  # where a child process finds the exports its parent built
 
 
 def build_export(root: Path, name: str) -> str:
     """The export ``name`` under ``root`` (checkpoint with tokenizer files -> PyTorch export), built once."""
     from onnxport.exporters import export
+    from onnxport.families import FAMILIES
     from onnxport.tokenizers import AutoTokenizer
 
     out = root / name
     if (out / "onnxport.json").is_file():
         return str(out)
     model_type, task, with_past, options = EXPORTS[name]
-    tokenizer_dir = root / f"tokenizer-{model_type}"
+    changes = dict(CHECKPOINT_CHANGES.get(name, {}))
+    tokenizer_family = changes.pop("tokenizer", model_type)
+    tokenizer_dir = root / f"tokenizer-{tokenizer_family}"
     if not tokenizer_dir.is_dir():
-        TOKENIZER_WRITERS[model_type](tokenizer_dir)
+        TOKENIZER_WRITERS[tokenizer_family](tokenizer_dir)
     checkpoint = root / f"checkpoint-{name}"
     vocab_size = len(AutoTokenizer.from_pretrained(tokenizer_dir))
     build_hf_checkpoint(checkpoint, model_type, TASKS[task].head, vocab_size=vocab_size,
-                        max_position_embeddings=MAX_POSITIONS)
+                        max_position_embeddings=MAX_POSITIONS, **changes)
     for f in tokenizer_dir.iterdir():
         if f.name != "config.json":
             shutil.copy(f, checkpoint / f.name)
+    if tokenizer_family != model_type:  # another family's files: named, as such checkpoints must
+        (checkpoint / "tokenizer_config.json").write_text(
+            json.dumps({"tokenizer_class": FAMILIES[tokenizer_family].tokenizer_class}))
     export(str(checkpoint), str(out), framework="pt", task=task, with_past=with_past, **options)
     return str(out)
 
@@ -137,6 +151,27 @@ MODEL_CASES = [
          InputError, "attention_mask must hold 0/1"),
 ]
 MODEL_ENTRY_POINTS = ["mlm", "roformer-mlm", "choice", "causal-past"]
+
+# token_type_ids for exports without that input (a model of one token type): all zeros are what transformers
+# takes (test_zero_token_types_pass_where_the_graph_has_none); any other type does not exist in the model,
+# and used to be dropped without a word.
+def _types(m, value, dtype=np.int64, shape=None):
+    return m(input_ids=ids_for(m), token_type_ids=np.full(shape or ids_for(m).shape, value, dtype))
+
+
+NO_TYPES_INPUT_CASES = [
+    Case("token-types-ones", lambda m: _types(m, 1), InputError,
+         "token_type_ids holds 1, but this export has no token_type_ids input: the model has one token type "
+         r"\(type_vocab_size=1\).*out of range"),
+    Case("token-type-one-in-a-row-of-zeros", lambda m: m(input_ids=ids_for(m), token_type_ids=np.eye(
+        *ids_for(m).shape[-2:], dtype=np.int64) * np.ones_like(ids_for(m))), InputError, "token_type_ids holds 1.*one token type"),
+    Case("token-types-negative", lambda m: _types(m, -1), InputError, "token_type_ids holds -1.*one token type"),
+    Case("token-types-zero-floats", lambda m: _types(m, 0, np.float32), InputError,
+         "token_type_ids must hold integers, got dtype float32"),
+    Case("token-types-zeros-of-another-shape", lambda m: _types(m, 0, shape=ids_for(m, seq=3).shape), InputError,
+         "token_type_ids must have the shape of input_ids"),
+]
+NO_TYPES_INPUT_ENTRY_POINTS = ["one-type-mlm", "one-type-choice"]
 
 # past_key_values of a with-past text-generation export (2 layers, 4 heads, head_dim 8).
 PAST_CASES = [
@@ -212,6 +247,11 @@ PIPELINE_CASES = [
                  r"targets\[0\]='\u2603' is not in the model's vocabulary")),
     ("mlm", Case("mask-removed-by-truncation", lambda p: p("hello " * 80 + "<mask>"), InputError,
                  "<mask> token of .* is token [0-9]+ of [0-9]+, beyond max_length=64: truncation removed it")),
+    # a BERT-style tokenizer's pairs (second text type 1) on a model of one token type
+    ("one-type-qa", Case("pair-token-types", lambda p: p(question="where is the fox", context="the fox is in paris"),
+                         InputError, "token_type_ids holds 1, but this export has no token_type_ids input")),
+    ("one-type-choice", Case("pair-token-types", lambda p: p("the fox is", ["quick", "lazy"]), InputError,
+                             "token_type_ids holds 1.*one token type")),
 ]
 
 # Damaged export directories: (export, case); ``call`` damages the copy and loads it.
@@ -249,6 +289,18 @@ def _with_past_without_cache(meta: dict) -> dict:
 def _write(name: str, data: bytes) -> Callable[[Path], Any]:
     def damage(damaged: Path):
         (damaged / name).write_bytes(data)
+        return _pipeline(str(damaged))
+    return damage
+
+
+def _misnamed(tokenizer_class: str) -> Callable[[Path], Any]:
+    """tokenizer_config.json naming another family's class than the files are: the model loads for ids
+    (nothing reads the tokenizer), the pipeline says which class the files fit."""
+    def damage(damaged: Path):
+        (damaged / "tokenizer.json").unlink(missing_ok=True)
+        (damaged / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": tokenizer_class}))
+        model = _load(str(damaged))
+        model(input_ids=np.array([[0, 5, 2]]))
         return _pipeline(str(damaged))
     return damage
 
@@ -313,6 +365,8 @@ FILE_CASES = [
                  "tokenizer.json.*corrupt|corrupt.*tokenizer.json")),
     ("prelayernorm-mlm", Case("vocab-json-not-json", _write("vocab.json", b"[1, 2"), ModelFileError,
                               "vocab.json.*corrupt|corrupt.*vocab.json")),
+    ("mlm", Case("tokenizer-class-of-another-family", _misnamed("RobertaTokenizer"), ModelFileError,
+                 "fit XLMRobertaTokenizerFast .*not RobertaTokenizerFast.*\"tokenizer_class\": \"XLMRobertaTokenizerFast\"")),
     ("roformer-mlm", Case("vocab-txt-not-text", _write("vocab.txt", b"\xff\xfe\x00\xd8"), ModelFileError,
                           "vocab.txt.*corrupt|corrupt.*vocab.txt")),
     ("mlm", Case("unknown-pipeline-task", lambda d: __import__("onnxport.runtime").runtime.pipeline("summarization", d),
@@ -336,6 +390,8 @@ def _case(table: str, export: str, case_id: str):
         return next(c for c in MODEL_CASES if c.id == case_id)
     if table == "past":
         return next(c for c in PAST_CASES if c.id == case_id)
+    if table == "types":
+        return next(c for c in NO_TYPES_INPUT_CASES if c.id == case_id)
     rows = {"pipeline": PIPELINE_CASES, "file": FILE_CASES}[table]
     return next(c for e, c in rows if e == export and c.id == case_id)
 
@@ -408,6 +464,46 @@ def test_model_inputs_are_refused(exports, loaded, export, case):
         _check("model", export, case, exports(export))
     else:
         _assert_refused(_outcome(lambda: case.call(loaded("model", export))), case)
+
+
+@pytest.mark.parametrize("export", NO_TYPES_INPUT_ENTRY_POINTS)
+@pytest.mark.parametrize("case", NO_TYPES_INPUT_CASES, ids=lambda c: c.id)
+def test_token_types_a_graph_cannot_take_are_refused(loaded, export, case):
+    model = loaded("model", export)
+    assert "token_type_ids" not in model.spec.input_names and model.config.type_vocab_size == 1
+    _assert_refused(_outcome(lambda: case.call(model)), case)
+
+
+def test_zero_token_types_pass_where_the_graph_has_none(exports, loaded):
+    """All-zero token types are what transformers takes from a one-type model: the runtime answers as without
+    them, equal to transformers; a BERT-style tokenizer's single texts (all type 0) go through the pipeline,
+    which answers as transformers' pipeline on the same checkpoint."""
+    import torch
+    import transformers
+
+    model = loaded("model", "one-type-mlm")
+    checkpoint = Path(exports("one-type-mlm")).parent / "checkpoint-one-type-mlm"
+    reference = hf_class("xlm-roberta", "ForMaskedLM").from_pretrained(checkpoint, attn_implementation="eager").eval()
+    ids = np.array([[2, 10, 11, 12, 3], [2, 13, 3, 0, 0]])
+    mask = (np.arange(5) < np.array([[5], [3]])).astype(np.int64)
+    zeros = np.zeros_like(ids)
+    got = model(input_ids=ids, attention_mask=mask, token_type_ids=zeros).logits
+    assert np.array_equal(got, model(input_ids=ids, attention_mask=mask).logits)
+    with torch.no_grad():
+        want = reference(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                         token_type_ids=torch.from_numpy(zeros)).logits.numpy()
+        with pytest.raises(IndexError):  # what the refused case guards against: transformers has no type 1
+            reference(input_ids=torch.from_numpy(ids), token_type_ids=torch.ones_like(torch.from_numpy(ids)))
+    assert np.abs(got - want).max() <= 1e-4
+
+    fill = loaded("pipeline", "one-type-mlm")
+    texts = ["今天[MASK]气非常好", "the quick [MASK] fox"]
+    assert all(set(np.ravel(t)) == {0} for t in fill.tokenizer(texts)["token_type_ids"])  # types given, all 0
+    theirs = transformers.pipeline("fill-mask", model=reference, tokenizer=transformers.AutoTokenizer.from_pretrained(
+        checkpoint))(texts, top_k=3)
+    for ours, hf in zip(fill(texts, top_k=3), theirs):
+        assert [c["token"] for c in ours] == [c["token"] for c in hf]
+        assert max(abs(a["score"] - b["score"]) for a, b in zip(ours, hf)) <= 1e-4
 
 
 @pytest.mark.parametrize("case", PAST_CASES, ids=lambda c: c.id)

@@ -162,5 +162,8 @@ def test_export_checks_the_copied_tokenizer(fill_mask, tmp_path, monkeypatch, ca
     (broken / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "RoFormerTokenizer"}))
     with caplog.at_level("WARNING", logger="onnxport"):
         export(str(broken), str(tmp_path / "warned"), task="fill-mask")
-    assert "no usable tokenizer" in caplog.text and "expected vocab.txt" in caplog.text
-    assert json.loads((tmp_path / "warned" / "onnxport.json").read_text())["tokenizer"]["class"] is None
+    # the files are XLM-R's: the warning names the class they fit and how to name it (issue 23)
+    assert "fit XLMRobertaTokenizerFast" in caplog.text and "not RoFormerTokenizerFast" in caplog.text
+    assert "it reads vocab.txt" in caplog.text and '"tokenizer_class": "XLMRobertaTokenizerFast"' in caplog.text
+    record = json.loads((tmp_path / "warned" / "onnxport.json").read_text())["tokenizer"]
+    assert record["class"] is None and record["fits"] == "XLMRobertaTokenizerFast"

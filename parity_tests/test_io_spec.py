@@ -187,6 +187,27 @@ def test_check_feeds_multiple_choice_shapes_and_graph_limits():
         spec.check_feeds({**feeds, "input_ids": np.full((2, 3, 6), 60)}, limits)
 
 
+def test_check_feeds_takes_zero_token_types_only_where_the_graph_has_none():
+    """One rule for the runtime and validation (issue 23): a one-type model's graph has no token_type_ids;
+    zeros are what it computes, type 1 does not exist (transformers indexes out of range)."""
+    spec = build_io_spec("fill-mask", config("xlm-roberta", type_vocab_size=1))
+    assert spec.input("types") is None
+    feeds = make_inputs(spec, 2, 5)
+    spec.check_feeds(feeds)
+    spec.check_feeds({**feeds, "token_type_ids": np.zeros((2, 5), np.int32)})
+    ones = np.zeros((2, 5), np.int64)
+    ones[1, 3] = 1
+    with pytest.raises(InputError, match=r"token_type_ids holds 1, .*one token type \(type_vocab_size=1\)"):
+        spec.check_feeds({**feeds, "token_type_ids": ones})
+    with pytest.raises(InputError, match="token_type_ids must have the shape of input_ids"):
+        spec.check_feeds({**feeds, "token_type_ids": np.zeros((2, 4), np.int64)})
+    # an export made before token types were a graph input (two types recorded, none taken)
+    old = build_io_spec("fill-mask", config("xlm-roberta", type_vocab_size=2))
+    old = IOSpec.from_dict({**old.to_dict(), "inputs": [t.to_dict() for t in old.inputs if t.role != "types"]})
+    with pytest.raises(InputError, match="graph was traced with every token type 0.*re-export"):
+        old.check_feeds({**feeds, "token_type_ids": ones})
+
+
 def test_tensor_spec_of_builds_the_name_from_the_role():
     t = TensorSpec.of("present_value", "float16", ("batch_size", 4, "total", 8), layer=5)
     assert (t.name, t.role, t.layer, t.is_cache) == ("present.5.value", "present_value", 5, True)

@@ -177,6 +177,12 @@ def test_writer_refuses_what_it_cannot_serve(exports, tmp_path):
             f.unlink()
     with pytest.raises(ModelFileError, match="no usable tokenizer"):
         write_repository(no_tokenizer, tmp_path / "repo")
+    misnamed = tmp_path / "misnamed"  # the files fit the family's class, the config names another
+    shutil.copytree(export_dir, misnamed)
+    (misnamed / "tokenizer.json").unlink(missing_ok=True)
+    (misnamed / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "RoFormerTokenizer"}))
+    with pytest.raises(ModelFileError, match="fit XLMRobertaTokenizerFast .*not RoFormerTokenizerFast.*on the server"):
+        write_repository(misnamed, tmp_path / "repo")
 
     unknown = tmp_path / "unknown-task"
     shutil.copytree(export_dir, unknown)

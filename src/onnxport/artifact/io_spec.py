@@ -272,14 +272,17 @@ class IOSpec(Record):
         cache that is not floating-point; input_ids not of the spec's rank or with an empty dimension; every
         cache tensor (batch, heads, past, head_dim) over one past length; then the reference models' rules
         (``check_inputs``): mask (batch, past + sequence), types the shape of the ids, ids and types within
-        their tables, past + sequence within the position table.
+        their tables, past + sequence within the position table. ``token_type_ids`` may be given to a graph
+        without that input when they are all 0 (what transformers takes; the caller leaves them out of the
+        run); any other type is an InputError (``_check_types_without_input``).
 
         ``limits``: anything with ``vocab_size``, ``type_vocab_size``, ``max_sequence_length`` and
         ``max_position_embeddings`` (a config, ``InputLimits``); the spec's recorded values by default.
         Arrays are read as given (uint64 ids beyond int64 are out of range, not wrapped); OrtValues (the
         cache a bound run returned) are checked by shape only."""
         missing = [name for name in self.input_names if name not in feeds]
-        unknown = sorted(set(feeds) - set(self.input_names))
+        optional = {tensor_name("types")} if self.input("types") is None else set()
+        unknown = sorted(set(feeds) - set(self.input_names) - optional)
         if missing or unknown:
             raise InputError(f"The feeds of this {self.task} export must be exactly {self.input_names}; "
                              f"missing {missing}, unknown {unknown}.")
@@ -289,6 +292,9 @@ class IOSpec(Record):
                 raise InputError(f"{t.name} must hold floating-point numbers, got dtype {np.asarray(feeds[t.name]).dtype}.")
             if not t.is_cache and kind not in (None, *"iub"):
                 raise InputError(f"{t.name} must hold integers, got dtype {np.asarray(feeds[t.name]).dtype}.")
+        for name in optional & set(feeds):
+            if _dtype_kind(feeds[name]) not in (None, *"iub"):
+                raise InputError(f"{name} must hold integers, got dtype {np.asarray(feeds[name]).dtype}.")
         ids = feeds[tensor_name("ids")]
         shape = _shape(ids)
         rank = len(self.input("ids").shape)
@@ -308,8 +314,11 @@ class IOSpec(Record):
             dims = None if array is None else _shape(array)
             return dims if dims is None or rank != 3 else (int(np.prod(dims[:-1])), dims[-1])
 
+        limits = limits or self.input_limits()
+        if types is not None and optional:
+            _check_types_without_input(types, limits.type_vocab_size)
         check_inputs(
-            limits or self.input_limits(), FAMILIES[self.model_type],
+            limits, FAMILIES[self.model_type],
             input_shape=flat(ids), attention_mask_shape=flat(mask), token_type_ids_shape=flat(types),
             past_length=self._past_length(feeds, shape[0]),
             ids_range=value_range(ids), token_type_range=None if types is None else value_range(types),
@@ -369,6 +378,25 @@ class InputLimits:
 
 
 _UNBOUNDED = 2**63
+
+
+def _check_types_without_input(types: Any, type_vocab_size: int) -> None:
+    """Token types fed to a graph that has no token_type_ids input: all 0 is what the graph computes (it adds
+    type 0's embedding everywhere); any other value would be dropped silently, so it is refused."""
+    low, high = value_range(types) or (0, 0)
+    if low == high == 0:
+        return
+    found = high if high != 0 else low
+    if type_vocab_size == 1:
+        why = ("the model has one token type (type_vocab_size=1), so only type 0 exists: transformers would index "
+               "its token-type table out of range")
+    else:  # an export made before token types became a graph input: its graph fixed them at 0
+        why = "this export's graph was traced with every token type 0 and cannot take others; re-export the model"
+    raise InputError(
+        f"token_type_ids holds {found}, but this export has no token_type_ids input: {why}. "
+        "Pass token_type_ids of zeros, or none (a tokenizer that marks a pair's second text with type 1 does not "
+        "fit this model)."
+    )
 
 
 def _shape(value: Any) -> tuple[int, ...]:

@@ -4,7 +4,8 @@
 ``tokenizer_config.json`` (the tokenizer class, the special tokens, ``model_max_length`` from the position
 table when the checkpoint gives no smaller one), loads the tokenizer back from the export directory and checks
 it gives the checkpoint tokenizer's ids on sample texts. A checkpoint without a usable tokenizer is exported
-with a warning naming the files to add (recorded in ``onnxport.json``, repeated by the runtime).
+with a warning naming the files to add, or the class its files fit and how to name it (``tokenizer_problem``;
+recorded in ``onnxport.json``, said again by the runtime when the tokenizer is asked for).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from ..artifact.files import TOKENIZER_FILES, missing_tokenizer_message  # noqa: F401  (the old import path keeps working)
 from ..errors import ExportError
+from ..tokenizers.diagnosis import TokenizerProblem, tokenizer_problem  # noqa: F401  (the old import path keeps working)
 
 logger = logging.getLogger("onnxport")
 
@@ -45,9 +47,7 @@ def write_tokenizer(checkpoint_dir: str, out_dir: str, config, family) -> dict[s
     try:
         source = AutoTokenizer.from_pretrained(checkpoint_dir)
     except Exception as err:  # no files, or files the tokenizer library refuses: export anyway, say so
-        warning = missing_tokenizer_message(checkpoint_dir, family)
-        logger.warning("%s (%s).", warning, " ".join(str(err).split())[:200])
-        return {"class": None, "files": copied, "warning": warning}
+        return _unusable_tokenizer(checkpoint_dir, err, family, copied)
 
     _write_config(out_dir, source, config)
     try:
@@ -65,6 +65,16 @@ def write_tokenizer(checkpoint_dir: str, out_dir: str, config, family) -> dict[s
             )
     names = sorted(set(copied) | {"tokenizer_config.json"})
     return {"class": type(exported).__name__, "files": names, "model_max_length": exported.model_max_length}
+
+
+def _unusable_tokenizer(checkpoint_dir: str, error: Exception, family, copied: list[str]) -> dict[str, Any]:
+    """The warning and ``onnxport.json`` record of a checkpoint whose tokenizer does not load."""
+    problem = tokenizer_problem(checkpoint_dir, error, family)
+    logger.warning("%s.", problem.message)
+    record: dict[str, Any] = {"class": None, "files": copied, "warning": problem.message, "problem": problem.kind}
+    if problem.fits:
+        record["fits"] = problem.fits
+    return record
 
 
 def _write_config(out_dir: str, tokenizer, config) -> None:

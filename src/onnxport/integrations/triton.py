@@ -65,7 +65,7 @@ def write_repository(export_dir: str | os.PathLike, repo_dir: str | os.PathLike,
         fields = row_fields(spec.task)
     except TaskError as err:
         raise TaskError(f"{export_dir}: {err} Re-export with one of those tasks.") from None
-    _check_tokenizer(export_dir)
+    _check_tokenizer(export_dir, spec.model_type)
     if not os.path.isfile(os.path.join(export_dir, MODEL_FILE)):
         raise ModelFileError(f"{export_dir} has no {MODEL_FILE}; re-export it with `onnxport export`.")
     pipeline_kwargs = dict(pipeline_kwargs or {})
@@ -126,16 +126,17 @@ def _check_options(name, max_batch_size, instances, max_queue_delay_us, kind, te
         raise ConfigError("--trt-fp16 and --trt-engine-cache configure TensorRT; add --tensorrt.")
 
 
-def _check_tokenizer(export_dir: str) -> None:
+def _check_tokenizer(export_dir: str, model_type: str) -> None:
+    from ..tokenizers.diagnosis import tokenizer_problem
+    from ..families import FAMILIES
     from ..tokenizers import AutoTokenizer
 
     try:
         AutoTokenizer.from_pretrained(export_dir)
-    except (OSError, ValueError) as err:
-        raise ModelFileError(
-            f"{export_dir} has no usable tokenizer ({err}); the text model tokenizes on the server, so export "
-            "from a checkpoint directory that holds the tokenizer files (or copy them into the export directory)."
-        ) from None
+    except Exception as err:  # missing, corrupt, or another class's files: the runtime's words for each
+        family = FAMILIES.get(model_type)
+        why = tokenizer_problem(export_dir, err, family).message if family else f"{export_dir} has no usable tokenizer ({err})"
+        raise ModelFileError(f"{why}. The text model tokenizes on the server, so it needs a tokenizer that loads.") from None
 
 
 def _write(path: str, text: str) -> None:

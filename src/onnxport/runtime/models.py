@@ -1,9 +1,11 @@
 """Task-head models over an export directory: numpy in, named numpy out.
 
 ``OnnxModelFor*.from_pretrained(export_dir, provider=...)`` reads ``onnxport.json``
-(the IO spec the exporter wrote), ``config.json`` and the tokenizer, builds the
-session (lowering RoFormer's rotary node to a fused kernel where the provider
-has one) and checks every call against the IO spec before ONNX Runtime sees it.
+(the IO spec the exporter wrote) and ``config.json``, builds the session (lowering
+RoFormer's rotary node to a fused kernel where the provider has one) and checks
+every call against the IO spec before ONNX Runtime sees it. The tokenizer files are
+not read until ``model.tokenizer`` is asked for (pipelines do): a model takes ids
+whatever they hold, as transformers' models do.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from ..configs import AutoConfig, EncoderConfig
 from ..errors import InputError, TaskError
-from ..artifact.files import MODEL_FILE, TOKENIZER_FILES
+from ..artifact.files import MODEL_FILE
 from ..artifact.input_checks import to_fp16_checked
 from ..artifact.io_spec import PAST_ROLES, PRESENT_ROLES, InputLimits, IOSpec, build_io_spec, empty_past
 from ..artifact.spec_file import SPEC_FILE, read_export_dir  # noqa: F401  (read_export_dir: the old import path keeps working)
@@ -25,6 +27,8 @@ from ..families import family_of
 from .session import ModelFileError, SessionConfig, check_model_file, create_session, select_providers
 
 logger = logging.getLogger("onnxport")
+
+_NOT_LOADED = object()  # the tokenizer of an export directory before model.tokenizer first asks for it
 
 # The runtime's input errors are the reference models' ones: one type for one condition everywhere.
 RuntimeInputError = InputError
@@ -51,7 +55,8 @@ class OnnxModelBase:
         self.session = session
         self.spec = spec
         self.config = config
-        self.tokenizer = tokenizer
+        # None: no tokenizer; an export directory's is loaded when first asked for (``tokenizer``).
+        self._tokenizer = tokenizer if tokenizer is not None else (_NOT_LOADED if export_dir else None)
         self.export_dir = export_dir
         self.provider = provider
         self.metadata = metadata or {}
@@ -62,6 +67,21 @@ class OnnxModelBase:
         self._lock = threading.Lock()  # only guards lazy state; ONNX Runtime's run() is thread-safe
         # What ids the graph can look up (from_pretrained reads its tables); the IO spec's values otherwise.
         self._limits = limits or _input_limits(config, spec)
+
+    @property
+    def tokenizer(self):
+        """The export directory's tokenizer, loaded on first use (once, whichever thread asks first); None when
+        the directory has no tokenizer files. Files that do not load raise a ModelFileError saying why: a file
+        that does not parse, or files that fit another tokenizer class (which, and how to name it)."""
+        if self._tokenizer is _NOT_LOADED:
+            with self._lock:
+                if self._tokenizer is _NOT_LOADED:  # a failure is not cached: fixed files load on the next ask
+                    self._tokenizer = _load_tokenizer(self.export_dir, self.config)
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -90,12 +110,12 @@ class OnnxModelBase:
         del graph  # not held while ONNX Runtime builds its own copy
         session, chosen = create_session(model_source, config_obj, **session_options)
         _check_graph_matches_spec(session, spec, export_dir)
-        tokenizer = None
-        if load_tokenizer:
-            tokenizer = _load_tokenizer(export_dir)
         model_cls = cls if cls.task else MODEL_CLASSES_BY_TASK[spec.task]
-        return model_cls(session, spec, config, tokenizer, export_dir, chosen, meta, use_io_binding,
-                         config_obj.device_id, limits)
+        model = model_cls(session, spec, config, None, export_dir, chosen, meta, use_io_binding,
+                          config_obj.device_id, limits)
+        if not load_tokenizer:  # never reads the tokenizer files
+            model.tokenizer = None
+        return model
 
     # -- calling -----------------------------------------------------------------------------
     def __call__(self, **inputs: Any) -> RuntimeOutput:
@@ -133,10 +153,11 @@ class OnnxModelBase:
         """The graph's feeds for a call: arrays read from what was given, defaults filled in (attention_mask,
         token_type_ids, an empty cache), checked by the IO spec against the graph's limits
         (``IOSpec.check_feeds``), then cast to the graph's dtypes. Every input ONNX Runtime would fail on
-        (or silently misread) is an InputError here."""
+        (or silently misread) is an InputError here. token_type_ids are taken (and checked) when the graph has
+        no such input, as transformers takes them: all zeros only."""
         inputs = dict(inputs)
         past = inputs.pop("past_key_values", None)
-        known = set(self._input_specs)
+        known = set(self._input_specs) | {"token_type_ids"}
         unknown = sorted(set(inputs) - known)
         if unknown:
             raise RuntimeInputError(
@@ -159,10 +180,11 @@ class OnnxModelBase:
             past_length = min((_shape(v)[2] for v in feeds.values() if len(_shape(v)) == 4), default=0)
             mask = np.ones(ids.shape[:-1] + (ids.shape[-1] + past_length,) if ids.ndim else (), np.int64)
         feeds.update(input_ids=ids, attention_mask=mask)
-        if "token_type_ids" in known:
+        if types is not None or "token_type_ids" in self._input_specs:
             feeds["token_type_ids"] = np.zeros_like(ids, np.int64) if types is None else types
         self.spec.check_feeds(feeds, self._limits)
-        return {name: self._in_graph_dtype(name, value) for name, value in feeds.items()}
+        # all-zero token types for a graph without them (check_feeds refused any other) are what it computes
+        return {name: self._in_graph_dtype(name, value) for name, value in feeds.items() if name in self._input_specs}
 
     def _in_graph_dtype(self, name: str, value: Any) -> Any:
         if _is_ort_value(value):  # OrtValues from IO binding stay where they are
@@ -346,19 +368,17 @@ def _input_limits(config: EncoderConfig, spec: IOSpec, graph=None) -> InputLimit
     return InputLimits(vocab, types, length, config.max_position_embeddings)
 
 
-def _load_tokenizer(export_dir: str):
-    from ..tokenizers import AutoTokenizer  # loaded with the first tokenizer: a model loaded without one runs without it
+def _load_tokenizer(export_dir: str, config: EncoderConfig):
+    # Loaded with the first tokenizer: a model used for ids never imports the tokenizer libraries.
+    from ..tokenizers import AutoTokenizer
+    from ..tokenizers.diagnosis import tokenizer_problem
 
-    present = [name for name in TOKENIZER_FILES if os.path.isfile(os.path.join(export_dir, name))]
     try:
         return AutoTokenizer.from_pretrained(export_dir)
     except Exception as err:  # a damaged file can fail anywhere in a tokenizer library's parser
-        vocabulary = [name for name in present if name not in ("tokenizer_config.json", "special_tokens_map.json")]
-        if vocabulary:  # the files are there but do not read: corrupt, not missing
-            raise ModelFileError(
-                f"The tokenizer files in {export_dir} ({', '.join(present)}) are corrupt: {err}. "
-                "Re-export the model from a checkpoint with intact tokenizer files."
-            ) from err
+        problem = tokenizer_problem(export_dir, err, family_of(config))
+        if problem.kind != "missing":  # corrupt, incomplete, or another class's files: say which
+            raise ModelFileError(f"{problem.message}.") from err
         if not isinstance(err, (OSError, ValueError)):
             raise
         logger.info("No tokenizer loaded from %s (%s); models still take ids.", export_dir, err)

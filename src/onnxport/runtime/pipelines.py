@@ -90,7 +90,9 @@ class Pipeline:
         )
 
     def _feeds(self, encoding) -> dict[str, np.ndarray]:
-        names = set(self.model.spec.input_names)
+        # The tokenizer's token types go to the model even when the graph has no such input: the model takes
+        # all zeros (RoBERTa-style tokenizers) and refuses others (a BERT-style pair on a one-type model).
+        names = set(self.model.spec.input_names) | {"token_type_ids"}
         return {k: np.asarray(v) for k, v in encoding.items() if k in names}
 
     def _pad_rows(self, encoding, rows: Sequence[int]) -> dict[str, np.ndarray]:

@@ -48,18 +48,27 @@ class AutoTokenizer:
         directory = Path(directory)
         if not directory.is_dir():
             raise OSError(f"{directory} is not a directory; AutoTokenizer.from_pretrained needs a local directory")
+        return cls.class_for(directory, use_fast)[0].from_pretrained(directory, **kwargs)
+
+    @classmethod
+    def class_for(cls, directory: Union[str, os.PathLike], use_fast: bool = True) -> tuple[type[TokenizerBase], str]:
+        """The class ``from_pretrained`` loads from ``directory`` and what names it (for messages)."""
+        directory = Path(directory)
         class_name = _json_field(directory / "tokenizer_config.json", "tokenizer_class")
         model_type = _json_field(directory / "config.json", "model_type")
         # A generic class name (e.g. "PreTrainedTokenizerFast") says nothing; config.json's model_type may.
-        pair = TOKENIZERS_BY_CLASS_NAME.get((class_name or "").removesuffix("Fast")) or \
-            TOKENIZERS_BY_MODEL_TYPE.get(model_type)
+        pair = TOKENIZERS_BY_CLASS_NAME.get((class_name or "").removesuffix("Fast"))
+        named_by = f"tokenizer_config.json's tokenizer_class {class_name!r}"
+        if pair is None:
+            pair = TOKENIZERS_BY_MODEL_TYPE.get(model_type)
+            named_by = f"config.json's model_type {model_type!r}"
         if pair is None:
             raise ValueError(
                 f"cannot tell the tokenizer of {directory}: tokenizer_config.json's tokenizer_class is {class_name!r} "
                 f"and config.json's model_type is {model_type!r}; supported are tokenizer_class "
                 f"{sorted(TOKENIZERS_BY_CLASS_NAME)} or model_type {sorted(TOKENIZERS_BY_MODEL_TYPE)}"
             )
-        return pair[1 if use_fast else 0].from_pretrained(directory, **kwargs)
+        return pair[1 if use_fast else 0], named_by
 
 
 __all__ = [
