@@ -317,3 +317,38 @@ def test_bad_encoder_inputs_raise_input_error(exported, feeds, message):
                                                  provider="cpu", load_tokenizer=False)
     with pytest.raises(InputError, match=message):
         model(input_ids=_ids(), **feeds)
+
+
+def test_parity_feeds_encoder_states_to_a_cross_attention_checkpoint(checkpoint, tmp_path):
+    """The parity matrix on a given cross-attention checkpoint: its cases carry non-zero encoder states (so a
+    graph ignoring them fails there too) and the PyTorch export equals the reference model on them."""
+    from onnxport.configs import AutoConfig
+    from onnxport.dev import parity
+
+    path = checkpoint("roformer")
+    assert ("roformer", "text-generation", True) in parity.checkpoint_rows(path)
+    spec = build_io_spec("text-generation", AutoConfig.from_pretrained(path), with_past=True)
+    for _, feeds in parity._cases(spec, AutoConfig.from_pretrained(path), "text-generation", True):
+        assert np.abs(feeds["encoder_hidden_states"]).mean() > 0.5
+    cells = {c.comparison: c for c in parity.run_row("roformer", "text-generation", True, str(tmp_path),
+                                                      frameworks=("pt",), checkpoint=path)}
+    assert cells["pt~onnx[pt]"].status == "passed" and cells["pt~onnx[pt]"].error <= DEFAULT_ATOL
+    assert cells["function~fused"].status == "passed"
+
+
+def test_fp16_export_takes_float16_encoder_states(checkpoint, tmp_path):
+    """--fp16: the encoder states are a float16 input like the cache; the runtime casts what it is given."""
+    from onnxport.runtime.models import OnnxModelForCausalLM
+
+    path = checkpoint("xlm-roberta")
+    report = export(path, tmp_path / "out", framework="pt", task="text-generation", with_past=True, dtype="fp16")
+    assert report.validation.passed
+    model = OnnxModelForCausalLM.from_pretrained(tmp_path / "out", provider="cpu", load_tokenizer=False)
+    assert {t.name: t.dtype for t in model.spec.inputs}["encoder_hidden_states"] == "float16"
+    states, encoder_mask = _encoder()
+    ids = _ids()
+    got = model(input_ids=ids, encoder_hidden_states=states, encoder_attention_mask=encoder_mask).logits
+    with torch.no_grad():
+        want = _hf(path)(**_torch(input_ids=ids, encoder_hidden_states=states,
+                                  encoder_attention_mask=encoder_mask)).logits.numpy()
+    assert max_abs_diff(got, want) <= 1e-2 * np.abs(want).max()  # fp16's tolerance: 1e-2 of the output's scale
