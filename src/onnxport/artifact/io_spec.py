@@ -7,6 +7,14 @@ Names follow Optimum's ONNX conventions (``input_ids``, ``attention_mask``,
 ``past_key_values.{i}.key|value`` in, ``present.{i}.key|value`` out), so
 Optimum's ORTModel classes can read our export directories too.
 
+Cross-attention decoders (``add_cross_attention``: the decoder half of an
+EncoderDecoderModel) also take ``encoder_hidden_states`` (batch,
+encoder_sequence_length, hidden_size) and ``encoder_attention_mask`` (batch,
+encoder_sequence_length) wherever transformers' head takes them. Their cache is
+the self-attention keys/values only: the cross-attention keys/values are a pure
+function of ``encoder_hidden_states``, which every step takes again, so the
+graph recomputes them (exactly what transformers' EncoderDecoderCache holds).
+
 A shape is a tuple of dimensions; a ``str`` dimension is dynamic (its name is
 the symbolic dimension in the ONNX graph), an ``int`` is fixed.
 
@@ -35,6 +43,7 @@ SEQUENCE = "sequence_length"
 CHOICES = "num_choices"
 PAST = "past_sequence_length"
 TOTAL = "past_sequence_length + sequence_length"
+ENCODER_SEQUENCE = "encoder_sequence_length"
 
 Dim = str | int
 
@@ -52,6 +61,9 @@ class Task:
     description: str
     outputs: tuple[tuple[str, tuple[Dim, ...]], ...]
     can_use_past: bool = False
+    # A cross-attention decoder's head takes encoder_hidden_states / encoder_attention_mask (as transformers'
+    # Model, ForCausalLM and ForMaskedLM do; test_cross_attention checks this against the heads' signatures).
+    takes_encoder_states: bool = False
 
 
 _TOKENS = (BATCH, SEQUENCE)
@@ -61,10 +73,13 @@ TASKS: dict[str, Task] = {
     t.name: t
     for t in (
         Task("feature-extraction", "Model", "last_hidden_state (+ pooler_output where the family has a pooler)",
-             (("last_hidden_state", (*_TOKENS, "hidden_size")), (POOLER_OUTPUT, (BATCH, "hidden_size")))),
+             (("last_hidden_state", (*_TOKENS, "hidden_size")), (POOLER_OUTPUT, (BATCH, "hidden_size"))),
+             takes_encoder_states=True),
         Task("text-generation", "ForCausalLM", "causal LM logits; with_past adds the key/value cache",
-             (("logits", (*_TOKENS, "vocab_size")),), can_use_past=True),
-        Task("fill-mask", "ForMaskedLM", "masked-LM logits over the vocabulary", (("logits", (*_TOKENS, "vocab_size")),)),
+             (("logits", (*_TOKENS, "vocab_size")),), can_use_past=True,
+             takes_encoder_states=True),
+        Task("fill-mask", "ForMaskedLM", "masked-LM logits over the vocabulary", (("logits", (*_TOKENS, "vocab_size")),),
+             takes_encoder_states=True),
         Task("text-classification", "ForSequenceClassification", "one row of num_labels logits per sequence",
              (("logits", (BATCH, "num_labels")),)),
         Task("multiple-choice", "ForMultipleChoice", "one logit per choice; inputs are (batch, choices, sequence)",
@@ -97,7 +112,8 @@ def task_for_head(head: str) -> str:
 
 
 # What a graph tensor is for. The cache roles carry the layer they belong to.
-Role = Literal["ids", "mask", "types", "past_key", "past_value", "present_key", "present_value", "output"]
+Role = Literal["ids", "mask", "types", "encoder_states", "encoder_mask", "past_key", "past_value", "present_key",
+               "present_value", "output"]
 PAST_ROLES: tuple[Role, Role] = ("past_key", "past_value")
 PRESENT_ROLES: tuple[Role, Role] = ("present_key", "present_value")
 CACHE_ROLES = PAST_ROLES + PRESENT_ROLES
@@ -107,6 +123,8 @@ _ROLE_NAMES: dict[str, str] = {
     "ids": "input_ids",
     "mask": "attention_mask",
     "types": "token_type_ids",
+    "encoder_states": "encoder_hidden_states",
+    "encoder_mask": "encoder_attention_mask",
     "past_key": "past_key_values.{layer}.key",
     "past_value": "past_key_values.{layer}.value",
     "present_key": "present.{layer}.key",
@@ -171,6 +189,12 @@ class TensorSpec(Record):
 MODEL_FACTS = ("pad_token_id", "vocab_size", "type_vocab_size", "num_attention_heads", "head_dim", "max_sequence_length")
 
 
+# What the cache of a cross-attention decoder's export carries (onnxport.json says it, for readers of the file).
+CROSS_ATTENTION_CACHE = ("past_key_values.{i}.key|value / present.{i}.key|value: self-attention keys/values only; "
+                         "the cross-attention keys/values are recomputed from encoder_hidden_states, which every "
+                         "step takes")
+
+
 @dataclass(frozen=True)
 class IOSpec(Record):
     """Inputs and outputs of one exported graph, in graph order."""
@@ -205,7 +229,8 @@ class IOSpec(Record):
         return [t.name for t in self.outputs]
 
     def input(self, role: Role) -> TensorSpec | None:
-        """The input of ``role`` (ids, mask, types), or None when the graph does not take one."""
+        """The input of ``role`` (ids, mask, types, encoder_states, encoder_mask), or None when the graph does
+        not take one."""
         return next((t for t in self.inputs if t.role == role), None)
 
     @property
@@ -288,9 +313,10 @@ class IOSpec(Record):
                              f"missing {missing}, unknown {unknown}.")
         for t in self.inputs:
             kind = _dtype_kind(feeds[t.name])
-            if t.is_cache and kind not in (None, *"fiu"):
+            floats = t.is_cache or t.role == "encoder_states"
+            if floats and kind not in (None, *"fiu"):
                 raise InputError(f"{t.name} must hold floating-point numbers, got dtype {np.asarray(feeds[t.name]).dtype}.")
-            if not t.is_cache and kind not in (None, *"iub"):
+            if not floats and kind not in (None, *"iub"):
                 raise InputError(f"{t.name} must hold integers, got dtype {np.asarray(feeds[t.name]).dtype}.")
         for name in optional & set(feeds):
             if _dtype_kind(feeds[name]) not in (None, *"iub"):
@@ -304,6 +330,7 @@ class IOSpec(Record):
         if 0 in shape:
             raise InputError(f"input_ids has shape {shape}: every dimension of {what} must be at least 1; "
                              "pass at least one sequence of at least one token.")
+        self._check_encoder_feeds(feeds, shape[0])
         mask, types = feeds.get(tensor_name("mask")), feeds.get(tensor_name("types"))
         if rank == 3:  # the reference models' rules are stated for (batch, sequence): check choices, then flatten
             for name, array in ((tensor_name("mask"), mask), (tensor_name("types"), types)):
@@ -324,6 +351,28 @@ class IOSpec(Record):
             ids_range=value_range(ids), token_type_range=None if types is None else value_range(types),
         )
 
+    def _check_encoder_feeds(self, feeds: Mapping[str, Any], batch: int) -> None:
+        """A cross-attention decoder's encoder inputs: states (batch, encoder sequence, hidden_size) of the
+        decoder's batch and width, their mask (batch, encoder sequence)."""
+        states_spec = self.input("encoder_states")
+        if states_spec is None:
+            return
+        hidden = states_spec.shape[-1]
+        states = _shape(feeds[states_spec.name])
+        want = f"(batch, encoder_sequence, hidden_size) = ({batch}, encoder_sequence, {hidden})"
+        if len(states) != 3 or states[0] != batch or states[2] != hidden:
+            why = ("its batch must be input_ids' batch" if len(states) == 3 and states[0] != batch else
+                   f"its last dimension must be the model's hidden_size {hidden}" if len(states) == 3 else "rank 3")
+            raise InputError(f"encoder_hidden_states must have shape {want}, got {states} ({why}); pass the "
+                             "encoder's last_hidden_state for the same batch as input_ids.")
+        if states[1] == 0:
+            raise InputError("encoder_hidden_states has an empty encoder sequence: the decoder's cross-attention "
+                             "needs at least one encoder position.")
+        mask_spec = self.input("encoder_mask")
+        if mask_spec is not None and _shape(feeds[mask_spec.name]) != states[:2]:
+            raise InputError(f"encoder_attention_mask must have shape (batch, encoder_sequence) = {states[:2]} "
+                             f"(that of encoder_hidden_states), got {_shape(feeds[mask_spec.name])}.")
+
     def _past_length(self, feeds: Mapping[str, Any], batch: int) -> int:
         """The one past length of the cache feeds (0 without a cache), each (batch, heads, past, head_dim)."""
         want = (batch, self.num_attention_heads, None, self.head_dim)
@@ -340,6 +389,12 @@ class IOSpec(Record):
         return past_length or 0
 
     # -- JSON (to_dict: Record's, by RECORD_KEYS) -----------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        record = super().to_dict()
+        if self.with_past and self.input("encoder_states"):  # what the cache carries, said where it is read
+            record["cache"] = CROSS_ATTENTION_CACHE
+        return record
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
@@ -420,11 +475,6 @@ def check_task(task: str, family: Family, with_past: bool = False, config: Encod
         )
     if with_past and not spec.can_use_past:
         raise TaskError(f"with_past only applies to text-generation, not {task!r}.")
-    if with_past and config is not None and config.add_cross_attention:
-        raise TaskError(
-            "text-generation with past key/values is not exported for models with cross-attention "
-            "(the graph would need encoder_hidden_states); export without --with-past or without add_cross_attention."
-        )
     return spec
 
 
@@ -433,6 +483,12 @@ def takes_token_type_ids(config: EncoderConfig) -> bool:
     than one (transformers' XLM-R and RoBERTa-PreLayerNorm configs default to 2), and always where the family's
     tokenizer emits them (RoFormer, Optimum's convention). Callers that have none feed zeros."""
     return family_of(config).uses_token_type_ids or config.type_vocab_size > 1
+
+
+def takes_encoder_states(task: str, config: EncoderConfig) -> bool:
+    """A cross-attention decoder's encoder_hidden_states / encoder_attention_mask are graph inputs wherever
+    transformers' head takes them (the base model, the causal and the masked LM)."""
+    return bool(config.add_cross_attention) and get_task(task).takes_encoder_states
 
 
 def build_io_spec(task: str, config: EncoderConfig, with_past: bool = False, pooler: bool = True) -> IOSpec:
@@ -445,6 +501,9 @@ def build_io_spec(task: str, config: EncoderConfig, with_past: bool = False, poo
     inputs = [TensorSpec.of("ids", ids, text), TensorSpec.of("mask", ids, (BATCH, TOTAL) if with_past else text)]
     if takes_token_type_ids(config):
         inputs.append(TensorSpec.of("types", ids, text))
+    if takes_encoder_states(task, config):
+        inputs += [TensorSpec.of("encoder_states", f, (BATCH, ENCODER_SEQUENCE, config.hidden_size)),
+                   TensorSpec.of("encoder_mask", ids, (BATCH, ENCODER_SEQUENCE))]
 
     heads, head_dim = config.num_attention_heads, config.head_dim
     layers = config.num_hidden_layers if with_past else 0
@@ -478,11 +537,14 @@ def make_inputs(
     num_choices: int = 3,
     seed: int = 0,
     pad: bool = True,
+    encoder_sequence: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Random, right-padded inputs matching ``spec`` (exporter examples, validation, tests).
 
     Row 0 is full length; later rows are padded when ``pad``. Padded tokens get
     ``pad_token_id`` and attention 0. Past key/values are random normal, fully attended.
+    Encoder states (cross-attention decoders) are random normal over ``encoder_sequence`` positions
+    (default ``sequence + 2``: unlike the decoder's), their mask padded like the tokens'.
     """
     rng = np.random.default_rng(seed)
     limit = spec.max_sequence_length
@@ -507,11 +569,22 @@ def make_inputs(
         types[mask == 0] = 0
     full_mask = mask if not spec.with_past else np.concatenate([np.ones((rows, past), np.int64), mask], axis=1)
     by_role = {"ids": ids, "mask": full_mask, "types": types}
+    states = spec.input("encoder_states")
+    if states is not None:
+        length = encoder_sequence or sequence + 2
+        encoder_mask = np.ones((rows, length), dtype=np.int64)
+        if pad:
+            for r in range(1, rows):
+                encoder_mask[r, max(1, length - 1 - (r % max(1, length - 1))):] = 0
+        by_role["encoder_states"] = rng.standard_normal((rows, length, states.shape[-1])).astype(states.dtype)
+        by_role["encoder_mask"] = encoder_mask
     out: dict[str, np.ndarray] = {}
     for t in spec.inputs:
         if t.is_cache:
             shape = (batch, spec.num_attention_heads, past, spec.head_dim)
             out[t.name] = rng.standard_normal(shape).astype(t.dtype)  # float16 in fp16 exports
+        elif t.role in ("encoder_states", "encoder_mask"):  # (batch, encoder sequence[, hidden]): no choices
+            out[t.name] = by_role[t.role]
         else:
             out[t.name] = by_role[t.role].reshape(*lead, -1)
     return out

@@ -120,11 +120,12 @@ def is_cache(name: str) -> bool:
 
 
 def fp16_spec(spec):
-    """The io spec of the fp16 graph: cache tensors float16, everything else as in fp32."""
-    def retype(t):
-        return dataclasses.replace(t, dtype="float16") if t.is_cache and t.dtype == "float32" else t
+    """The io spec of the fp16 graph: cache tensors float16, and every float input (the pass retypes them:
+    a cross-attention decoder's encoder_hidden_states too); everything else as in fp32."""
+    def retype(t, every_float: bool = False):
+        return dataclasses.replace(t, dtype="float16") if (t.is_cache or every_float) and t.dtype == "float32" else t
 
-    return dataclasses.replace(spec, inputs=tuple(retype(t) for t in spec.inputs),
+    return dataclasses.replace(spec, inputs=tuple(retype(t, True) for t in spec.inputs),
                                outputs=tuple(retype(t) for t in spec.outputs))
 
 

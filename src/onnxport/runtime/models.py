@@ -159,6 +159,12 @@ class OnnxModelBase:
         past = inputs.pop("past_key_values", None)
         known = set(self._input_specs) | {"token_type_ids"}
         unknown = sorted(set(inputs) - known)
+        if "encoder_hidden_states" in unknown or "encoder_attention_mask" in unknown:
+            raise RuntimeInputError(
+                f"This {self.spec.task} export takes no encoder_hidden_states/encoder_attention_mask: only a "
+                "cross-attention decoder's (config add_cross_attention=True) base model, causal LM and masked LM "
+                "exports do; re-export such a checkpoint to feed encoder states."
+            )
         if unknown:
             raise RuntimeInputError(
                 f"Unknown input(s) {unknown} for this {self.spec.task} export; it takes {sorted(known)}."
@@ -182,6 +188,7 @@ class OnnxModelBase:
         feeds.update(input_ids=ids, attention_mask=mask)
         if types is not None or "token_type_ids" in self._input_specs:
             feeds["token_type_ids"] = np.zeros_like(ids, np.int64) if types is None else types
+        feeds.update(self._encoder_feeds(inputs))
         self.spec.check_feeds(feeds, self._limits)
         # all-zero token types for a graph without them (check_feeds refused any other) are what it computes
         return {name: self._in_graph_dtype(name, value) for name, value in feeds.items() if name in self._input_specs}
@@ -220,18 +227,38 @@ class OnnxModelBase:
         return array
 
     @classmethod
-    def _mask_array(cls, value: Any) -> np.ndarray:
-        array = cls._as_array("attention_mask", value)
+    def _mask_array(cls, value: Any, name: str = "attention_mask") -> np.ndarray:
+        array = cls._as_array(name, value)
         if array.dtype.kind not in "iubf":
-            raise RuntimeInputError(f"attention_mask must hold 0/1 integers, got dtype {array.dtype}.")
+            raise RuntimeInputError(f"{name} must hold 0/1 integers, got dtype {array.dtype}.")
         valid = (array == 0) | (array == 1)  # NaN is neither
         if not valid.all():
             bad = array[~valid].ravel()[0].item()
             raise RuntimeInputError(
-                f"attention_mask must contain only 0 and 1 (0 marks padding), found {bad!r}; "
-                "pass the tokenizer's attention_mask."
+                f"{name} must contain only 0 and 1 (0 marks padding), found {bad!r}; "
+                f"pass the tokenizer's {name}."
             )
         return array.astype(np.int64, copy=False)  # transformers accepts 0.0/1.0 float masks; the graph takes int64
+
+    def _encoder_feeds(self, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """A cross-attention decoder's encoder inputs (none for other graphs): the states are required, the
+        mask defaults to all ones (every encoder position attended), as in transformers. ``check_feeds``
+        checks their shapes against the decoder's batch and hidden size."""
+        if self.spec.input("encoder_states") is None:
+            return {}
+        states = inputs.get("encoder_hidden_states")
+        if states is None:
+            raise RuntimeInputError(
+                "encoder_hidden_states is required: this export is a cross-attention decoder (add_cross_attention); "
+                "pass the encoder's last_hidden_state, shape (batch, encoder_sequence, hidden_size), at every step "
+                "(with encoder_attention_mask when the encoder's input was padded).")
+        states = self._as_array("encoder_hidden_states", states)
+        mask = inputs.get("encoder_attention_mask")
+        if mask is None:
+            mask = np.ones(states.shape[:2], np.int64)
+        else:
+            mask = self._mask_array(mask, "encoder_attention_mask")
+        return {"encoder_hidden_states": states, "encoder_attention_mask": mask}
 
     def _past_feeds(self, past: Any, batch: int) -> dict[str, Any]:
         """past_key_values as the graph's cache feeds: one (key, value) pair per layer (the IO spec checks
@@ -295,6 +322,10 @@ def _check_spec_matches_task(spec: IOSpec, config: EncoderConfig, export_dir: st
     unknown = sorted(set(spec.input_names) - set(expected.input_names))
     if unknown or "input_ids" not in spec.input_names:
         problems.append(f"inputs {spec.input_names}, a {spec.task!r} export takes {expected.input_names}")
+    if expected.input("encoder_states") is not None and spec.input("encoder_states") is None:
+        logger.warning("%s was exported before cross-attention decoders took encoder_hidden_states: it runs the "
+                       "decoder without cross-attention (as transformers does when given no encoder states). "
+                       "Re-export it to feed encoder states.", export_dir)
     if problems:
         raise ModelFileError(
             f"{export_dir}/{SPEC_FILE} does not describe a {spec.task!r} export of this config: it lists "

@@ -444,7 +444,10 @@ class MultipleChoicePipeline(Pipeline):
 class TextGenerationPipeline(Pipeline):
     def __call__(self, inputs, max_new_tokens: int = 20, do_sample: bool = False, temperature: float = 1.0,
                  top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
-                 eos_token_id: Optional[int] = None, return_full_text: bool = True):
+                 eos_token_id: Optional[int] = None, return_full_text: bool = True,
+                 encoder_hidden_states: Any = None, encoder_attention_mask: Any = None):
+        """``encoder_hidden_states`` (1, encoder_sequence, hidden_size) and ``encoder_attention_mask``: what a
+        cross-attention decoder's export attends to, at every step of every text (texts decode one at a time)."""
         pp.check_int("max_new_tokens", max_new_tokens, 0)
         pp.check_sampling(temperature, top_k, top_p)
         texts, single = self._as_list(inputs, pairs=False)
@@ -455,15 +458,22 @@ class TextGenerationPipeline(Pipeline):
             ids = np.asarray(self.tokenizer(text, add_special_tokens=False, return_tensors="np")["input_ids"])
             if ids.shape[1] == 0:
                 ids = np.array([[self.tokenizer.bos_token_id or self.tokenizer.cls_token_id]])
-            new = self.generate_ids(ids, max_new_tokens, rng, do_sample, temperature, top_k, top_p, eos)
+            new = self.generate_ids(ids, max_new_tokens, rng, do_sample, temperature, top_k, top_p, eos,
+                                    encoder_hidden_states, encoder_attention_mask)
             generated = self.tokenizer.decode(new.tolist(), skip_special_tokens=True)
             results.append({"generated_text": (text + generated) if return_full_text else generated,
                             "generated_token_ids": new.tolist()})
         return results[0] if single else results
 
     def generate_ids(self, ids: np.ndarray, max_new_tokens: int, rng, do_sample=False, temperature=1.0,
-                     top_k=None, top_p=None, eos_token_id=None) -> np.ndarray:
-        """Decode up to ``max_new_tokens`` after ``ids`` (1, n); uses the cache when the export has one."""
+                     top_k=None, top_p=None, eos_token_id=None, encoder_hidden_states=None,
+                     encoder_attention_mask=None) -> np.ndarray:
+        """Decode up to ``max_new_tokens`` after ``ids`` (1, n); uses the cache when the export has one. The
+        encoder inputs (cross-attention decoders) go to every step; the model refuses them when its graph
+        takes none, and asks for them when it does."""
+        encoder = {name: value for name, value in (("encoder_hidden_states", encoder_hidden_states),
+                                                   ("encoder_attention_mask", encoder_attention_mask))
+                   if value is not None}
         limit = self.model.config.max_sequence_length
         if ids.shape[1] >= limit:
             raise InputError(f"The prompt has {ids.shape[1]} tokens; the model takes at most {limit}: shorten it.")
@@ -474,10 +484,10 @@ class TextGenerationPipeline(Pipeline):
         sequence = ids
         for _ in range(max_new_tokens):
             if self.model.spec.with_past:
-                out = self.model(input_ids=step_ids, past_key_values=past)
+                out = self.model(input_ids=step_ids, past_key_values=past, **encoder)
                 past = out["past_key_values"]
             else:
-                out = self.model(input_ids=sequence)
+                out = self.model(input_ids=sequence, **encoder)
             token = int(pp.next_tokens(out["logits"][:, -1], rng, do_sample, temperature, top_k, top_p)[0])
             new.append(token)
             if eos_token_id is not None and token == eos_token_id:
