@@ -16,6 +16,9 @@ Two engines sit below it:
 A family supplies only data (file names, special tokens, pair layout) and the
 piece that really differs: how text becomes tokens (slow) or how the Rust
 pipeline is assembled from vocabulary files (fast).
+
+A directory saved by transformers 5 is followed as transformers 5 behaves (default keys, extra special
+tokens, tokenizer.json-only layout); versions.py has the rule that tells the releases apart.
 """
 
 from __future__ import annotations
