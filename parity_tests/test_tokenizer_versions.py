@@ -180,3 +180,16 @@ def test_export_and_pipeline_follow_a_transformers5_tokenizer(directories, check
         want = [scores[model.config.id2label[i]] for i in range(len(untyped))]
         assert np.allclose(want, untyped.numpy(), atol=1e-5)
         assert not np.allclose(want, typed.numpy(), atol=1e-5)  # the types matter to this model
+
+
+def test_slow_class_on_an_unusable_tokenizer_json(tmp_path):
+    """A tokenizer.json of another model type, or one that does not parse, is a ModelFileError saying so."""
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"backend": "tokenizers"}))
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"model": {"type": "Unigram", "vocab": [["a", 0.0]]}}))
+    with pytest.raises(ModelFileError, match="holds a Unigram model; RoFormerTokenizer reads a WordPiece"):
+        ours.RoFormerTokenizer.from_pretrained(tmp_path)
+    with pytest.raises(ModelFileError, match="holds a Unigram model; RobertaTokenizer reads a BPE"):
+        ours.RobertaTokenizer.from_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="not a valid tokenizer.json"):
+        ours.RoFormerTokenizer.from_pretrained(tmp_path)

@@ -30,6 +30,8 @@ import json
 from pathlib import Path
 from typing import Mapping
 
+from ..errors import ModelFileError
+
 TRANSFORMERS5_MODEL_INPUT_NAMES = ["input_ids", "attention_mask"]
 # Written into tokenizer_config.json's "backend" by every transformers 5 tokenizer (never by 4.x).
 TRANSFORMERS5_BACKENDS = ("tokenizers", "sentencepiece")
@@ -49,19 +51,19 @@ def read_tokenizer_json(path) -> dict:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not a valid tokenizer.json ({error}); save the tokenizer again") from error
+        raise ModelFileError(f"{path} is not a valid tokenizer.json ({error}); save the tokenizer again") from error
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
-        raise ValueError(f"{path} is not a tokenizer.json: it has no 'model' object")
+        raise ModelFileError(f"{path} is not a tokenizer.json: it has no 'model' object")
     return data
 
 
 def _model_of(data: dict, path, kind: str, class_name: str) -> dict:
     model = data["model"]
     if model.get("type") != kind:
-        raise ValueError(f"{path} holds a {model.get('type')} model; {class_name} reads a {kind} vocabulary from "
+        raise ModelFileError(f"{path} holds a {model.get('type')} model; {class_name} reads a {kind} vocabulary from "
                          f"it. Load the directory with the fast class ({class_name}Fast) or AutoTokenizer")
     if not isinstance(model.get("vocab"), dict) or not all(isinstance(i, int) for i in model["vocab"].values()):
-        raise ValueError(f"{path}'s {kind} model has no token -> id vocabulary")
+        raise ModelFileError(f"{path}'s {kind} model has no token -> id vocabulary")
     return model
 
 
@@ -78,7 +80,7 @@ def bpe_vocab_and_merges(data: dict, path, class_name: str) -> tuple[dict[str, i
     for merge in model.get("merges") or []:
         pair = merge.split(" ") if isinstance(merge, str) else list(merge)
         if len(pair) != 2 or not all(isinstance(symbol, str) for symbol in pair):
-            raise ValueError(f"{path}: a BPE merge must be two symbols, got {merge!r}")
+            raise ModelFileError(f"{path}: a BPE merge must be two symbols, got {merge!r}")
         merges.append((pair[0], pair[1]))
     return dict(model["vocab"]), merges
 
