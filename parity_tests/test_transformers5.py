@@ -174,6 +174,25 @@ def test_slow_classes_on_v5_directories(v5_directories, tmp_path):
         ours.XLMRobertaTokenizer.from_pretrained(_directory(v5_directories, "sentencepiece-multilingual"))
 
 
+@pytest.mark.parametrize("name", VOCABULARIES)
+def test_what_onnxport_saves_loads_in_transformers5(v5_directories, name, tmp_path):
+    """A v5 directory re-saved by onnxport (fast, and slow where it reads tokenizer.json) stays a directory that
+    transformers 5 loads and tokenizes as the original."""
+    directory = _directory(v5_directories, name)
+    original = transformers.AutoTokenizer.from_pretrained(str(directory))
+    _, class_name, mask, cls, sep = VOCABULARIES[name]
+    savers = [ours.AutoTokenizer.from_pretrained(directory)]
+    if class_name != "XLMRobertaTokenizer":
+        savers.append(getattr(ours, class_name).from_pretrained(directory))
+    for index, tokenizer in enumerate(savers):
+        tokenizer.save_pretrained(tmp_path / str(index))
+        reloaded = transformers.AutoTokenizer.from_pretrained(str(tmp_path / str(index)))
+        assert reloaded.model_input_names == original.model_input_names
+        assert reloaded.all_special_tokens == original.all_special_tokens
+        for args in (("Hello world! 今天天气非常好",), (f"The capital {mask} of France.", "a pair 我们去北京")):
+            assert dict(reloaded(*args)) == dict(original(*args)), (type(tokenizer).__name__, args)
+
+
 # ----------------------------------------------------------------------------- checkpoints, exports, pipelines
 def _build_checkpoint(path, model_type, head, tokenizer_dir, seed=0):
     """A tiny random model saved by transformers 5, its vocabulary the tokenizer's, the v5 tokenizer beside it."""
