@@ -17,6 +17,7 @@ from .fast import FastTokenizerBase
 from .roberta import RobertaTokenizer, RobertaTokenizerFast
 from .roformer import RoFormerTokenizer, RoFormerTokenizerFast
 from .slow import SlowTokenizerBase
+from .versions import saved_by_major
 from .xlm_roberta import XLMRobertaTokenizer, XLMRobertaTokenizerFast
 
 # (slow, fast) per transformers tokenizer_class (without "Fast") and per config.json model_type.
@@ -30,18 +31,30 @@ TOKENIZERS_BY_MODEL_TYPE = {model_type: TOKENIZERS_BY_CLASS_NAME[family.tokenize
                             for model_type, family in FAMILIES.items()}
 
 
-def _json_field(path: Path, field: str):
+def _json_object(path: Path) -> dict:
     if not path.is_file():
-        return None
+        return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get(field)
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not a valid JSON object ({error})") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a valid JSON object (it holds a {type(data).__name__})")
+    return data
+
+
+def _json_field(path: Path, field: str):
+    return _json_object(path).get(field)
 
 
 class AutoTokenizer:
     """Pick the tokenizer class of a directory from tokenizer_config.json's `tokenizer_class`, else from
-    config.json's `model_type`."""
+    config.json's `model_type`.
+
+    A directory saved by transformers 5 (versions.py: tokenizer_config.json's "backend") gets the fast class even
+    with use_fast=False, as transformers 5 gives it: its RoBERTa, RoFormer and XLM-R tokenizers have no Python
+    engine, so both answers are the Rust tokenizer's. The slow classes themselves still load such a directory
+    (RoBERTa and RoFormer from tokenizer.json) with transformers 4.x's Python results."""
 
     @classmethod
     def from_pretrained(cls, directory: Union[str, os.PathLike], use_fast: bool = True, **kwargs) -> TokenizerBase:
@@ -68,6 +81,8 @@ class AutoTokenizer:
                 f"and config.json's model_type is {model_type!r}; supported are tokenizer_class "
                 f"{sorted(TOKENIZERS_BY_CLASS_NAME)} or model_type {sorted(TOKENIZERS_BY_MODEL_TYPE)}"
             )
+        if not use_fast and saved_by_major(_json_object(directory / "tokenizer_config.json")) >= 5:
+            use_fast = True
         return pair[1 if use_fast else 0], named_by
 
 

@@ -16,6 +16,9 @@ Two engines sit below it:
 A family supplies only data (file names, special tokens, pair layout) and the
 piece that really differs: how text becomes tokens (slow) or how the Rust
 pipeline is assembled from vocabulary files (fast).
+
+A directory saved by transformers 5 is followed as transformers 5 behaves (default keys, extra special
+tokens, tokenizer.json-only layout); versions.py has the rule that tells the releases apart.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Iterable, Optional, Union
 import numpy as np
 
 from .encoding import TENSOR_TYPES, VERY_LARGE_INTEGER, BatchEncoding, resolve_padding_and_truncation
+from .versions import TRANSFORMERS5_MODEL_INPUT_NAMES, saved_by_major
 
 SPECIAL_TOKEN_ATTRIBUTES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
@@ -148,10 +152,20 @@ class TokenizerBase:
             raise ValueError(f"tokenizer_config.json's added_tokens_decoder is malformed ({error}); it maps "
                              'token ids to {"content": ..., "special": ..., "lstrip": ...} objects') from error
         self._user_added_tokens: list[AddedTokenSpec] = []
-        self._additional_special_tokens: list[AddedTokenSpec] = [
-            AddedTokenSpec(**{**AddedTokenSpec.read(value, "additional_special_tokens").as_config(), "special": True})
-            for value in kwargs.pop("additional_special_tokens", None) or []
-        ]
+        # The transformers release whose behaviour this tokenizer follows (versions.py has the rule).
+        self.transformers_major = saved_by_major(kwargs)
+        additional = list(kwargs.pop("additional_special_tokens", None) or [])
+        if isinstance(kwargs.get("extra_special_tokens"), list):  # 5.x's name and form (4.x's is a dict of names)
+            additional += kwargs.pop("extra_special_tokens")
+        self._additional_special_tokens: list[AddedTokenSpec] = list({
+            spec.content: spec for spec in (
+                AddedTokenSpec(**{**AddedTokenSpec.read(value, "additional_special_tokens").as_config(), "special": True})
+                for value in additional)
+        }.values())
+        if kwargs.get("model_input_names") is not None:  # both releases take it from tokenizer_config.json
+            self.model_input_names = list(kwargs["model_input_names"])
+        elif self.transformers_major >= 5:
+            self.model_input_names = list(TRANSFORMERS5_MODEL_INPUT_NAMES)
         self.init_kwargs = kwargs  # unused extras from config files are kept, not rejected
 
     # --- special tokens ------------------------------------------------------------------------
@@ -301,7 +315,7 @@ class TokenizerBase:
     @property
     def special_tokens_map(self) -> dict[str, str]:
         mapping = {name: token for name, token in self._special_tokens.items() if token is not None}
-        if self._additional_special_tokens:
+        if self._additional_special_tokens and self.transformers_major < 5:  # 5.x lists only the named ones
             mapping["additional_special_tokens"] = self.additional_special_tokens
         return mapping
 
@@ -312,6 +326,11 @@ class TokenizerBase:
     @property
     def additional_special_tokens_ids(self) -> list[int]:
         return self.convert_tokens_to_ids(self.additional_special_tokens)
+
+    @property
+    def extra_special_tokens(self) -> list[str]:
+        """transformers 5's name for the additional special tokens."""
+        return self.additional_special_tokens
 
     @property
     def all_special_tokens(self) -> list[str]:
@@ -521,12 +540,7 @@ class TokenizerBase:
             config.update(read_json(tokenizer_config))
         config.update(kwargs)
         files = {arg: directory / name for arg, name in cls._file_names().items() if (directory / name).is_file()}
-        if not cls._has_required_files(files):
-            wanted = " or ".join(cls._file_names().values())
-            raise FileNotFoundError(
-                f"no vocabulary for {cls.__name__} in {directory}: expected {wanted}; "
-                "save the tokenizer there with save_pretrained or copy its vocabulary files in"
-            )
+        files = cls._usable_files(files, directory)
         return cls(**{arg: str(path) for arg, path in files.items()}, **config)
 
     @classmethod
@@ -536,6 +550,17 @@ class TokenizerBase:
     @classmethod
     def _has_required_files(cls, files: dict) -> bool:
         return all(arg in files for arg in cls.vocab_files)
+
+    @classmethod
+    def _usable_files(cls, files: dict, directory: Path) -> dict:
+        """The files found in a directory that the class is built from; raises when they do not suffice."""
+        if not cls._has_required_files(files):
+            wanted = " or ".join(cls._file_names().values())
+            raise FileNotFoundError(
+                f"no vocabulary for {cls.__name__} in {directory}: expected {wanted}; "
+                "save the tokenizer there with save_pretrained or copy its vocabulary files in"
+            )
+        return files
 
     def save_pretrained(self, directory: Union[str, os.PathLike]) -> tuple[str, ...]:
         directory = Path(directory)
@@ -564,6 +589,8 @@ class TokenizerBase:
             "tokenizer_class": self.transformers_class_name,
             "added_tokens_decoder": {str(index): spec.as_config() for index, spec in self.added_tokens_decoder.items()},
         }
+        if self._additional_special_tokens and self.transformers_major >= 5:
+            config["extra_special_tokens"] = self.additional_special_tokens
         written = [directory / TOKENIZER_CONFIG_FILE, directory / SPECIAL_TOKENS_MAP_FILE]
         written[0].write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         written[1].write_text(json.dumps(special_tokens, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

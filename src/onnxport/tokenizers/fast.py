@@ -107,6 +107,8 @@ class FastTokenizerBase(TokenizerBase):
         return self._tokenizer.id_to_token(index)
 
     def tokenize(self, text: str, pair: Optional[str] = None, add_special_tokens: bool = False, **kwargs) -> list[str]:
+        # The backend keeps the last call's truncation/padding (e.g. only_second, which fails without a pair).
+        self._configure("do_not_truncate", None, 0, "do_not_pad", None, self.padding_side)
         return self._tokenizer.encode(text, pair, add_special_tokens=add_special_tokens).tokens
 
     def _decode_ids(self, ids, skip_special_tokens):

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional
 
 from .base import TokenizerBase, copy_files_into, read_json
 from .fast import FastTokenizerBase
 from .slow import SlowTokenizerBase
+from .versions import bpe_vocab_and_merges
 
 # GPT-2's pre-tokenization: contractions, letter runs, digit runs, other symbols, whitespace.
 PRETOKENIZE_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -63,12 +65,23 @@ class RobertaFamily(TokenizerBase):
 
 
 class RobertaTokenizer(RobertaFamily, SlowTokenizerBase):
-    """Pure-Python byte-level BPE."""
+    """Pure-Python byte-level BPE; vocabulary and merges from vocab.json + merges.txt, or from a tokenizer.json's
+    BPE model when those are absent (transformers 5's directories)."""
 
-    def __init__(self, vocab_file: str, merges_file: str, **kwargs):
+    reads_tokenizer_json = True
+
+    def __init__(self, vocab_file: Optional[str] = None, merges_file: Optional[str] = None, **kwargs):
         super().__init__(**kwargs)
         self.vocab_file, self.merges_file = vocab_file, merges_file
-        self.encoder, merges = read_bpe_files(vocab_file, merges_file)
+        if vocab_file is not None and merges_file is not None:
+            self.encoder, merges = read_bpe_files(vocab_file, merges_file)
+        elif self.tokenizer_json is not None:
+            self.encoder, merges = bpe_vocab_and_merges(self.tokenizer_json, self.tokenizer_file, type(self).__name__)
+            self.vocab_file = self.merges_file = None
+        else:
+            raise FileNotFoundError(f"{type(self).__name__} needs vocab_file and merges_file (vocab.json, merges.txt) "
+                                    "or tokenizer_file")
+        self.merges = merges
         self.decoder = {index: token for token, index in self.encoder.items()}
         self.merge_ranks = {pair: rank for rank, pair in enumerate(merges)}
         self.char_to_byte = {char: b for b, char in byte_to_char().items()}
@@ -130,7 +143,12 @@ class RobertaTokenizer(RobertaFamily, SlowTokenizerBase):
         return bytes(self.char_to_byte[char] for char in "".join(tokens)).decode("utf-8", errors=self.errors)
 
     def _save_vocabulary(self, directory: Path):
-        return copy_files_into(directory, self.vocab_file, self.merges_file)
+        if self.vocab_file is not None:
+            return copy_files_into(directory, self.vocab_file, self.merges_file)
+        vocab_target, merges_target = (directory / self.vocab_files[arg] for arg in ("vocab_file", "merges_file"))
+        vocab_target.write_text(json.dumps(self.encoder, ensure_ascii=False), encoding="utf-8")
+        merges_target.write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in self.merges), encoding="utf-8")
+        return [vocab_target, merges_target]
 
 
 class RobertaTokenizerFast(RobertaFamily, FastTokenizerBase):

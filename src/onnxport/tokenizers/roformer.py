@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import unicodedata
 from pathlib import Path
+from typing import Optional
 
 from .base import TokenizerBase, copy_files_into
 from .fast import FastTokenizerBase
 from .slow import SlowTokenizerBase
+from .versions import wordpiece_vocab
 
 CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
               (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
@@ -133,15 +135,23 @@ class RoFormerFamily(TokenizerBase):
 
 
 class RoFormerTokenizer(RoFormerFamily, SlowTokenizerBase):
-    """Python jieba (rjieba) + BasicTokenizer + WordPiece."""
+    """Python jieba (rjieba) + BasicTokenizer + WordPiece; the vocabulary from vocab.txt, or from a tokenizer.json's
+    WordPiece model when there is no vocab.txt (transformers 5's directories)."""
 
-    def __init__(self, vocab_file: str, **kwargs):
+    reads_tokenizer_json = True
+
+    def __init__(self, vocab_file: Optional[str] = None, **kwargs):
         super().__init__(**kwargs)
         import rjieba
 
         self.jieba = rjieba
         self.vocab_file = vocab_file
-        self.vocab = load_vocab(vocab_file)
+        if vocab_file is not None:
+            self.vocab = load_vocab(vocab_file)
+        elif self.tokenizer_json is not None:
+            self.vocab = wordpiece_vocab(self.tokenizer_json, self.tokenizer_file, type(self).__name__)
+        else:
+            raise FileNotFoundError(f"{type(self).__name__} needs vocab_file (vocab.txt) or tokenizer_file")
         self.ids_to_tokens = {index: token for token, index in self.vocab.items()}
         self.basic_tokenizer = BasicTokenizer(self.do_lower_case, self.tokenize_chinese_chars, self.strip_accents,
                                               never_split=self.all_special_tokens)
@@ -174,7 +184,11 @@ class RoFormerTokenizer(RoFormerFamily, SlowTokenizerBase):
         return " ".join(tokens).replace(" ##", "").strip()
 
     def _save_vocabulary(self, directory: Path):
-        return copy_files_into(directory, self.vocab_file)
+        if self.vocab_file is not None:
+            return copy_files_into(directory, self.vocab_file)
+        target = directory / self.vocab_files["vocab_file"]
+        target.write_text("".join(token + "\n" for token in self.vocab), encoding="utf-8")  # in id order
+        return [target]
 
 
 class JiebaPreTokenizer:

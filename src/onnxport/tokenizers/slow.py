@@ -10,7 +10,9 @@ import logging
 import re
 from typing import Optional
 
-from .base import AddedTokenSpec, TokenizerBase
+from ..errors import ModelFileError
+from .base import TOKENIZER_FILE, AddedTokenSpec, TokenizerBase
+from .versions import added_tokens_decoder, read_tokenizer_json
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +24,41 @@ class SlowTokenizerBase(TokenizerBase):
 
     do_lower_case = False
     is_fast = False
+    # Whether the family can take its vocabulary from a tokenizer.json when its own files are absent (a directory
+    # saved by transformers 5 holds only tokenizer.json + tokenizer_config.json; versions.py).
+    reads_tokenizer_json = False
+
+    def __init__(self, tokenizer_file: Optional[str] = None, **kwargs):
+        # The parsed tokenizer.json when the vocabulary comes from it; its added tokens (ids and flags) stand in
+        # for tokenizer_config.json's added_tokens_decoder, which transformers 5 no longer writes.
+        self.tokenizer_json = None
+        if tokenizer_file is not None:
+            self.tokenizer_json = read_tokenizer_json(tokenizer_file)
+            if not kwargs.get("added_tokens_decoder"):
+                kwargs["added_tokens_decoder"] = added_tokens_decoder(self.tokenizer_json)
+        self.tokenizer_file = tokenizer_file
+        super().__init__(**kwargs)
+
+    @classmethod
+    def _file_names(cls):
+        return {**cls.vocab_files, "tokenizer_file": TOKENIZER_FILE}
+
+    @classmethod
+    def _usable_files(cls, files, directory):
+        """The vocabulary files when all are there, else tokenizer.json for a family that reads it; a
+        tokenizer.json-only directory of another family gets a ModelFileError naming what to do."""
+        if cls._has_required_files(files):
+            return {arg: path for arg, path in files.items() if arg in cls.vocab_files}
+        if "tokenizer_file" in files:
+            if cls.reads_tokenizer_json:
+                return {"tokenizer_file": files["tokenizer_file"]}
+            missing = [name for arg, name in cls.vocab_files.items() if arg not in files]
+            raise ModelFileError(
+                f"{cls.__name__} (slow) needs {' and '.join(missing)}, which {directory} does not hold: it has only "
+                f"{TOKENIZER_FILE} (as transformers 5 saves tokenizers). Load it with {cls.__name__}Fast, or "
+                f"AutoTokenizer.from_pretrained(...) without use_fast=False, or copy {' and '.join(missing)} in"
+            )
+        return super()._usable_files(files, directory)
 
     # --- added tokens ------------------------------------------------------------------------------
     def _added_state(self):
