@@ -110,6 +110,8 @@ def _summary(result: lt.LoadResult, start_mb: float, end_mb: float) -> dict:
             "examples": result.examples, "rss_start_mb": round(start_mb, 1), "rss_end_mb": round(end_mb, 1),
             "mb_per_10k_calls": round((end_mb - start_mb) / calls * 10_000, 3) if calls else None,
             "slope_mb_per_10k_calls": lt.growth_per_10k(result.samples),
+            # the second half alone: after every distinct request shape has been seen (arenas at their size)
+            "second_half_slope_mb_per_10k_calls": lt.growth_per_10k(result.samples[len(result.samples) // 2:]),
             "samples": [(round(t, 1), c, round(m, 1)) for t, c, m in result.samples]}
 
 
@@ -309,10 +311,12 @@ def markdown(report: dict) -> str:
                   f"{p['requests']} distinct requests replayed at random, each answer compared exactly with the "
                   f"single-threaded answer. Load average before -> after: {_load(p['load_before'])} -> "
                   f"{_load(p['load_after'])}.", "",
-                  "| calls | errors | answers differing | RSS after warm-up -> end (MB) | MB per 10,000 calls (end - start; slope) |",
-                  "|---:|---:|---:|---|---|",
+                  "| calls | errors | answers differing | RSS after warm-up -> end (MB) | MB per 10,000 calls: end - start; "
+                  "slope; slope of the second half |", "|---:|---:|---:|---|---|",
                   f"| {p['calls']} | {p['errors']} | {p['mismatches']} | {p['rss_start_mb']} -> {p['rss_end_mb']} | "
-                  f"{p['mb_per_10k_calls']}; {_num(p['slope_mb_per_10k_calls'])} |", "",
+                  f"{p['mb_per_10k_calls']}; {_num(p['slope_mb_per_10k_calls'])}; "
+                  f"{_num(p.get('second_half_slope_mb_per_10k_calls'))} |", "",
+                  "RSS samples (s, calls, MB): " + ", ".join(f"{t:.0f}/{c}/{m}" for t, c, m in p["samples"]) + ".", "",
                   "Calls per task: " + ", ".join(f"{k} {v}" for k, v in p["calls_by_task"].items()) + ".", ""]
     c = report.get("create-drop")
     if c:
@@ -327,10 +331,13 @@ def markdown(report: dict) -> str:
                   f"{t['requests']} one-row requests over {len(t['model_stats'])} Python-backend models; "
                   f"{t['server_processes']} server processes. Load average before -> after: "
                   f"{_load(t['load_before'])} -> {_load(t['load_after'])}.", "",
-                  "| requests | failed | answers differing (> 1e-4) | server RSS after warm-up -> end (MB) | MB per 10,000 requests (end - start; slope) |",
-                  "|---:|---:|---:|---|---|",
+                  "| requests | failed | answers differing (> 1e-4) | server RSS after warm-up -> end (MB) | MB per 10,000 "
+                  "requests: end - start; slope; slope of the second half |", "|---:|---:|---:|---|---|",
                   f"| {t['calls']} | {t['errors']} | {t['mismatches']} | {t['rss_start_mb']} -> {t['rss_end_mb']} | "
-                  f"{t['mb_per_10k_calls']}; {_num(t['slope_mb_per_10k_calls'])} |", ""]
+                  f"{t['mb_per_10k_calls']}; {_num(t['slope_mb_per_10k_calls'])}; "
+                  f"{_num(t.get('second_half_slope_mb_per_10k_calls'))} |", "",
+                  "Server RSS samples (s, requests, MB): " + ", ".join(f"{s:.0f}/{c}/{m}" for s, c, m in t["samples"])
+                  + ".", ""]
     elif t:
         lines += ["## Triton", "", f"skipped: {t['skipped']}", ""]
     return "\n".join(lines) + "\n"
@@ -373,10 +380,10 @@ def main(argv: list[str] | None = None) -> int:
               "load_at_start": os.getloadavg()}
     log(f"machine: {report['machine']}")
     exports = build_exports(work, tasks)
+    if "create-drop" in sections:  # first: nothing freed by the other sections moves its figure
+        report["create-drop"] = run_create_drop(args, build_exports(work, ["fill-mask"]))
     if "pipelines" in sections:
         report["pipelines"] = run_pipelines(args, exports)
-    if "create-drop" in sections:
-        report["create-drop"] = run_create_drop(args, build_exports(work, ["fill-mask"]))
     if "triton" in sections:
         report["triton"] = run_triton(args, exports, work)
     report["load_at_end"] = os.getloadavg()
