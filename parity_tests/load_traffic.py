@@ -256,8 +256,9 @@ def replay(requests: Sequence[Request], answer: Callable[[Request], Any], refere
            during: Optional[Callable[[], None]] = None, log: Callable[..., None] = lambda *_: None) -> LoadResult:
     """``threads`` threads call ``answer(request)`` on requests drawn at random for ``seconds`` (or until
     ``max_calls``), each answer compared with ``references[i]``. Every ``sample_every`` seconds the main
-    thread records (elapsed, calls, ``sample()``). ``during``: run in the main thread once traffic flows
-    (after half a second); the traffic goes on one more second after it returns, then stops."""
+    thread records (elapsed, calls, ``sample()``). ``during``: run in the main thread once every thread has
+    answered once; the traffic goes on until every thread has answered once more and a second has passed
+    (or ``seconds`` are up), then stops."""
     result = LoadResult()
     lock = threading.Lock()
     start_together = threading.Barrier(threads + 1)
@@ -304,16 +305,25 @@ def replay(requests: Sequence[Request], answer: Callable[[Request], Any], refere
     t0 = time.monotonic()
     deadline = t0 + seconds
     next_sample = t0 + sample_every if sample_every else float("inf")
+    wanted_calls = 0  # with ``during``: calls to see after it, before stopping early
     if during is not None:
-        time.sleep(0.5)
+        while result.total_calls + sum(result.errors.values()) < threads and time.monotonic() < deadline:
+            time.sleep(0.01)
         try:
             during()
         finally:
-            deadline = min(deadline, time.monotonic() + 1.0)
+            settle = time.monotonic() + 1.0
+            with lock:
+                wanted_calls = result.total_calls + sum(result.errors.values()) + threads
     while any(w.is_alive() for w in workers):
         now = time.monotonic()
         if now >= deadline:
             done.set()
+        if wanted_calls and now >= settle:
+            with lock:
+                seen = result.total_calls + sum(result.errors.values())
+            if seen >= wanted_calls:
+                done.set()
         if now >= next_sample:
             with lock:
                 calls = result.total_calls
