@@ -494,11 +494,11 @@ def _carry_over(old: str, build: str, owned: Callable[[str], bool]) -> None:
 
 def exchange(a: str, b: str) -> bool:
     """Swap two directories in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the system or
-    filesystem cannot, so the caller falls back to two renames."""
+    filesystem cannot, or the call fails (it is all or nothing), so the caller falls back to two renames,
+    which raise what is wrong."""
     if not sys.platform.startswith("linux"):
         return False
     import ctypes
-    import errno
 
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
@@ -508,10 +508,8 @@ def exchange(a: str, b: str) -> bool:
     at_fdcwd, rename_exchange = -100, 2
     if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
         return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):  # e.g. an old kernel, NFS
-        return False
-    raise OSError(code, os.strerror(code), a)
+    logger.debug("renameat2(RENAME_EXCHANGE) %s <-> %s: %s; two renames instead", a, b, os.strerror(ctypes.get_errno()))
+    return False
 
 
 def _swap_in(build: str, target: str, parent: str) -> None:
