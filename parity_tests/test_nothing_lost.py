@@ -9,6 +9,9 @@
 * An int8 model refused by its quality gate leaves nothing (a previous output directory untouched).
 * fp16 exports: a float32 cache beyond the fp16 range is refused, not cast to inf; rows whose attention mask
   is all zeros give finite outputs.
+* Issue 23: the disk filling up during an export (ENOSPC at any byte; a real full tmpfs as root) and an
+  export process SIGKILLed while it writes, validates or swaps in leave OUT as it was (after the swap: the
+  whole new export), and the next export into the same OUT succeeds. The swap is one atomic exchange on Linux.
 """
 
 from __future__ import annotations
@@ -124,9 +127,24 @@ def test_force_export_replaces_export_files_and_keeps_user_files(checkpoint, che
     assert snapshot(good_export) == now
 
 
+def test_swap_is_one_exchange_on_linux(tmp_path):
+    """Where the system has renameat2(RENAME_EXCHANGE) the new OUT takes the old one's place in one step."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("renameat2 is Linux's")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x").write_text("a")
+    (tmp_path / "b").mkdir()
+    if not artifact.exchange(str(tmp_path / "a"), str(tmp_path / "b")):
+        pytest.skip("this kernel or filesystem cannot exchange directories")
+    assert (tmp_path / "b" / "x").read_text() == "a" and os.listdir(tmp_path / "a") == []
+
+
 def test_failed_swap_restores_out(checkpoint, good_export, monkeypatch):
-    """The last step (old OUT aside, new one in) failing half way puts the old OUT back."""
+    """Without an atomic exchange, the last step (old OUT aside, new one in) failing half way puts the old OUT back."""
     before = snapshot(good_export)
+    monkeypatch.setattr(artifact, "exchange", lambda a, b: False)
     real_rename = os.rename
     calls = []
 
@@ -351,3 +369,223 @@ def test_fp16_all_masked_rows_are_finite(model_type, task, head, with_past, chec
     for name in (n for n in got if n != "past_key_values"):
         np.testing.assert_allclose(np.asarray(alone[name], np.float32), np.asarray(got[name], np.float32)[keep],
                                    rtol=0, atol=2e-3 * max(1.0, float(np.abs(got[name]).max())))
+
+
+# ----------------------------------------------------------------------------- 6. disk full, SIGKILL (issue 23)
+class DiskFull:
+    """``open`` for files written inside an export's staging directory: bytes past ``budget`` (over all such
+    files) raise ENOSPC, as a full disk does. ``budget=None`` only counts (``written``)."""
+
+    def __init__(self, budget=None):
+        import builtins
+
+        self.budget, self.written, self.real_open = budget, 0, builtins.open
+
+    def __call__(self, file, mode="r", *args, **kwargs):
+        fh = self.real_open(file, mode, *args, **kwargs)
+        staged = isinstance(file, (str, os.PathLike)) and any(
+            part.startswith(artifact.STAGING_PREFIX) for part in os.fspath(file).split(os.sep))
+        return _Metered(fh, self) if staged and any(c in mode for c in "wax+") else fh
+
+
+class _Metered:
+    def __init__(self, fh, disk):
+        self._fh, self._disk = fh, disk
+
+    def write(self, data):
+        import errno
+
+        disk = self._disk
+        size = len(data.encode("utf-8")) if isinstance(data, str) else len(memoryview(data).cast("B"))
+        if disk.budget is not None and disk.written + size > disk.budget:
+            room = max(0, disk.budget - disk.written)
+            # what fits is written, as on a real disk (text: as many characters, no more bytes than that)
+            self._fh.write(data[:room] if isinstance(data, str) else memoryview(data).cast("B")[:room])
+            disk.written += room
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self._fh.name)
+        disk.written += size
+        return self._fh.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+
+    def __iter__(self):
+        return iter(self._fh)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+
+@pytest.fixture(scope="module")
+def export_bytes(checkpoint, tmp_path_factory, request):
+    """Bytes an export of the checkpoint writes through ``open`` (the model, config, onnxport.json, ...)."""
+    disk = DiskFull()
+    patch = pytest.MonkeyPatch()
+    patch.setattr("builtins.open", disk)
+    try:
+        export(checkpoint, tmp_path_factory.mktemp("count") / "out", task=TASK, validate=False)
+    finally:
+        patch.undo()
+    assert disk.written > 10_000
+    return disk.written
+
+
+@pytest.mark.parametrize("full_at", [0.0, 0.5, 0.999])
+def test_disk_full_during_export_leaves_out_and_the_next_export_works(full_at, checkpoint, good_export, export_bytes,
+                                                                      monkeypatch):
+    """The disk fills at the first byte, half way through the model, or at the last file: the export fails
+    with the OS's "No space left on device", OUT is byte for byte as it was, no staging directory is left,
+    and once there is room the same export into the same OUT succeeds."""
+    before = snapshot(good_export)
+    disk = DiskFull(int(export_bytes * full_at))
+    monkeypatch.setattr("builtins.open", disk)
+    with pytest.raises(OSError) as raised:
+        export(checkpoint, good_export, task=TASK, force=True, validate=False)
+    monkeypatch.undo()
+    chain = [raised.value, raised.value.__cause__, raised.value.__context__]
+    assert any(getattr(e, "errno", None) == __import__("errno").ENOSPC or "No space left" in str(e) for e in chain)
+    assert disk.written == int(export_bytes * full_at)
+    assert snapshot(good_export) == before and leftovers(good_export.parent) == []
+    export(checkpoint, good_export, task=TASK, force=True, validate=False)
+    after = snapshot(good_export)
+    assert after["NOTES.md"] == before["NOTES.md"] and after["results/eval.json"] == before["results/eval.json"]
+    assert after["model.onnx"] == before["model.onnx"]  # the same checkpoint exports to the same bytes
+
+
+def test_real_full_disk_during_export(checkpoint, tmp_path):
+    """The same on a real full filesystem: OUT on a small tmpfs (root only), the staging copy beside it does
+    not fit; after the filesystem grows, the export succeeds."""
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a size-limited tmpfs needs root")
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    probe = tmp_path / "probe"
+    export(checkpoint, probe, task=TASK, validate=False)
+    size = sum(f.stat().st_size for f in probe.iterdir())
+    kib = (size * 3 // 2) // 1024 + 64  # one export and its notes fit, a second copy beside it does not
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mount -t tmpfs is not permitted here")
+    try:
+        out = disk / "out"
+        shutil.copytree(probe, out)
+        (out / "NOTES.md").write_text("my deployment notes")
+        before = snapshot(out)
+        with pytest.raises(OSError) as raised:
+            export(checkpoint, out, task=TASK, force=True, validate=False)
+        assert "No space left" in str(raised.value) or "No space left" in str(raised.value.__cause__)
+        assert snapshot(out) == before and leftovers(disk) == []
+        subprocess.run(["mount", "-o", f"remount,size={kib * 3}k", str(disk)], check=True)
+        export(checkpoint, out, task=TASK, force=True, validate=False)
+        assert snapshot(out) == before and leftovers(disk) == []  # same export, notes kept
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+KILLED_EXPORT = r"""
+import builtins, os, signal, sys
+
+from onnxport.exporters import export
+
+checkpoint, out, point = sys.argv[1:4]
+
+
+def die():
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def staged(path):
+    return any(part.startswith(".onnxport-tmp-") for part in os.fspath(path).split(os.sep))
+
+
+if point == "writing the model":  # half of the first write into model.onnx reaches the disk
+    real_open = builtins.open
+
+    class Half:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            data = memoryview(data).cast("B")
+            self.fh.write(data[: len(data) // 2])
+            self.fh.flush()
+            die()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    def open_(file, mode="r", *args, **kwargs):
+        fh = real_open(file, mode, *args, **kwargs)
+        if isinstance(file, (str, os.PathLike)) and staged(file) and os.path.basename(file) == "model.onnx" and "w" in mode:
+            return Half(fh)
+        return fh
+
+    builtins.open = open_
+elif point == "validating":  # ONNX Runtime loading the written model
+    import onnxruntime
+
+    onnxruntime.InferenceSession = lambda *a, **k: die()
+elif point in ("swapping", "swapped"):  # the finished export about to take OUT's place / just after
+    from onnxport.exporters import artifact
+
+    real_exchange = artifact.exchange
+
+    def exchange(a, b):
+        if point == "swapping":
+            die()
+        assert real_exchange(a, b)
+        die()
+
+    artifact.exchange = exchange
+print("exporting", flush=True)
+export(checkpoint, out, task="fill-mask", force=True, validate=point == "validating")
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.parametrize("point", ["writing the model", "validating", "swapping", "swapped"])
+def test_sigkill_during_export_leaves_out_and_the_next_export_works(point, checkpoint, good_export):
+    """An export process killed (SIGKILL: no cleanup runs) while it writes the model, validates it, or swaps
+    it in: OUT is byte for byte as it was (killed right after the swap: OUT is the complete new export,
+    here the same bytes), and the next export into the same OUT succeeds and keeps the user's files."""
+    import signal
+    import subprocess
+    import sys
+
+    if point in ("swapping", "swapped"):
+        probe = good_export.parent / "probe"
+        (probe / "a").mkdir(parents=True)
+        (probe / "b").mkdir()
+        if not artifact.exchange(str(probe / "a"), str(probe / "b")):
+            pytest.skip("no atomic directory exchange here: two renames, with a moment without OUT between them")
+        shutil.rmtree(probe)
+    before = snapshot(good_export)
+    done = subprocess.run([sys.executable, "-c", KILLED_EXPORT, checkpoint, str(good_export), point],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == -signal.SIGKILL, (done.returncode, done.stdout, done.stderr[-3000:])
+    assert "exporting" in done.stdout and "finished" not in done.stdout
+    if point == "swapped":  # the new export is in whole (validation record aside), the previous one beside it
+        assert {k for k, v in snapshot(good_export).items() if before.get(k) != v} == {"onnxport.json"}
+    else:
+        assert snapshot(good_export) == before
+    # What the killed process leaves is only its staging directory beside OUT: never in OUT, never OUT itself.
+    assert all(name.startswith(artifact.STAGING_PREFIX) for name in leftovers(good_export.parent))
+    left = leftovers(good_export.parent)
+    export(checkpoint, good_export, task=TASK, force=True, validate=False)
+    after = snapshot(good_export)
+    # The same checkpoint exports to the same model bytes; the user's files are kept. (onnxport.json differs:
+    # this export was not validated.)
+    assert {k: v for k, v in after.items() if k != "onnxport.json"} == \
+        {k: v for k, v in before.items() if k != "onnxport.json"}
+    assert leftovers(good_export.parent) == left  # nothing more left, nothing of another export touched

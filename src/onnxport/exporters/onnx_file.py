@@ -423,8 +423,9 @@ def staged_directory(out_dir: str, owned: Callable[[str], bool], error: type[Exc
 
     The build directory is created beside ``out_dir`` (same filesystem, so the swap is two renames). On
     success, entries of the old ``out_dir`` that ``owned(name)`` does not claim (the user's own files: notes,
-    results) are carried across (hard links where possible) unless the build wrote that name, the old
-    directory is renamed aside, the build renamed to ``out_dir`` and the old one removed. When the block
+    results) are carried across (hard links where possible) unless the build wrote that name, the build and
+    ``out_dir`` are exchanged in one step (``exchange``; elsewhere the old directory is renamed aside and the
+    build renamed in) and the old one removed. When the block
     raises, or a rename fails, ``out_dir`` is left exactly as it was (put back if already moved aside) and
     nothing is left behind: no build directory, no parent directories created for ``out_dir``.
 
@@ -490,6 +491,26 @@ def _carry_over(old: str, build: str, owned: Callable[[str], bool]) -> None:
             _link_or_copy(source, destination)
 
 
+def exchange(a: str, b: str) -> bool:
+    """Swap two directories in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the system or
+    filesystem cannot, or the call fails (it is all or nothing), so the caller falls back to two renames,
+    which raise what is wrong."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # libc without renameat2 (glibc < 2.28, musl < 1.2.4)
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    logger.debug("renameat2(RENAME_EXCHANGE) %s <-> %s: %s; two renames instead", a, b, os.strerror(ctypes.get_errno()))
+    return False
+
+
 def _swap_in(build: str, target: str, parent: str) -> None:
     if not os.path.isdir(target):
         os.rename(build, target)
@@ -500,6 +521,15 @@ def _swap_in(build: str, target: str, parent: str) -> None:
         cwd = None
     # A process working inside out_dir would otherwise be left in the removed old directory.
     follow = cwd is not None and os.path.commonpath([cwd, target]) == target
+    # One atomic exchange where the system has it: no moment without out_dir, even if the process is
+    # killed (SIGKILL, power loss) in the middle; the previous contents end up at the build's path.
+    if exchange(build, target):
+        if follow:
+            os.chdir(cwd if os.path.isdir(cwd) else target)
+        shutil.rmtree(build, ignore_errors=True)
+        if os.path.exists(build):
+            logger.warning("Could not remove the previous output directory, left at %s.", build)
+        return
     holder = tempfile.mkdtemp(dir=parent, prefix=_ASIDE_PREFIX)
     aside = os.path.join(holder, "previous")
     try:
