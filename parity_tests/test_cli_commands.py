@@ -152,8 +152,9 @@ def test_export_checks_the_copied_tokenizer(fill_mask, tmp_path, monkeypatch, ca
     from onnxport.exporters import tokenizer_files
 
     checkpoint, _ = fill_mask
-    with monkeypatch.context() as patch:  # a copy that leaves the vocabulary behind
+    with monkeypatch.context() as patch:  # a copy that leaves the vocabulary behind (and writes no tokenizer.json)
         patch.setattr(tokenizer_files, "TOKENIZER_FILES", ("tokenizer_config.json",))
+        patch.setattr(tokenizer_files, "_write_tokenizer_json", lambda *args: False)
         with pytest.raises(ExportError, match="does not load"):
             export(str(checkpoint), str(tmp_path / "out"), task="fill-mask")
     assert not (tmp_path / "out").exists()
