@@ -35,7 +35,8 @@ HEADS = (
     "ForTokenClassification",
     "ForQuestionAnswering",
 )
-HF_PREFIX = {"xlm-roberta": "XLMRoberta", "roberta-prelayernorm": "RobertaPreLayerNorm", "roformer": "RoFormer"}
+HF_PREFIX = {"xlm-roberta": "XLMRoberta", "roberta-prelayernorm": "RobertaPreLayerNorm", "roformer": "RoFormer",
+             "roberta": "Roberta"}
 
 
 def hf_class(model_type: str, head: str, framework: str = "pt"):

@@ -13,6 +13,9 @@ from onnxport.cli import main
 from onnxport.exporters import export
 from onnxport.runtime import pipeline
 from tokenizer_fixtures import write_xlm_roberta_files
+from pathlib import Path
+
+from onnxport.layout import model_path
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +48,12 @@ def test_validate_passes_and_fails_on_a_tampered_graph(fill_mask, tmp_path, caps
 
     tampered = tmp_path / "tampered"
     shutil.copytree(out, tampered)
-    model = onnx.load(str(tampered / "model.onnx"))
+    model = onnx.load(str(Path(model_path(tampered))))
     bias = next(t for t in model.graph.initializer if t.name.endswith("lm_head.bias"))
     values = onnx.numpy_helper.to_array(bias).copy()
     values[3] += 0.5  # one vocabulary entry's logit moves by 0.5
     bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
-    onnx.save(model, str(tampered / "model.onnx"))
+    onnx.save(model, str(Path(model_path(tampered))))
     assert main(["validate", str(tampered), str(checkpoint)]) == 1
     captured = capsys.readouterr()
     assert "differ beyond tolerance" in captured.err and "5.000e-01" in captured.out

@@ -28,6 +28,9 @@ from onnxport.runtime import (
     pipeline,
 )
 from tokenizer_fixtures import write_roberta_files, write_roformer_files, write_xlm_roberta_files
+from pathlib import Path
+
+from onnxport.layout import model_path
 
 TOKENIZER_WRITERS = {
     "xlm-roberta": write_xlm_roberta_files,
@@ -332,8 +335,8 @@ def test_wrong_task_corrupt_and_missing_files(served, tmp_path):
         pipeline("summarization", export_dir)
     broken = tmp_path / "broken"
     shutil.copytree(export_dir, broken)
-    data = (broken / "model.onnx").read_bytes()
-    (broken / "model.onnx").write_bytes(data[: len(data) // 3])
+    data = (Path(model_path(broken))).read_bytes()
+    (Path(model_path(broken))).write_bytes(data[: len(data) // 3])
     with pytest.raises(ModelFileError, match="not a readable ONNX model"):
         OnnxModelForMaskedLM.from_pretrained(broken)
     with pytest.raises(FileNotFoundError, match="has no onnxport.json"):

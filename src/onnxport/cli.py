@@ -102,7 +102,7 @@ def _add_export_parser(commands) -> None:
 
     p = commands.add_parser("export", help="export an HF-format checkpoint directory to ONNX")
     p.add_argument("checkpoint", help="checkpoint directory (config.json + weights)")
-    p.add_argument("out", help="output directory for model.onnx, config, tokenizer files, onnxport.json")
+    p.add_argument("out", help="output directory for onnx/model.onnx, config, tokenizer files, onnxport.json")
     p.add_argument("--framework", default="pt", choices=tuple(FRONT_ENDS), help="front end (default: pt)")
     p.add_argument("--task", choices=tuple(TASKS), help="export task (default: from the checkpoint's architectures)")
     p.add_argument("--with-past", action="store_true", help="text-generation with past key/values in and out")

@@ -76,13 +76,13 @@ def export_file_names(out_dir: str) -> set[str]:
 
     The files every export may write, plus those the directory's ``onnxport.json`` lists (an int8 or
     older export's own files)."""
-    from .artifact import EXTERNAL_DATA_FILE, MODEL_FILE
+    from ..layout import LAYOUT_NAMES
 
-    names = {MODEL_FILE, EXTERNAL_DATA_FILE, SPEC_FILE, "config.json", *TOKENIZER_FILES}
+    names = {*LAYOUT_NAMES, SPEC_FILE, "config.json", *TOKENIZER_FILES}
     try:
         with open(os.path.join(out_dir, SPEC_FILE), encoding="utf-8") as fh:
             listed = json.load(fh).get("files", [])
-        names.update(os.path.basename(n) for n in listed if isinstance(n, str))
+        names.update(n.split("/")[0] for n in listed if isinstance(n, str))  # onnx/model.onnx -> onnx
     except (OSError, ValueError, AttributeError, TypeError):
         pass  # no readable onnxport.json: the fixed names only
     return names
@@ -133,7 +133,7 @@ def export(
     ``RANDOM_INIT_SEED`` and listed in ``onnxport.json`` (``random_weights``). A feature-extraction export of a
     checkpoint without a pooler (a masked-LM checkpoint) leaves ``pooler_output`` out unless ``with_pooler=True``.
     """
-    from .. import __version__
+    from .. import __version__, layout
     from ..configs import AutoConfig
     from ..families import family_of
     from . import artifact, fp16, io_spec, rotary_op
@@ -209,8 +209,10 @@ def export(
 
         logger.info("[4/7] saving to %s", out_dir)
         threshold = artifact.EXTERNAL_DATA_THRESHOLD if external_data_threshold is None else external_data_threshold
-        written = artifact.save(model, build_dir, threshold, base_dir=workdir)  # weights may be external data there
-        built_model = os.path.join(build_dir, artifact.MODEL_FILE)
+        model_file = layout.model_file(dtype)
+        # weights may be external data in workdir
+        written = artifact.save(model, build_dir, threshold, base_dir=workdir, file_name=model_file)
+        built_model = os.path.join(build_dir, model_file)
         logger.info("[5/7] ONNX checker (full, with shape inference)")
         artifact.check(built_model, model, base_dir=workdir)
         del model
@@ -232,9 +234,10 @@ def export(
                 )
 
         logger.info("[7/7] writing config, tokenizer files and %s", SPEC_FILE)
-        names = [os.path.basename(f) for f in written]
+        names = [os.path.relpath(f, build_dir).replace(os.sep, "/") for f in written]
         config.architectures = [family.class_prefix + spec.head]
         config.save_pretrained(build_dir)
+        layout.write_transformers_js_config(build_dir, dtype)
         names.append("config.json")
         tokenizer = None
         if copy_tokenizer:  # copied, completed and checked against the checkpoint's (tokenizer_files.py)
@@ -269,7 +272,7 @@ def export(
         names.append(SPEC_FILE)
         stage("write")
 
-    model_path = os.path.join(out_dir, artifact.MODEL_FILE)
+    model_path = os.path.join(out_dir, model_file)
     files = [os.path.join(out_dir, name) for name in names]
     report = ExportReport(out_dir, model_path, framework, task, with_past, opset, spec, files,
                           report_validation, seconds, custom_nodes, dtype)

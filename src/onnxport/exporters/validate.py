@@ -210,7 +210,8 @@ def validate_export(export_dir: str, checkpoint_dir: str | None = None, atol: fl
 
     from ..configs import AutoConfig
     from ..errors import ModelFileError
-    from ..runtime.models import MODEL_FILE, read_export_dir
+    from ..layout import model_path as export_model_path
+    from ..runtime.models import read_export_dir
 
     meta, spec = read_export_dir(export_dir)
     checkpoint_dir = checkpoint_dir or (meta.get("source") or {}).get("checkpoint")
@@ -220,9 +221,9 @@ def validate_export(export_dir: str, checkpoint_dir: str | None = None, atol: fl
     if not os.path.isdir(checkpoint_dir):
         raise InputError(f"Checkpoint directory {checkpoint_dir!r} does not exist; pass the directory the export "
                          "was made from (onnxport validate EXPORT_DIR CHECKPOINT).")
-    model_path = os.path.join(export_dir, MODEL_FILE)
+    model_path = export_model_path(export_dir)
     if not os.path.isfile(model_path):
-        raise ModelFileError(f"No {MODEL_FILE} in {export_dir}; re-export the checkpoint.")
+        raise ModelFileError(f"No {os.path.relpath(model_path, export_dir)} in {export_dir}; re-export the checkpoint.")
     config = AutoConfig.from_pretrained(export_dir)  # as exported (is_decoder for text-generation, ...)
     runner = native_runner(framework or meta.get("framework", "pt"), checkpoint_dir, config, spec)
     if meta.get("dtype") == "fp16":

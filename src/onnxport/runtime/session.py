@@ -149,6 +149,7 @@ def check_optimized_model_path(config: SessionConfig, model_path: Optional[str] 
     RoFormer rotary lowering hands over bytes) and from ``model_path``'s directory.
     """
     from ..exporters import SPEC_FILE, export_file_names
+    from ..layout import MODEL_DIR
 
     if not config.optimized_model_path:
         return
@@ -165,6 +166,8 @@ def check_optimized_model_path(config: SessionConfig, model_path: Optional[str] 
         elif name in export_file_names(directory) and (
                 os.path.isfile(os.path.join(directory, SPEC_FILE)) or (model and directory == os.path.dirname(model))):
             owner = f"a file of the export in {directory}"
+        elif os.path.basename(directory) == MODEL_DIR and os.path.isfile(os.path.join(directory, "..", SPEC_FILE)):
+            owner = f"the export's model folder {directory}"  # the graph's folder: nothing else belongs there
         if owner:
             raise ModelFileError(
                 f"optimized_model_path={config.optimized_model_path!r} names {owner} ({target}); ONNX Runtime "
