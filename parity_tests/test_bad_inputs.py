@@ -246,11 +246,18 @@ def _with_past_without_cache(meta: dict) -> dict:
     return meta
 
 
-def _write(name: str, data: bytes) -> Callable[[Path], Any]:
+def _write(name: str, data: bytes, remove: tuple[str, ...] = ()) -> Callable[[Path], Any]:
     def damage(damaged: Path):
         (damaged / name).write_bytes(data)
+        for other in remove:
+            (damaged / other).unlink()
         return _pipeline(str(damaged))
     return damage
+
+
+# An export's tokenizer.json is what its fast tokenizer reads; without it (exports before tokenizer.json was
+# written) the vocabulary files are.
+_VOCABULARY_ONLY = ("tokenizer.json",)
 
 
 def _truncate(name: str, keep: float = 0.5, then=_load) -> Callable[[Path], Any]:
@@ -303,11 +310,12 @@ FILE_CASES = [
                           "model.onnx is not a readable ONNX model.*re-export", True)),
     ("roformer-mlm", Case("roformer-model-missing", _remove("onnx/model.onnx"), ModelFileError,
                           "No ONNX model at .*model.onnx")),
-    ("mlm", Case("sentencepiece-garbage", _write("sentencepiece.bpe.model", b"\x08\xff\xff garbage"), ModelFileError,
+    ("mlm", Case("sentencepiece-garbage", _write("sentencepiece.bpe.model", b"\x08\xff\xff garbage",
+                                                      _VOCABULARY_ONLY), ModelFileError,
                  "sentencepiece.bpe.model.*corrupt|corrupt.*sentencepiece.bpe.model")),
     ("mlm", Case("tokenizer-json-garbage", _write("tokenizer.json", b"{not json"), ModelFileError,
                  "tokenizer.json.*corrupt|corrupt.*tokenizer.json")),
-    ("prelayernorm-mlm", Case("vocab-json-not-json", _write("vocab.json", b"[1, 2"), ModelFileError,
+    ("prelayernorm-mlm", Case("vocab-json-not-json", _write("vocab.json", b"[1, 2", _VOCABULARY_ONLY), ModelFileError,
                               "vocab.json.*corrupt|corrupt.*vocab.json")),
     ("roformer-mlm", Case("vocab-txt-not-text", _write("vocab.txt", b"\xff\xfe\x00\xd8"), ModelFileError,
                           "vocab.txt.*corrupt|corrupt.*vocab.txt")),
