@@ -194,6 +194,9 @@ def js_exports(tmp_path_factory):
             build_hf_checkpoint(checkpoint, "xlm-roberta", head, vocab_size=size, max_position_embeddings=66)
             shutil.copyfile(vocab / "sentencepiece.bpe.model", checkpoint / "sentencepiece.bpe.model")
         exports[("xlm-roberta", task)] = export(checkpoint, root / f"xlmr-{task}", task=task).out_dir
+    # The weights in onnx/model.onnx_data, declared in config.json's transformers.js_config.
+    exports[("xlm-roberta-external-data", "fill-mask")] = export(
+        root / "xlmr-ForMaskedLM", root / "xlmr-external", task="fill-mask", external_data_threshold=1000).out_dir
     trained = trained_roberta.cached_checkpoint()
     for task in ("fill-mask", "feature-extraction"):
         exports[("roberta-trained", task)] = export(trained, root / f"trained-{task}", task=task).out_dir
@@ -221,6 +224,7 @@ def _trained_texts() -> list[str]:
 
 JS_CASES = [  # (model, task, inputs, transformers.js options, onnxport options)
     ("xlm-roberta", "fill-mask", TEXTS, {"top_k": 5}, {"top_k": 5}),
+    ("xlm-roberta-external-data", "fill-mask", TEXTS, {"top_k": 5}, {"top_k": 5}),
     ("xlm-roberta", "feature-extraction", TEXTS, {}, {"pooling": "none"}),
     ("xlm-roberta", "text-classification", TEXTS, {"top_k": 2}, {"top_k": 2}),
     ("xlm-roberta", "token-classification", TEXTS, {"ignore_labels": []}, {"ignore_labels": []}),
@@ -291,6 +295,8 @@ def test_the_directories_serve_transformers_js_as_written(js_exports):
     for directory in js_exports.values():
         assert Path(directory, "onnx", "model.onnx").is_file() and Path(directory, "tokenizer.json").is_file()
         config = json.loads(Path(directory, "config.json").read_text())
-        assert config["transformers.js_config"] == {"dtype": "fp32"}
+        external = Path(directory, "onnx", "model.onnx_data").is_file()
+        assert config["transformers.js_config"] == \
+            {"dtype": "fp32", **({"use_external_data_format": {"model.onnx": 1}} if external else {})}
         meta = json.loads(Path(directory, "onnxport.json").read_text())
         assert meta["tokenizer"]["tokenizer_json"] == {"written": True, "exact": True}

@@ -71,3 +71,54 @@ def write_transformers_js_config(directory: str, dtype: str) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(config, fh, indent=2, sort_keys=True)
         fh.write("\n")
+
+
+# ----------------------------------------------------------------------------- which clients read a directory
+# transformers.js 4.3's model registry (src/models/registry.js) has XLM-R, RoBERTa and RoFormer, not
+# RoBERTa-PreLayerNorm; its pipelines for these encoders are the five below (no multiple choice, no generation
+# from an encoder). Optimum's ORTModel classes cover the encoder tasks; its decoder class expects its own cache.
+TRANSFORMERS_JS_MODEL_TYPES = ("xlm-roberta", "roberta", "roformer")
+TRANSFORMERS_JS_TASKS = ("fill-mask", "feature-extraction", "text-classification", "token-classification",
+                         "question-answering")
+OPTIMUM_TASKS = ("fill-mask", "feature-extraction", "text-classification", "token-classification",
+                 "question-answering", "multiple-choice")
+
+
+def served_clients(directory: str, meta: dict) -> list[tuple[str, bool, str]]:
+    """(client, serves the directory as it is, why) for onnxport, Optimum, transformers.js and plain ONNX
+    Runtime, from the directory's files and its ``onnxport.json``."""
+    task, model_type = meta.get("task"), meta.get("model_type")
+    tokenizer = meta.get("tokenizer") if isinstance(meta.get("tokenizer"), dict) else {}
+    has_tokenizer = bool(tokenizer.get("class"))
+    graph = os.path.relpath(model_path(directory), directory).replace(os.sep, "/")
+    custom = " (RoFormer's rotary op runs through its ONNX function body)" if meta.get("custom_ops") else ""
+    rows = [("onnxport", True, "pipelines and `onnxport run`" if has_tokenizer else
+             "the model only: no tokenizer was exported (pipelines cannot tokenize)")]
+    if meta.get("with_past") or task not in OPTIMUM_TASKS:
+        rows.append(("Optimum ORTModel", False, f"no ORTModel class reads an onnxport {task} export"))
+    else:
+        rows.append(("Optimum ORTModel", True, f"finds {graph}; onnxport's input/output names are Optimum's"))
+    js_config = _json(os.path.join(directory, "config.json")).get(TRANSFORMERS_JS_CONFIG)
+    tokenizer_json = tokenizer.get("tokenizer_json") or {}
+    if model_type not in TRANSFORMERS_JS_MODEL_TYPES:
+        rows.append(("transformers.js", False, f"it has no {model_type} model class"))
+    elif task not in TRANSFORMERS_JS_TASKS or meta.get("with_past"):
+        rows.append(("transformers.js", False, f"it has no {task} pipeline for {model_type}"))
+    elif not graph.startswith(MODEL_DIR + "/") or not js_config:
+        rows.append(("transformers.js", False, "an export from before the onnx/ layout: export it again"))
+    elif not tokenizer_json.get("exact"):
+        rows.append(("transformers.js", False, tokenizer_json.get("why") or "no tokenizer.json"))
+    else:
+        rows.append(("transformers.js", True, f"loads {graph} (dtype {js_config.get('dtype')}) and tokenizer.json"))
+    rows.append(("ONNX Runtime", True, f"{graph}, inputs and outputs as onnxport.json lists them{custom}; "
+                                       "the caller tokenizes"))
+    return rows
+
+
+def _json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            loaded = json.load(fh)
+        return loaded if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):
+        return {}
