@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import onnx
 import pytest
@@ -13,8 +14,6 @@ from onnxport.cli import main
 from onnxport.exporters import export
 from onnxport.runtime import pipeline
 from tokenizer_fixtures import write_xlm_roberta_files
-from pathlib import Path
-
 from onnxport.layout import model_path
 
 

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -23,13 +24,11 @@ import torch
 
 from conftest import MODEL_TYPES, assert_last_layer_on_first_token_only, hf_class, max_abs_diff
 from onnxport.exporters import ExportError, FRONT_ENDS, FrameworkNotInstalledError, export, load_spec
-from onnxport.exporters import artifact, io_spec, rotary_op
+from onnxport.exporters import io_spec, rotary_op
 from onnxport.exporters.io_spec import IOSpec, TaskError, build_io_spec, make_inputs
 from onnxport.exporters.validate import DEFAULT_ATOL, EXAMPLE_SHAPE
 from onnxport.checkpoints import CheckpointError
 from onnxport.configs import AutoConfig
-from pathlib import Path
-
 from onnxport.layout import model_path
 
 TASK_HEADS = {name: task.head for name, task in io_spec.TASKS.items()}

@@ -34,8 +34,8 @@ from onnxport.exporters import io_spec, rotary_op  # noqa: E402
 from onnxport.exporters.io_spec import IOSpec, make_inputs  # noqa: E402
 from onnxport.exporters.validate import DEFAULT_ATOL  # noqa: E402
 from onnxport.reference_models.tracing import TraceOptions, trace_options  # noqa: E402
+from onnxport.layout import model_path  # noqa: E402
 from onnxport.reference_models.tf import model_class  # noqa: E402
-from onnxport.layout import model_path
 
 TASK_HEADS = {name: task.head for name, task in io_spec.TASKS.items()}
 CASES = [(mt, task, False) for mt in MODEL_TYPES for task in TASK_HEADS] + [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,8 +24,6 @@ from tokenizer_fixtures import write_roberta_files, write_roformer_files, write_
 
 from onnxport.exporters import ExportError, artifact, export, load_spec  # noqa: E402
 from onnxport.exporters.fp16 import FP16_MAX, FP16_TOLERANCE, MASK_FILL, long_masked_run  # noqa: E402
-from pathlib import Path
-
 from onnxport.layout import model_path
 
 FAMILIES = ("xlm-roberta", "roberta-prelayernorm", "roformer")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,9 +25,6 @@ from conftest import hf_class, sample_inputs  # noqa: E402
 from onnxport.exporters import export, load_spec  # noqa: E402
 from onnxport.exporters.io_spec import make_inputs  # noqa: E402
 from onnxport.exporters.quantize import (  # noqa: E402
-from pathlib import Path
-
-from onnxport.layout import model_path
     QuantizationError,
     compare_to_fp32,
     cpu_has_vnni,
@@ -34,6 +32,7 @@ from onnxport.layout import model_path
     quantize,
     weight_matmuls,
 )
+from onnxport.layout import model_path  # noqa: E402
 
 FAMILIES = ("xlm-roberta", "roberta-prelayernorm", "roformer")
 HEAD, TASK = "ForTokenClassification", "token-classification"

@@ -25,7 +25,6 @@ import trained_roberta  # noqa: E402
 from onnxport.errors import InputError, QuantizationError  # noqa: E402
 from onnxport.exporters import export, load_spec  # noqa: E402
 from onnxport.exporters.quantize import (  # noqa: E402
-from onnxport.layout import model_path
     KEEP_FP32,
     RECIPES,
     SPEED_TIE,
@@ -35,6 +34,7 @@ from onnxport.layout import model_path
     quantize,
     weight_matmuls,
 )
+from onnxport.layout import model_path  # noqa: E402
 
 TASK = "fill-mask"
 # The tiny model's random weights spread 2000 logits thinly: near-ties flip under int8 (measured: 97.3% top-1 on

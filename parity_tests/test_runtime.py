@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,8 +29,6 @@ from onnxport.runtime import (
     pipeline,
 )
 from tokenizer_fixtures import write_roberta_files, write_roformer_files, write_xlm_roberta_files
-from pathlib import Path
-
 from onnxport.layout import model_path
 
 TOKENIZER_WRITERS = {
