@@ -170,8 +170,29 @@ def test_directories_of_the_earlier_layout_keep_loading(checkpoint_with, tmp_pat
         {"dtype": "q8"}  # transformers.js's name for int8: it loads onnx/model_quantized.onnx (no external data)
     assert sorted(p.name for p in (tmp_path / "old-int8" / "onnx").iterdir()) == ["model_quantized.onnx"]
     assert pipeline("fill-mask", tmp_path / "old-int8", provider="cpu")(text)[0]["token"] >= 0
+    _optimum_reads_the_graph(tmp_path / "old-int8")
     write_repository(old, tmp_path / "triton", name="mlm")
     assert {p.name for p in (tmp_path / "triton" / "mlm_onnx" / "1").iterdir()} == \
         {"model.onnx", "model.onnx_data"}
     assert main(["info", str(old)]) == 0
     assert "transformers.js   no   an export from before the onnx/ layout" in capsys.readouterr().out
+
+
+def _optimum_reads_the_graph(directory: Path) -> None:
+    """Optimum's ORTModel finds the directory's one graph (here onnx/model_quantized.onnx) and gives onnxport's
+    logits on it."""
+    try:
+        import torch
+        from optimum.onnxruntime import ORTModelForMaskedLM
+    except ImportError:  # optimum-onnx is an optional test dependency (test_export_pt says so when missing)
+        return
+    import numpy as np
+
+    from onnxport.runtime import OnnxModelForMaskedLM
+
+    ids = np.array([[0, 5, 6, 7, 8, 2]], dtype=np.int64)
+    mask = np.ones_like(ids)
+    ours = OnnxModelForMaskedLM.from_pretrained(directory, provider="cpu", load_tokenizer=False)
+    theirs = ORTModelForMaskedLM.from_pretrained(directory, provider="CPUExecutionProvider")
+    got = theirs(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
+    np.testing.assert_allclose(got, ours(input_ids=ids, attention_mask=mask)["logits"], atol=1e-4, rtol=0)
