@@ -30,6 +30,7 @@ from onnxport.exporters import export
 from onnxport.exporters.quantize import quantize
 from onnxport.layout import model_path
 from onnxport.runtime import pipeline
+from onnxport.tokenizers import AutoTokenizer
 
 import trained_roberta
 from tokenizer_fixtures import write_roberta_files, write_xlm_roberta_files
@@ -184,8 +185,6 @@ def js_exports(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("js-pipelines")
     vocab = write_xlm_roberta_files(root / "xlmr-vocab")
-    from onnxport.tokenizers import AutoTokenizer
-
     size = len(AutoTokenizer.from_pretrained(vocab))  # every id the model can answer is a real token
     exports = {}
     for task, head in XLMR_TASKS.items():
@@ -300,3 +299,27 @@ def test_the_directories_serve_transformers_js_as_written(js_exports):
             {"dtype": "fp32", **({"use_external_data_format": {"model.onnx": 1}} if external else {})}
         meta = json.loads(Path(directory, "onnxport.json").read_text())
         assert meta["tokenizer"]["tokenizer_json"] == {"written": True, "exact": True}
+
+
+def test_the_readme_snippets_run(js_prefix, js_exports, tmp_path):
+    """The README's JavaScript snippets, as written, in a project whose node_modules holds the pinned clients,
+    on an XLM-R fill-mask export copied to ./out."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## JavaScript (Node and the browser)", 1)[1].split("\n## ", 1)[0]
+    snippets = [block.split("\n", 1)[1] for block in section.split("```js")[1:]]
+    snippets = [block.split("```", 1)[0] for block in snippets]
+    assert len(snippets) == 2
+    (tmp_path / "node_modules").symlink_to(js_prefix / "node_modules")
+    shutil.copytree(js_exports[("xlm-roberta", "fill-mask")], tmp_path / "out")
+    outputs = []
+    for index, snippet in enumerate(snippets):
+        (tmp_path / f"snippet{index}.mjs").write_text(snippet)
+        result = subprocess.run(["node", f"snippet{index}.mjs"], cwd=tmp_path, capture_output=True, text=True,
+                                timeout=NODE_TIMEOUT, stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs.append(result.stdout)
+    ours = pipeline("fill-mask", tmp_path / "out", provider="cpu")("Hello <mask> world!", top_k=2)
+    assert all(f"token: {answer['token']}" in outputs[0] for answer in ours)  # the pipeline's answers
+    tokens = len(AutoTokenizer.from_pretrained(tmp_path / "out")("Hello <mask> world!")["input_ids"])
+    vocabulary = json.loads((tmp_path / "out" / "config.json").read_text())["vocab_size"]
+    assert f"[ 1, {tokens}, {vocabulary} ]" in outputs[1]  # the logits' dims
