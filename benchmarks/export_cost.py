@@ -7,7 +7,7 @@ Geometries (random weights from a config, text-classification head; no hub):
 
   base    hidden 768, 12 layers, 12 heads, FFN 3072, vocab 250002  (278 M parameters, 1.1 GB fp32)
   large   hidden 1024, 24 layers, 16 heads, FFN 4096, vocab 250002 (560 M parameters, 2.2 GB fp32:
-          the artifact is model.onnx + model.onnx_data)
+          the artifact is onnx/model.onnx + onnx/model.onnx_data)
 
 Every export runs in a fresh process (the peak of one never hides in another's) and reports its own
 ``ru_maxrss``: the whole process, imports and validation (ONNX Runtime loading the artifact) included.
@@ -54,7 +54,9 @@ def _peak_rss_gib() -> float:
 
 
 def _files(directory: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file()} if directory.is_dir() else {}
+    """Relative path -> bytes of every file (an onnxport export keeps its graph in onnx/)."""
+    return {p.relative_to(directory).as_posix(): p.stat().st_size for p in sorted(directory.rglob("*"))
+            if p.is_file()} if directory.is_dir() else {}
 
 
 # ----------------------------------------------------------------------------- child processes
@@ -140,7 +142,7 @@ def markdown(report: dict) -> str:
             reference = f"failed: {plain['error']}" if "error" in plain else \
                 f"{plain['peak_rss_gib']:.2f} ({plain['seconds']:.0f} s)"
         files = ", ".join(f"{name} {_size(size)}" for name, size in (ours.get("files") or {}).items()
-                          if name.startswith("model.onnx"))
+                          if name.split("/")[-1].startswith("model.onnx"))
         cells = [row["size"], row["framework"], f"{row['parameters'] / 1e6:.0f} M", _size(row["weight_bytes"]),
                  seconds, _gib(peak), reference, f"< {target:.1f} GiB" if target else "-", result, files]
         lines.append("| " + " | ".join(cells) + " |")

@@ -70,6 +70,7 @@ def main(argv=None) -> int:
 
     from onnxport.exporters import export, load_spec
     from onnxport.exporters.quantize import RECIPES, cpu_features, default_reduce_range, quantize, tokenized_inputs
+    from onnxport.artifact.layout import model_path
     from onnxport.tokenizers import AutoTokenizer
 
     checkpoint = trained_roberta.cached_checkpoint(log=print)
@@ -86,9 +87,9 @@ def main(argv=None) -> int:
         calibration = trained_roberta.train_text()[:CALIBRATION_TEXTS]
         timing_feeds = tokenized_inputs(fp32_dir, spec, trained_roberta.held_out_text()[:64], batch=8, width=64)[-1]
 
-        fp32 = _session(os.path.join(fp32_dir, "model.onnx"), args.threads)
+        fp32 = _session(model_path(fp32_dir), args.threads)
         reference = [fp32.run(["logits"], feeds)[0] for feeds, _ in held_out]
-        fp32_bytes = os.path.getsize(os.path.join(fp32_dir, "model.onnx"))
+        fp32_bytes = os.path.getsize(model_path(fp32_dir))
         truth = np.concatenate([o["input_ids"][chosen] for o, (_, chosen) in zip(originals, held_out)])
         fp32_masked = np.concatenate([r[chosen] for r, (_, chosen) in zip(reference, held_out)])
         rows = []

@@ -72,8 +72,9 @@ def onnxport_graph(export_dir: Path) -> str | bytes:
     import onnx
 
     from onnxport.exporters import rotary_op
+    from onnxport.artifact.layout import model_path
 
-    path = str(export_dir / "model.onnx")
+    path = model_path(str(export_dir))
     model = onnx.load(path)
     return rotary_op.lower_to_contrib(model).SerializeToString() if rotary_op.rotary_nodes(model) else path
 

@@ -71,6 +71,7 @@ def build_artifacts(model_type: str, work: Path, with_int8: bool, layers: int = 
     overrides = {"num_hidden_layers": layers} if layers else {}
     art: dict = {"checkpoint": h.build_checkpoint(model_type, work / "checkpoints" / model_type, **overrides)}
     from onnxport.configs import AutoConfig
+    from onnxport.artifact.layout import model_path
 
     art["config"] = AutoConfig.from_pretrained(str(art["checkpoint"]))
     log(f"  checkpoint ready ({time.perf_counter() - t0:.0f}s)")
@@ -242,6 +243,7 @@ def bench_feature_extraction(model_type: str, args, limit: dict, work: Path) -> 
     import transformers
 
     from onnxport.configs import AutoConfig
+    from onnxport.artifact.layout import model_path
     from onnxport.runtime import OnnxModel
 
     log(f"\n== {model_type}: feature-extraction, onnxport vs plain export")
@@ -256,7 +258,7 @@ def bench_feature_extraction(model_type: str, args, limit: dict, work: Path) -> 
     gc.collect()
     config = AutoConfig.from_pretrained(str(checkpoint))
     ours = OnnxModel.from_pretrained(str(export_dir), provider="cpu", intra_op_threads=args.threads, inter_op_threads=1)
-    bare = h.ort_session(str(export_dir / "model.onnx"), args.threads)
+    bare = h.ort_session(model_path(str(export_dir)), args.threads)
     plain = h.ort_session(str(plain_path), args.threads)
     bare_inputs = {i.name for i in bare.get_inputs()}
     notes = {"onnxport": "onnxport.runtime OnnxModel on the feature-extraction export (outputs: "

@@ -137,7 +137,7 @@ def feed_forward_rows(model_path: str, feeds: dict, width: int = TINY["intermedi
 def assert_last_layer_on_first_token_only(export_of, batch: int = 3, sequence: int = 13, seed: int = 7) -> dict:
     """Text-classification exports run the last layer for token 0 only; token-classification ones for all.
 
-    ``export_of(task) -> (export report, model.onnx path)``. Returns the text-classification inputs used.
+    ``export_of(task) -> (export report, model path)``. Returns the text-classification inputs used.
     """
     from onnxport.exporters import load_spec
     from onnxport.exporters.io_spec import make_inputs
@@ -147,6 +147,6 @@ def assert_last_layer_on_first_token_only(export_of, batch: int = 3, sequence: i
     for task, last_rows in (("text-classification", 1), ("token-classification", sequence)):
         report, path = export_of(task)
         assert report.validation.passed  # validated against the full native model, not the pruned one
-        used[task] = feeds = make_inputs(load_spec(os.path.dirname(path)), batch, sequence, seed=seed)
+        used[task] = feeds = make_inputs(load_spec(report.out_dir), batch, sequence, seed=seed)
         assert feed_forward_rows(path, feeds) == [sequence] * (layers - 1) + [last_rows], task
     return used["text-classification"]

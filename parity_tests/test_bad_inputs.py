@@ -286,9 +286,11 @@ def _with_past_without_cache(meta: dict) -> dict:
     return meta
 
 
-def _write(name: str, data: bytes) -> Callable[[Path], Any]:
+def _write(name: str, data: bytes, remove: tuple[str, ...] = ()) -> Callable[[Path], Any]:
     def damage(damaged: Path):
         (damaged / name).write_bytes(data)
+        for other in remove:
+            (damaged / other).unlink()
         return _pipeline(str(damaged))
     return damage
 
@@ -303,6 +305,11 @@ def _misnamed(tokenizer_class: str) -> Callable[[Path], Any]:
         model(input_ids=np.array([[0, 5, 2]]))
         return _pipeline(str(damaged))
     return damage
+
+
+# An export's tokenizer.json is what its fast tokenizer reads; without it (exports before tokenizer.json was
+# written) the vocabulary files are.
+_VOCABULARY_ONLY = ("tokenizer.json",)
 
 
 def _truncate(name: str, keep: float = 0.5, then=_load) -> Callable[[Path], Any]:
@@ -351,19 +358,20 @@ FILE_CASES = [
                  r"onnxport.json does not describe a 'question-answering' export.*outputs \['logits'\]")),
     ("mlm", Case("with-past-spec-over-graph-without-cache", _spec_edit(_with_past_without_cache), ModelFileError,
                  "onnxport.json does not describe a 'text-generation' export.*no past_key_values inputs")),
-    ("mlm-external", Case("external-data-missing", _remove("model.onnx_data"), ModelFileError,
+    ("mlm-external", Case("external-data-missing", _remove("onnx/model.onnx_data"), ModelFileError,
                           "model.onnx_data.*missing.*re-export", True)),
-    ("mlm-external", Case("external-data-truncated", _truncate("model.onnx_data"), ModelFileError,
+    ("mlm-external", Case("external-data-truncated", _truncate("onnx/model.onnx_data"), ModelFileError,
                           "model.onnx_data is truncated.*re-export", True)),
-    ("roformer-mlm", Case("roformer-model-truncated", _truncate("model.onnx", 0.3), ModelFileError,
+    ("roformer-mlm", Case("roformer-model-truncated", _truncate("onnx/model.onnx", 0.3), ModelFileError,
                           "model.onnx is not a readable ONNX model.*re-export", True)),
-    ("roformer-mlm", Case("roformer-model-missing", _remove("model.onnx"), ModelFileError,
+    ("roformer-mlm", Case("roformer-model-missing", _remove("onnx/model.onnx"), ModelFileError,
                           "No ONNX model at .*model.onnx")),
-    ("mlm", Case("sentencepiece-garbage", _write("sentencepiece.bpe.model", b"\x08\xff\xff garbage"), ModelFileError,
+    ("mlm", Case("sentencepiece-garbage", _write("sentencepiece.bpe.model", b"\x08\xff\xff garbage",
+                                                      _VOCABULARY_ONLY), ModelFileError,
                  "sentencepiece.bpe.model.*corrupt|corrupt.*sentencepiece.bpe.model")),
     ("mlm", Case("tokenizer-json-garbage", _write("tokenizer.json", b"{not json"), ModelFileError,
                  "tokenizer.json.*corrupt|corrupt.*tokenizer.json")),
-    ("prelayernorm-mlm", Case("vocab-json-not-json", _write("vocab.json", b"[1, 2"), ModelFileError,
+    ("prelayernorm-mlm", Case("vocab-json-not-json", _write("vocab.json", b"[1, 2", _VOCABULARY_ONLY), ModelFileError,
                               "vocab.json.*corrupt|corrupt.*vocab.json")),
     ("mlm", Case("tokenizer-class-of-another-family", _misnamed("RobertaTokenizer"), ModelFileError,
                  "fit XLMRobertaTokenizerFast .*not RobertaTokenizerFast.*\"tokenizer_class\": \"XLMRobertaTokenizerFast\"")),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import onnx
 import pytest
@@ -13,6 +14,7 @@ from onnxport.cli import main
 from onnxport.exporters import export
 from onnxport.runtime import pipeline
 from tokenizer_fixtures import write_xlm_roberta_files
+from onnxport.artifact.layout import model_path
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +47,12 @@ def test_validate_passes_and_fails_on_a_tampered_graph(fill_mask, tmp_path, caps
 
     tampered = tmp_path / "tampered"
     shutil.copytree(out, tampered)
-    model = onnx.load(str(tampered / "model.onnx"))
+    model = onnx.load(str(Path(model_path(tampered))))
     bias = next(t for t in model.graph.initializer if t.name.endswith("lm_head.bias"))
     values = onnx.numpy_helper.to_array(bias).copy()
     values[3] += 0.5  # one vocabulary entry's logit moves by 0.5
     bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
-    onnx.save(model, str(tampered / "model.onnx"))
+    onnx.save(model, str(Path(model_path(tampered))))
     assert main(["validate", str(tampered), str(checkpoint)]) == 1
     captured = capsys.readouterr()
     assert "differ beyond tolerance" in captured.err and "5.000e-01" in captured.out
@@ -152,8 +154,9 @@ def test_export_checks_the_copied_tokenizer(fill_mask, tmp_path, monkeypatch, ca
     from onnxport.exporters import tokenizer_files
 
     checkpoint, _ = fill_mask
-    with monkeypatch.context() as patch:  # a copy that leaves the vocabulary behind
+    with monkeypatch.context() as patch:  # a copy that leaves the vocabulary behind (and writes no tokenizer.json)
         patch.setattr(tokenizer_files, "TOKENIZER_FILES", ("tokenizer_config.json",))
+        patch.setattr(tokenizer_files, "_write_tokenizer_json", lambda *args: False)
         with pytest.raises(ExportError, match="does not load"):
             export(str(checkpoint), str(tmp_path / "out"), task="fill-mask")
     assert not (tmp_path / "out").exists()

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -23,11 +24,12 @@ import torch
 
 from conftest import MODEL_TYPES, assert_last_layer_on_first_token_only, hf_class, max_abs_diff
 from onnxport.exporters import ExportError, FRONT_ENDS, FrameworkNotInstalledError, export, load_spec
-from onnxport.exporters import artifact, io_spec, rotary_op
+from onnxport.exporters import io_spec, rotary_op
 from onnxport.exporters.io_spec import IOSpec, TaskError, build_io_spec, make_inputs
 from onnxport.exporters.validate import DEFAULT_ATOL, EXAMPLE_SHAPE
 from onnxport.checkpoints import CheckpointError
 from onnxport.configs import AutoConfig
+from onnxport.artifact.layout import model_path
 
 TASK_HEADS = {name: task.head for name, task in io_spec.TASKS.items()}
 CASES = [(mt, task, False) for mt in MODEL_TYPES for task in TASK_HEADS] + [
@@ -111,14 +113,14 @@ def test_text_classification_last_layer_works_on_the_first_token_only(exported, 
     """The classifier reads token 0 only, so the export skips the rest of the last layer; other heads do not."""
     def export_of(task):
         _, out, report = exported(model_type, task)
-        return report, os.path.join(out, "model.onnx")
+        return report, model_path(out)
 
     feeds = assert_last_layer_on_first_token_only(export_of, FRESH["batch"], FRESH["sequence"], FRESH["seed"])
     # The pruned graph still reads padded and left-padded rows right (transformers is the reference).
     checkpoint, out, _ = exported(model_type, "text-classification")
     feeds = {k: np.ascontiguousarray(v[:, ::-1]) for k, v in feeds.items()}  # padding moves to the front
     hf = _hf(model_type, "ForSequenceClassification", checkpoint)
-    got = _session(os.path.join(out, "model.onnx")).run(["logits"], feeds)[0]
+    got = _session(model_path(out)).run(["logits"], feeds)[0]
     assert feeds["attention_mask"][:, 0].min() == 0
     assert max_abs_diff(got, _hf_outputs(hf, load_spec(out), feeds)["logits"]) <= DEFAULT_ATOL
 
@@ -311,9 +313,9 @@ def test_export_is_deterministic(checkpoint_factory, tmp_path):
 def test_external_data_with_lowered_threshold(exported, tmp_path):
     checkpoint, out, report = exported("roberta-prelayernorm", "token-classification")
     small = export(checkpoint, tmp_path / "ext", task="token-classification", external_data_threshold=1000)
-    data = tmp_path / "ext" / artifact.EXTERNAL_DATA_FILE
+    data = tmp_path / "ext" / "onnx" / "model.onnx_data"
     assert data.is_file() and os.path.getsize(small.model_path) < os.path.getsize(data)
-    assert not (tmp_path / "ext" / "model.onnx").stat().st_size > 200_000
+    assert not (Path(model_path(tmp_path / "ext"))).stat().st_size > 200_000
     assert small.validation.passed
     onnx.checker.check_model(small.model_path, full_check=True)
     feeds = make_inputs(load_spec(out), 2, 6, seed=2)
@@ -331,7 +333,7 @@ def test_tokenizer_files_copied_and_task_inferred(checkpoint_factory, tmp_path):
     report = export(checkpoint, tmp_path / "out", validate=False)  # task from architectures
     assert report.task == "token-classification"
     files = set(os.listdir(tmp_path / "out"))
-    assert {"model.onnx", "config.json", "onnxport.json", "vocab.txt", "tokenizer_config.json"} <= files
+    assert {"onnx", "config.json", "onnxport.json", "vocab.txt", "tokenizer_config.json"} <= files
     assert "notes.md" not in files
 
 
@@ -350,7 +352,7 @@ def test_feature_extraction_from_mlm_checkpoint(checkpoint_factory, tmp_path):
         report = export(checkpoint, tmp_path / name, task="feature-extraction", with_pooler=True,
                         allow_missing_weights=True)
         assert report.spec.output_names == ["last_hidden_state", "pooler_output"] and report.validation.passed
-        digests.append(hashlib.sha256((tmp_path / name / "model.onnx").read_bytes()).hexdigest())
+        digests.append(hashlib.sha256((Path(model_path(tmp_path / name))).read_bytes()).hexdigest())
         meta = json.load(open(tmp_path / name / "onnxport.json"))
         assert meta["random_weights"] == ["pooler.dense.bias", "pooler.dense.weight"] and meta["random_seed"] == 0
     assert digests[0] == digests[1]  # the random pooler comes from the recorded seed
@@ -431,7 +433,7 @@ def test_error_messages(checkpoint_factory, tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="not empty.*force"):
         export(checkpoint, busy, task="fill-mask")
     export(checkpoint, busy, task="fill-mask", force=True, validate=False)
-    assert (busy / "keep.txt").read_text() == "user file" and (busy / "model.onnx").is_file()
+    assert (busy / "keep.txt").read_text() == "user file" and (Path(model_path(busy))).is_file()
     # the checkpoint holds no weights of the requested head
     with pytest.raises(ExportError, match="no weights for .*classifier"):
         export(checkpoint, tmp_path / "b", task="text-classification")

@@ -34,6 +34,7 @@ from onnxport.exporters import io_spec, rotary_op  # noqa: E402
 from onnxport.exporters.io_spec import IOSpec, make_inputs  # noqa: E402
 from onnxport.exporters.validate import DEFAULT_ATOL  # noqa: E402
 from onnxport.reference_models.tracing import TraceOptions, trace_options  # noqa: E402
+from onnxport.artifact.layout import model_path  # noqa: E402
 from onnxport.reference_models.tf import model_class  # noqa: E402
 
 TASK_HEADS = {name: task.head for name, task in io_spec.TASKS.items()}
@@ -369,6 +370,6 @@ def test_text_classification_last_layer_works_on_the_first_token_only(exported, 
     (validation, against the full native model, is in the export test above)."""
     def export_of(task):
         _, out, report = exported(model_type, task)
-        return report, os.path.join(out, "model.onnx")
+        return report, model_path(out)
 
     assert_last_layer_on_first_token_only(export_of, FRESH["batch"], FRESH["sequence"], FRESH["seed"])

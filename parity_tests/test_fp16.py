@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from tokenizer_fixtures import write_roberta_files, write_roformer_files, write_
 
 from onnxport.exporters import ExportError, artifact, export, load_spec  # noqa: E402
 from onnxport.exporters.fp16 import FP16_MAX, FP16_TOLERANCE, MASK_FILL, long_masked_run  # noqa: E402
+from onnxport.artifact.layout import model_path
 
 FAMILIES = ("xlm-roberta", "roberta-prelayernorm", "roformer")
 TOKENIZER_WRITERS = {"xlm-roberta": write_xlm_roberta_files, "roberta-prelayernorm": write_roberta_files,
@@ -69,7 +71,7 @@ def _rel_diff(got, want) -> float:
 
 
 def _run(directory, feeds):
-    session = ort.InferenceSession(os.path.join(directory, "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model_path(directory), providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
     return session.run(None, {k: v for k, v in feeds.items() if k in names})
 
@@ -77,7 +79,7 @@ def _run(directory, feeds):
 @pytest.mark.parametrize("model_type", FAMILIES)
 def test_fp16_graph_holds_fp16_weights(model_type, exports):
     _, dirs = exports[model_type]
-    m16, m32 = (onnx.load(os.path.join(dirs[dt], "model.onnx")) for dt in ("fp16", "fp32"))
+    m16, m32 = (onnx.load(model_path(dirs[dt])) for dt in ("fp16", "fp32"))
     inits = {i.name: i for i in m16.graph.initializer}
     weights = [n.input[1] for n in m16.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in inits]
     assert len(weights) >= 13  # 2 layers x 6 projections + the LM head transform
@@ -93,7 +95,7 @@ def test_fp16_graph_holds_fp16_weights(model_type, exports):
     assert all(consumers.get(name) == {"LayerNormalization"} for name in fp32), fp32
     ratio = artifact.weights_bytes(m16) / artifact.weights_bytes(m32)
     assert 0.45 < ratio < 0.53, ratio
-    size16, size32 = (os.path.getsize(os.path.join(dirs[dt], "model.onnx")) for dt in ("fp16", "fp32"))
+    size16, size32 = (os.path.getsize(model_path(dirs[dt])) for dt in ("fp16", "fp32"))
     assert size16 < 0.75 * size32  # tiny model: the graph itself is a large part of the file
     meta = json.load(open(os.path.join(dirs["fp16"], "onnxport.json")))
     assert meta["dtype"] == "fp16" and meta["validation"]["passed"]
@@ -112,7 +114,7 @@ def test_fp16_file_is_about_half(checkpoint_factory, tmp_path):
     sizes = {}
     for dt in ("fp32", "fp16"):
         export(checkpoint, str(tmp_path / dt), task="feature-extraction", dtype=dt, validate=dt == "fp16")
-        sizes[dt] = os.path.getsize(tmp_path / dt / "model.onnx")
+        sizes[dt] = os.path.getsize(Path(model_path(tmp_path / dt)))
     assert 0.45 < sizes["fp16"] / sizes["fp32"] < 0.56, sizes
 
 
@@ -138,7 +140,7 @@ def test_fp16_matches_fp32_native(model_type, exports):
 def test_mask_values_finite_in_half_precision(model_type, exports):
     """The additive mask holds 0 / MASK_FILL, finite in fp16; no float constant of the graph leaves the fp16 range."""
     _, dirs = exports[model_type]
-    model = onnx.load(os.path.join(dirs["fp16"], "model.onnx"))
+    model = onnx.load(model_path(dirs["fp16"]))
     values = [onnx.numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type in (FLOAT, FLOAT16)]
     values += [onnx.numpy_helper.to_array(a.t) for n in model.graph.node if n.op_type == "Constant"
                for a in n.attribute if a.name == "value" and a.t.data_type in (FLOAT, FLOAT16)]
@@ -168,7 +170,7 @@ def test_rotary_in_fp16_function_body_reference_and_fused(exports):
     from onnxport.exporters import rotary_op
 
     checkpoint, dirs = exports["roformer"]
-    model = onnx.load(os.path.join(dirs["fp16"], "model.onnx"))
+    model = onnx.load(model_path(dirs["fp16"]))
     nodes = rotary_op.rotary_nodes(model)
     assert len(nodes) == 4
     assert [f.name for f in model.functions] == ["RotaryEmbedding"]

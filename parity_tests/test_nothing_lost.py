@@ -82,7 +82,7 @@ def good_export(checkpoint, tmp_path):
 @pytest.mark.parametrize("failure", ["opset", "validation", "convert"])
 def test_failed_force_export_leaves_out_byte_identical(failure, checkpoint, good_export, monkeypatch):
     before = snapshot(good_export)
-    assert {"model.onnx", "onnxport.json", "config.json", "vocab.txt", "NOTES.md", "results/eval.json"} <= set(before)
+    assert {"onnx/model.onnx", "onnxport.json", "config.json", "vocab.txt", "NOTES.md", "results/eval.json"} <= set(before)
     if failure == "opset":
         with pytest.raises(ExportError, match="opset"):
             export(checkpoint, good_export, task=TASK, force=True, opset=99)
@@ -113,13 +113,14 @@ def test_force_export_replaces_export_files_and_keeps_user_files(checkpoint, che
     # A different head and checkpoint (no tokenizer files): every export file is new, none is left over.
     other = checkpoint_factory("xlm-roberta", "ForQuestionAnswering")
     report = export(other, good_export, task="question-answering", force=True)
-    assert report.validation.passed and report.model_path == os.path.join(str(good_export), "model.onnx")
+    assert report.validation.passed and report.model_path == os.path.join(str(good_export), "onnx", "model.onnx")
     now = snapshot(good_export)
-    assert set(now) == {"model.onnx", "config.json", "onnxport.json", "NOTES.md", "results", "results/eval.json"}
+    assert set(now) == {"onnx", "onnx/model.onnx", "config.json", "onnxport.json", "NOTES.md", "results",
+                        "results/eval.json"}
     assert now["NOTES.md"] == old["NOTES.md"] and now["results/eval.json"] == old["results/eval.json"]
-    assert now["model.onnx"] != old["model.onnx"]
+    assert now["onnx/model.onnx"] != old["onnx/model.onnx"]
     meta = json.loads((good_export / "onnxport.json").read_text())
-    assert meta["task"] == "question-answering" and meta["files"] == ["config.json", "model.onnx"]
+    assert meta["task"] == "question-answering" and meta["files"] == ["config.json", "onnx/model.onnx"]
     assert leftovers(good_export.parent) == []
     # Without force a non-empty OUT is still refused, and left alone.
     with pytest.raises(ExportError, match="not empty.*force"):
@@ -177,7 +178,7 @@ def test_force_export_into_the_working_directory(checkpoint, good_export, monkey
     monkeypatch.chdir(good_export / "results")
     export(checkpoint, "..", task=TASK, force=True, validate=False)
     assert os.getcwd() == os.path.realpath(good_export / "results")
-    assert os.path.isfile("eval.json") and os.path.isfile(os.path.join("..", "model.onnx"))
+    assert os.path.isfile("eval.json") and os.path.isfile(os.path.join("..", "onnx", "model.onnx"))
 
 
 # ----------------------------------------------------------------------------- 2. checkpoint and output overlap
@@ -205,7 +206,7 @@ def test_optimized_model_path_cannot_name_export_files(model_type, checkpoint_fa
     out = tmp_path / "export"
     export(checkpoint_factory(model_type, "ForMaskedLM"), out, task=TASK, validate=False)
     before = snapshot(out)
-    for name in ("model.onnx", "config.json", "onnxport.json", "model.onnx_data"):
+    for name in ("onnx/model.onnx", "config.json", "onnxport.json", "onnx/model.onnx_data", "onnx/other.onnx"):
         target = out / name
         with pytest.raises(ModelFileError, match="optimized_model_path") as raised:
             OnnxModelForMaskedLM.from_pretrained(out, provider="cpu", optimized_model_path=str(target))
@@ -216,7 +217,7 @@ def test_optimized_model_path_cannot_name_export_files(model_type, checkpoint_fa
     # The same file by another spelling (relative, through a symlink) is the same file.
     os.symlink(out, tmp_path / "alias")
     with pytest.raises(ModelFileError, match="optimized_model_path"):
-        create_session(str(out / "model.onnx"), optimized_model_path=str(tmp_path / "alias" / "model.onnx"))
+        create_session(str(out / "onnx" / "model.onnx"), optimized_model_path=str(tmp_path / "alias" / "onnx" / "model.onnx"))
     assert snapshot(out) == before
     # A path outside the export's files is the cache it is meant to be.
     cache = tmp_path / "cache" / "optimized.onnx"
@@ -232,7 +233,7 @@ def test_optimized_model_path_cannot_be_the_model_itself(tmp_path, checkpoint_fa
     out = tmp_path / "export"
     export(checkpoint_factory("xlm-roberta", "ForMaskedLM"), out, task=TASK, validate=False)
     loose = tmp_path / "loose.onnx"  # a model outside any export directory
-    shutil.copyfile(out / "model.onnx", loose)
+    shutil.copyfile(out / "onnx" / "model.onnx", loose)
     digest = snapshot(tmp_path)["loose.onnx"]
     with pytest.raises(ModelFileError, match="optimized_model_path"):
         create_session(str(loose), optimized_model_path=str(loose))

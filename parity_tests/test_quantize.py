@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ from onnxport.exporters.quantize import (  # noqa: E402
     quantize,
     weight_matmuls,
 )
+from onnxport.artifact.layout import model_path  # noqa: E402
 
 FAMILIES = ("xlm-roberta", "roberta-prelayernorm", "roformer")
 HEAD, TASK = "ForTokenClassification", "token-classification"
@@ -83,12 +85,12 @@ def test_int8_agrees_with_fp32(model_type, quantized, exports):
     assert sorted(weight_matmuls(model)) == sorted(report.kept_fp32)
     # Independent recomputation of the reported numbers on fresh inputs.
     spec = load_spec(exports[model_type][1])
-    recomputed = compare_to_fp32(os.path.join(exports[model_type][1], "model.onnx"), report.model_path, spec, sets=3)
+    recomputed = compare_to_fp32(model_path(exports[model_type][1]), report.model_path, spec, sets=3)
     assert recomputed[0].cosine >= 0.999
 
 
 def test_roformer_keeps_rotary_nodes(quantized, exports):
-    fp32 = onnx.load(os.path.join(exports["roformer"][1], "model.onnx"))
+    fp32 = onnx.load(model_path(exports["roformer"][1]))
     int8 = onnx.load(quantized["roformer"].model_path)
     rotary = lambda m: [n for n in m.graph.node if n.domain == "onnxport" and n.op_type == "RotaryEmbedding"]  # noqa: E731
     assert len(rotary(int8)) == len(rotary(fp32)) == 4 == quantized["roformer"].custom_nodes  # 2 layers x (q, k)
@@ -168,7 +170,7 @@ def test_cli_quantize_and_export_quantize(exports, tmp_path, capsys):
     assert main(["export", checkpoint, str(tmp_path / "e"), "--task", TASK, "--quantize", "int8"]) == 0
     meta = json.load(open(tmp_path / "e" / "onnxport.json"))
     assert meta["quantization"]["passed"] and meta["custom_ops"][0]["count"] == 4
-    ops = {n.op_type for n in onnx.load(str(tmp_path / "e" / "model.onnx")).graph.node}
+    ops = {n.op_type for n in onnx.load(str(Path(model_path(tmp_path / "e")))).graph.node}
     assert ("MatMulInteger" in ops or "DequantizeLinear" in ops) and "RotaryEmbedding" in ops
     spec = load_spec(str(tmp_path / "e"))
     assert spec.task == TASK and make_inputs(spec, 1, 4)["input_ids"].shape == (1, 4)
@@ -185,10 +187,10 @@ def test_optimized_graph_quantizes_with_fusions_kept(exports, tmp_path):
     fused = tmp_path / "fused"
     shutil.copytree(directory, fused)
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
-    optimized = optimizer.optimize_model(os.path.join(directory, "model.onnx"), model_type="bert", num_heads=4,
+    optimized = optimizer.optimize_model(model_path(directory), model_type="bert", num_heads=4,
                                          hidden_size=32)
     assert optimized.get_fused_operator_statistics()["Attention"] == 2
-    optimized.save_model_to_file(str(fused / "model.onnx"))
+    optimized.save_model_to_file(str(Path(model_path(fused))))
     report = quantize(str(fused), str(tmp_path / "fused-int8"))
     assert report.passed and report.cosine >= 0.999 and report.quantized_nodes >= 6
     ops = [n.op_type for n in onnx.load(report.model_path).graph.node]

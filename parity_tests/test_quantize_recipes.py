@@ -34,6 +34,7 @@ from onnxport.exporters.quantize import (  # noqa: E402
     quantize,
     weight_matmuls,
 )
+from onnxport.artifact.layout import model_path  # noqa: E402
 
 TASK = "fill-mask"
 # The tiny model's random weights spread 2000 logits thinly: near-ties flip under int8 (measured: 97.3% top-1 on
@@ -159,7 +160,7 @@ def test_each_recipe_serves_and_agrees_with_fp32(recipe, recipe_reports, tiny_ex
     assert sorted(weight_matmuls(model)) == sorted(report.kept_fp32)
     if not recipe.endswith(KEEP_FP32):
         assert report.kept_fp32 == []
-    total = len(weight_matmuls(onnx.load(os.path.join(tiny_export, "model.onnx"))))
+    total = len(weight_matmuls(onnx.load(model_path(tiny_export))))
     assert total == 13 and report.quantized_nodes == total - len(report.kept_fp32)  # 2 x 6 layer weights + head dense
 
     # Served by the runtime, against the fp32 export on sentences neither the gate nor calibration saw.
@@ -246,6 +247,6 @@ def test_trained_int8_keeps_the_default_gate_on_held_out_text(trained_int8):
     assert "/model/lm_head/dense/MatMul" in report.kept_fp32 and len(report.kept_fp32) <= 4
     spec = load_spec(str(fp32))
     held_out = tokenized_inputs(str(fp32), spec, trained_roberta.held_out_text()[:384])
-    main = compare_to_fp32(os.path.join(fp32, "model.onnx"), report.model_path, spec, inputs=held_out)[0]
+    main = compare_to_fp32(model_path(fp32), report.model_path, spec, inputs=held_out)[0]
     assert main.rows > 5000
     assert main.top1_agreement >= 0.99 and main.cosine >= 0.999, main

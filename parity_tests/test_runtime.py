@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from onnxport.runtime import (
     pipeline,
 )
 from tokenizer_fixtures import write_roberta_files, write_roformer_files, write_xlm_roberta_files
+from onnxport.artifact.layout import model_path
 
 TOKENIZER_WRITERS = {
     "xlm-roberta": write_xlm_roberta_files,
@@ -332,8 +334,8 @@ def test_wrong_task_corrupt_and_missing_files(served, tmp_path):
         pipeline("summarization", export_dir)
     broken = tmp_path / "broken"
     shutil.copytree(export_dir, broken)
-    data = (broken / "model.onnx").read_bytes()
-    (broken / "model.onnx").write_bytes(data[: len(data) // 3])
+    data = (Path(model_path(broken))).read_bytes()
+    (Path(model_path(broken))).write_bytes(data[: len(data) // 3])
     with pytest.raises(ModelFileError, match="not a readable ONNX model"):
         OnnxModelForMaskedLM.from_pretrained(broken)
     with pytest.raises(FileNotFoundError, match="has no onnxport.json"):

@@ -123,7 +123,7 @@ def test_cli_chain_on_the_trained_checkpoint(trained, tmp_path):
 
     again = tmp_path / "again"
     assert _cli("export", trained, again).returncode == 0
-    for name in ("model.onnx", "config.json"):
+    for name in ("onnx/model.onnx", "config.json"):
         assert hashlib.sha256((again / name).read_bytes()).digest() == \
             hashlib.sha256((exports["pt"] / name).read_bytes()).digest(), name
 

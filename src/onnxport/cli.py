@@ -102,7 +102,7 @@ def _add_export_parser(commands) -> None:
 
     p = commands.add_parser("export", help="export an HF-format checkpoint directory to ONNX")
     p.add_argument("checkpoint", help="checkpoint directory (config.json + weights)")
-    p.add_argument("out", help="output directory for model.onnx, config, tokenizer files, onnxport.json")
+    p.add_argument("out", help="output directory for onnx/model.onnx, config, tokenizer files, onnxport.json")
     p.add_argument("--framework", default="pt", choices=tuple(FRONT_ENDS), help="front end (default: pt)")
     p.add_argument("--task", choices=tuple(TASKS), help="export task (default: from the checkpoint's architectures)")
     p.add_argument("--with-past", action="store_true", help="text-generation with past key/values in and out")
@@ -387,6 +387,7 @@ def _bench(args) -> int:
 def _info(args) -> int:
     import json
 
+    from .artifact.layout import served_clients
     from .artifact.spec_file import read_export_dir
 
     meta, spec = read_export_dir(args.export_dir)
@@ -425,7 +426,14 @@ def _info(args) -> int:
     if isinstance(tokenizer, dict):
         lines.append(f"  tokenizer: {tokenizer.get('class') or 'none'}"
                      f"{' — ' + tokenizer['warning'] if tokenizer.get('warning') else ''}")
+        tokenizer_json = tokenizer.get("tokenizer_json")
+        if isinstance(tokenizer_json, dict) and not tokenizer_json.get("exact"):
+            lines.append(f"  tokenizer.json: {'inexact' if tokenizer_json.get('written') else 'none'} — "
+                         f"{tokenizer_json.get('why')}")
     lines.append("  files: " + ", ".join(meta.get("files", [])))
+    lines.append("  clients (the directory as it is):")
+    lines += [f"    {client:<17} {'yes' if serves else 'no '}  {why}"
+              for client, serves, why in served_clients(args.export_dir, meta)]
     print("\n".join(lines))
     return 0
 

@@ -2,6 +2,8 @@
 
 * ``io_spec``: what an exported graph takes and returns, per task, and each tensor's role;
 * ``spec_file``: ``onnxport.json``, its one reader (``read_export_dir``) and structure check;
+* ``layout``: where the graph sits (``onnx/model.onnx``, the Hub's layout transformers.js reads; older
+  directories' top-level ``model.onnx``), config.json's ``transformers.js_config``, which clients a directory serves;
 * ``files``: the export's file names (model, external data, tokenizer files) and which files an export owns;
 * ``input_checks``: the input rules the reference models, validation and the runtime share;
 * ``rotary_op``: the custom rotary op's schema, its function body and its lowering (imports ``onnx``).

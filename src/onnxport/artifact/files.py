@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 
+from .layout import LAYOUT_NAMES, model_file
 from .spec_file import SPEC_FILE
 
-MODEL_FILE = "model.onnx"
-EXTERNAL_DATA_FILE = "model.onnx_data"
+# The fp32 graph's place in an export directory (layout.py: onnx/model.onnx; layout.model_path finds the graph
+# of a directory in either layout) and its external-data file.
+MODEL_FILE = model_file()
+EXTERNAL_DATA_FILE = MODEL_FILE + "_data"
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -26,11 +29,11 @@ def export_file_names(out_dir: str) -> set[str]:
 
     The files every export may write, plus those the directory's ``onnxport.json`` lists (an int8 or
     older export's own files)."""
-    names = {MODEL_FILE, EXTERNAL_DATA_FILE, SPEC_FILE, "config.json", *TOKENIZER_FILES}
+    names = {*LAYOUT_NAMES, SPEC_FILE, "config.json", *TOKENIZER_FILES}
     try:
         with open(os.path.join(out_dir, SPEC_FILE), encoding="utf-8") as fh:
             listed = json.load(fh).get("files", [])
-        names.update(os.path.basename(n) for n in listed if isinstance(n, str))
+        names.update(n.split("/")[0] for n in listed if isinstance(n, str))  # onnx/model.onnx -> onnx
     except (OSError, ValueError, AttributeError, TypeError):
         pass  # no readable onnxport.json: the fixed names only
     return names

@@ -353,15 +353,18 @@ def _write_parts(path: str, parts: list[_Part]) -> None:
 
 
 def save(model: onnx.ModelProto, out_dir: str, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
-         base_dir: Optional[str] = None) -> list[str]:
-    """Write model.onnx (+ model.onnx_data when the weights pass the threshold); returns the files written.
+         base_dir: Optional[str] = None, file_name: str = MODEL_FILE) -> list[str]:
+    """Write ``out_dir/file_name`` (+ its ``_data`` file beside it when the weights pass the threshold; the
+    export layout's names are layout.py's); returns the files written.
 
     The files are byte for byte what ``onnx.save_model`` writes (with external data: one file, tensors of
     1 KiB and more in initializer order), streamed: the serialized model is never in memory, and weights
     that are external data in ``base_dir`` are copied from there. ``model`` is not modified.
     """
-    path = os.path.join(out_dir, MODEL_FILE)
-    data_path = os.path.join(out_dir, EXTERNAL_DATA_FILE)
+    path = os.path.join(out_dir, file_name)
+    data_file = os.path.basename(path) + "_data"  # named relative to the graph, which may sit in a subfolder
+    data_path = os.path.join(os.path.dirname(path), data_file)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     for stale in (path, data_path):
         if os.path.exists(stale):
             os.remove(stale)
@@ -371,7 +374,7 @@ def save(model: onnx.ModelProto, out_dir: str, external_data_threshold: int = EX
             raise ValueError("The proto size is larger than the 2 GB limit; lower external_data_threshold.")
         _write_parts(path, parts)
         return [path]
-    logger.info("weights pass %d bytes: writing external data to %s", external_data_threshold, EXTERNAL_DATA_FILE)
+    logger.info("weights pass %d bytes: writing external data to %s", external_data_threshold, data_file)
     with open(data_path, "wb") as data:
 
         def external_tensor(init: onnx.TensorProto) -> list[_Part]:
@@ -382,7 +385,7 @@ def save(model: onnx.ModelProto, out_dir: str, external_data_threshold: int = EX
             for chunk in _chunks(init, base_dir):
                 data.write(chunk)
             meta = _tensor_meta(init)
-            for key, value in (("location", EXTERNAL_DATA_FILE), ("offset", offset), ("length", data.tell() - offset)):
+            for key, value in (("location", data_file), ("offset", offset), ("length", data.tell() - offset)):
                 entry = meta.external_data.add()
                 entry.key, entry.value = key, str(value)
             meta.data_location = onnx.TensorProto.EXTERNAL

@@ -29,7 +29,8 @@ import numpy as np
 
 from .. import __version__
 from ..artifact import io_spec
-from ..artifact.files import MODEL_FILE, export_file_names
+from ..artifact import layout
+from ..artifact.files import export_file_names
 from ..artifact.io_spec import TASKS, IOSpec, task_for_head
 from ..artifact.spec_file import SPEC_FILE, read_export_dir, write_spec_file
 from ..checkpoints import weight_names
@@ -158,7 +159,7 @@ def export(
         names = write_files_and_spec(options, checkpoint, graph, conversion, saved, report_validation, build_dir)
         clock.lap("write")
 
-    model_path = os.path.join(options.out_dir, MODEL_FILE)
+    model_path = os.path.join(options.out_dir, layout.model_file(options.dtype))
     files = [os.path.join(options.out_dir, name) for name in names]
     report = ExportReport(options.out_dir, model_path, options.framework, checkpoint.task, options.with_past,
                           options.opset, graph.spec, files, report_validation, clock.seconds, graph.custom_nodes,
@@ -340,11 +341,13 @@ def save_and_check(model, options: ExportOptions, build_dir: str, workdir: str) 
     logger.info("[4/7] saving to %s", options.out_dir)
     threshold = options.external_data_threshold
     threshold = onnx_file.EXTERNAL_DATA_THRESHOLD if threshold is None else threshold
-    written = onnx_file.save(model, build_dir, threshold, base_dir=workdir)  # weights may be external data there
-    built_model = os.path.join(build_dir, onnx_file.MODEL_FILE)
+    model_file = layout.model_file(options.dtype)  # onnx/model.onnx (model_fp16.onnx): transformers.js's names
+    # weights may be external data in workdir
+    written = onnx_file.save(model, build_dir, threshold, base_dir=workdir, file_name=model_file)
+    built_model = os.path.join(build_dir, model_file)
     logger.info("[5/7] ONNX checker (full, with shape inference)")
     onnx_file.check(built_model, model, base_dir=workdir)
-    return SavedModel(built_model, tuple(os.path.basename(f) for f in written))
+    return SavedModel(built_model, tuple(os.path.relpath(f, build_dir).replace(os.sep, "/") for f in written))
 
 
 def validate_against_native(options: ExportOptions, graph: CleanGraph, conversion: Conversion,
@@ -380,6 +383,7 @@ def write_files_and_spec(options: ExportOptions, checkpoint: Checkpoint, graph: 
     names = list(saved.files)
     config.architectures = [family.class_prefix + spec.head]
     config.save_pretrained(build_dir)
+    layout.write_transformers_js_config(build_dir, options.dtype)  # which graph transformers.js loads
     names.append("config.json")
     tokenizer = None
     if options.copy_tokenizer:
@@ -428,9 +432,9 @@ def validate_export(export_dir: str, checkpoint_dir: str | None = None, atol: fl
     if not os.path.isdir(checkpoint_dir):
         raise InputError(f"Checkpoint directory {checkpoint_dir!r} does not exist; pass the directory the export "
                          "was made from (onnxport validate EXPORT_DIR CHECKPOINT).")
-    model_path = os.path.join(export_dir, MODEL_FILE)
+    model_path = layout.model_path(export_dir)  # either layout
     if not os.path.isfile(model_path):
-        raise ModelFileError(f"No {MODEL_FILE} in {export_dir}; re-export the checkpoint.")
+        raise ModelFileError(f"No {os.path.relpath(model_path, export_dir)} in {export_dir}; re-export the checkpoint.")
     config = AutoConfig.from_pretrained(export_dir)  # as exported (is_decoder for text-generation, ...)
     runner = validation.native_runner(framework or meta.get("framework", "pt"), checkpoint_dir, config, spec)
     if meta.get("dtype") == "fp16":

@@ -446,7 +446,7 @@ def quantize(
     """
     import onnx
 
-    from ..artifact import rotary_op
+    from ..artifact import layout, rotary_op
     from ..artifact.files import export_file_names
     from ..artifact.spec_file import SPEC_FILE, read_export_dir, write_spec_file
     from . import onnx_file as artifact
@@ -460,9 +460,10 @@ def quantize(
                                 "it cannot run without validation.")
     export_dir = os.fspath(export_dir).rstrip(os.sep) or os.sep
     out_dir = os.fspath(out_dir) if out_dir is not None else export_dir + "-int8"
-    source = os.path.join(export_dir, artifact.MODEL_FILE)
+    source = layout.model_path(export_dir)
     if not os.path.isfile(source) or not os.path.isfile(os.path.join(export_dir, SPEC_FILE)):
-        raise QuantizationError(f"{export_dir!r} is not an onnxport export directory (model.onnx + {SPEC_FILE}); "
+        raise QuantizationError(f"{export_dir!r} is not an onnxport export directory ({layout.model_file()} + "
+                                f"{SPEC_FILE}); "
                                 "create one with `onnxport export`.")
     if artifact.overlapping(export_dir, out_dir):
         raise QuantizationError(f"The int8 model needs its own directory: {out_dir!r} is the export {export_dir!r}, "
@@ -488,7 +489,7 @@ def quantize(
         gate_feeds = list(validation_inputs(spec))
     calibration_feeds = gate_feeds
 
-    external = os.path.isfile(os.path.join(export_dir, artifact.EXTERNAL_DATA_FILE))
+    external = layout.data_path(export_dir) is not None
     # Built and gated beside out_dir, then swapped in: a model the gate refuses is never left where
     # `onnxport run` would serve it, and a previous out_dir stays as it was. User files in out_dir survive --force.
     owned = export_file_names(out_dir)
@@ -552,14 +553,14 @@ def quantize(
         custom_nodes = len(rotary_op.rotary_nodes(model))
         rotary_op.attach_function(model)  # keep the function body beside the kept custom nodes
         model.ir_version = min(max(model.ir_version, artifact.MIN_IR_VERSION), artifact.MAX_IR_VERSION)
-        model_files = artifact.save(model, build_dir)
+        model_files = artifact.save(model, build_dir, file_name=layout.model_file("int8"))
         del model
 
         report = QuantizationReport(
-            out_dir=out_dir, model_path=os.path.join(out_dir, artifact.MODEL_FILE), weight_type="int8",
+            out_dir=out_dir, model_path=os.path.join(out_dir, layout.model_file("int8")), weight_type="int8",
             per_channel=BASE_RECIPES[best.recipe.removesuffix(KEEP_FP32)][1], reduce_range=reduce_range,
             op_types=list(OP_TYPES), quantized_nodes=quantized_nodes, custom_nodes=custom_nodes,
-            fp32_bytes=_files_bytes(export_dir, (artifact.MODEL_FILE, artifact.EXTERNAL_DATA_FILE)),
+            fp32_bytes=sum(os.path.getsize(f) for f in (source, layout.data_path(export_dir)) if f),
             int8_bytes=sum(os.path.getsize(f) for f in model_files), min_cosine=min_cosine, min_top1=min_top1,
             outputs=agreement, seconds=seconds, recipe=best.recipe, kept_fp32=best.kept_fp32,
             gate_inputs="calibration" if texts is not None else "generated",
@@ -582,11 +583,14 @@ def quantize(
         # Everything but the model files comes along, so the directory serves like the fp32 one.
         for name in sorted(os.listdir(export_dir)):
             src = os.path.join(export_dir, name)
-            if name in (artifact.MODEL_FILE, artifact.EXTERNAL_DATA_FILE, SPEC_FILE) or not os.path.isfile(src):
+            if name in (*layout.LAYOUT_NAMES, SPEC_FILE) or not os.path.isfile(src):
                 continue
             shutil.copyfile(src, os.path.join(build_dir, name))
+        if os.path.isfile(os.path.join(build_dir, "config.json")):
+            layout.write_transformers_js_config(build_dir, "int8")
         metadata["quantization"] = report.to_dict()
-        metadata["files"] = sorted(set(os.listdir(build_dir)) | {SPEC_FILE})
+        metadata["files"] = sorted({os.path.relpath(os.path.join(root, name), build_dir).replace(os.sep, "/")
+                                    for root, _, files in os.walk(build_dir) for name in files} | {SPEC_FILE})
         write_spec_file(build_dir, metadata)
     return report
 

@@ -50,6 +50,7 @@ def write_tokenizer(checkpoint_dir: str, out_dir: str, config, family) -> dict[s
         return _unusable_tokenizer(checkpoint_dir, err, family, copied)
 
     _write_config(out_dir, source, config)
+    written_json = _write_tokenizer_json(source, out_dir, "tokenizer.json" in copied)
     try:
         exported = AutoTokenizer.from_pretrained(out_dir)
     except Exception as err:
@@ -63,8 +64,43 @@ def write_tokenizer(checkpoint_dir: str, out_dir: str, config, family) -> dict[s
                 f"The tokenizer written to {out_dir} tokenizes {args!r} as {got}, the checkpoint's as {want}; "
                 "its files are inconsistent (for example a tokenizer_config.json that names another class)."
             )
-    names = sorted(set(copied) | {"tokenizer_config.json"})
-    return {"class": type(exported).__name__, "files": names, "model_max_length": exported.model_max_length}
+    names = sorted(set(copied) | {"tokenizer_config.json"} | ({"tokenizer.json"} if written_json else set()))
+    return {"class": type(exported).__name__, "files": names, "model_max_length": exported.model_max_length,
+            "tokenizer_json": _check_tokenizer_json(out_dir, exported, written_json)}
+
+
+def _write_tokenizer_json(tokenizer, out_dir: str, shipped: bool) -> bool:
+    """The export's tokenizer.json, written from onnxport's tokenizer (flags as tokenizer_config.json has them),
+    over the checkpoint's copy. A tokenizer it cannot hold whole (RoFormer's jieba) gets one only where the
+    checkpoint shipped one, completed the same way; the record says how it differs."""
+    from ..tokenizers.tokenizer_json import tokenizer_json
+
+    text = tokenizer_json(tokenizer)
+    if text is None or (tokenizer.tokenizer_json_gap and not shipped):
+        return False
+    with open(os.path.join(out_dir, "tokenizer.json"), "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return True
+
+
+def _check_tokenizer_json(out_dir: str, tokenizer, written: bool) -> dict[str, Any]:
+    """The ``tokenizer_json`` record: whether tokenizer.json alone (tokenizers.Tokenizer.from_file, as
+    transformers.js and the Rust/Node bindings read it) gives onnxport's ids and offsets, and if not why."""
+    from ..tokenizers.tokenizer_json import check_tokenizer_json
+
+    if not written:
+        why = tokenizer.tokenizer_json_gap or "the tokenizer has no tokenizer.json form"
+        return {"written": False, "exact": False, "why": f"no tokenizer.json: {why}"}
+    mask = tokenizer.mask_token
+    samples = [*SAMPLE_TEXTS, SAMPLE_PAIR, *((f"Hello {mask} world!", f"{mask} at the start, then{mask}.")
+                                              if mask else ())]
+    mismatch = check_tokenizer_json(os.path.join(out_dir, "tokenizer.json"), tokenizer, samples)
+    if mismatch is None:
+        return {"written": True, "exact": True}
+    why = f"{tokenizer.tokenizer_json_gap}: {mismatch}" if tokenizer.tokenizer_json_gap else mismatch
+    logger.warning("The export's tokenizer.json does not tokenize as onnxport: %s. Clients that read only "
+                   "tokenizer.json (transformers.js, tokenizers.Tokenizer.from_file) will differ.", why)
+    return {"written": True, "exact": False, "why": why}
 
 
 def _unusable_tokenizer(checkpoint_dir: str, error: Exception, family, copied: list[str]) -> dict[str, Any]:
@@ -88,6 +124,10 @@ def _write_config(out_dir: str, tokenizer, config) -> None:
     data.setdefault("tokenizer_class", type(tokenizer).__name__.removesuffix("Fast"))
     for key, value in tokenizer.special_tokens_map.items():
         data.setdefault(key, value)
+    # The flags the tokenizer runs with (the configured ones win over a tokenizer.json's, as in transformers),
+    # so that tokenizer_config.json and the written tokenizer.json agree.
+    data["added_tokens_decoder"] = {str(index): spec.as_config()
+                                    for index, spec in tokenizer.added_tokens_decoder.items()}
     limit = config.max_sequence_length
     current = data.get("model_max_length")
     if not isinstance(current, int) or current >= _UNKNOWN_LENGTH or current > limit:

@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from ..errors import ConfigError, ModelFileError, TaskError
-from ..artifact.files import EXTERNAL_DATA_FILE, MODEL_FILE
+from ..artifact import layout
 from ..exporters.onnx_file import overlapping, staged_directory
 from . import row_fields
 
 TEMPLATE = os.path.join(os.path.dirname(__file__), "triton_model.py")
+MODEL_FILE = "model.onnx"  # the onnxruntime backend's default_model_filename in a version folder
 
 TRITON_TYPES = {"int64": "TYPE_INT64", "int32": "TYPE_INT32", "float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 
@@ -66,8 +67,8 @@ def write_repository(export_dir: str | os.PathLike, repo_dir: str | os.PathLike,
     except TaskError as err:
         raise TaskError(f"{export_dir}: {err} Re-export with one of those tasks.") from None
     _check_tokenizer(export_dir, spec.model_type)
-    if not os.path.isfile(os.path.join(export_dir, MODEL_FILE)):
-        raise ModelFileError(f"{export_dir} has no {MODEL_FILE}; re-export it with `onnxport export`.")
+    if not os.path.isfile(layout.model_path(export_dir)):
+        raise ModelFileError(f"{export_dir} has no {layout.model_file()}; re-export it with `onnxport export`.")
     pipeline_kwargs = dict(pipeline_kwargs or {})
     try:
         json.dumps(pipeline_kwargs)
@@ -98,10 +99,11 @@ def write_repository(export_dir: str | os.PathLike, repo_dir: str | os.PathLike,
                text_model_config(name, spec.task, max_batch_size, instances, max_queue_delay_us, parameters))
 
         os.makedirs(os.path.join(onnx_dir, "1"))
-        for file_name in (MODEL_FILE, EXTERNAL_DATA_FILE):
-            source = os.path.join(export_dir, file_name)
-            if os.path.isfile(source):
-                shutil.copy(source, os.path.join(onnx_dir, "1", file_name))
+        # Triton's name for the graph; its external data keeps the name the graph refers to it by.
+        shutil.copy(layout.model_path(export_dir), os.path.join(onnx_dir, "1", MODEL_FILE))
+        data = layout.data_path(export_dir)
+        if data:
+            shutil.copy(data, os.path.join(onnx_dir, "1", os.path.basename(data)))
         _write(os.path.join(onnx_dir, "config.pbtxt"),
                onnx_model_config(f"{name}_onnx", spec, max_batch_size, instances, max_queue_delay_us, kind,
                                  tensorrt, trt_fp16, trt_engine_cache_dir))

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Optional, Sequence
 
 import numpy as np
 
+from ..artifact import layout
 from ..configs import AutoConfig, EncoderConfig
 from ..errors import InputError, TaskError
 from ..artifact.files import MODEL_FILE
@@ -101,7 +102,7 @@ class OnnxModelBase:
         _check_spec_matches_task(spec, config, export_dir)
         config_obj = session_config or SessionConfig()
         config_obj.provider = provider
-        model_path = os.path.join(export_dir, MODEL_FILE)
+        model_path = layout.model_path(export_dir)
         graph = _read_graph(model_path, export_dir)
         limits = _input_limits(config, spec, graph)
         model_source: str | bytes = model_path
@@ -297,7 +298,7 @@ def _check_graph_matches_spec(session, spec: IOSpec, export_dir: str) -> None:
     graph_outputs = [o.name for o in session.get_outputs()]
     if sorted(graph_inputs) != sorted(spec.input_names) or sorted(graph_outputs) != sorted(spec.output_names):
         raise ModelFileError(
-            f"{export_dir}/model.onnx does not match its {SPEC_FILE} (graph inputs {graph_inputs}, outputs "
+            f"{layout.model_path(export_dir)} does not match its {SPEC_FILE} (graph inputs {graph_inputs}, outputs "
             f"{graph_outputs}; spec inputs {spec.input_names}, outputs {spec.output_names}); re-export the model."
         )
 
@@ -352,16 +353,17 @@ def _read_graph(model_path: str, export_dir: str):
             continue
         info = {entry.key: entry.value for entry in init.external_data}
         location = info.get("location", "")
-        path = os.path.realpath(os.path.join(export_dir, location))
-        if os.path.dirname(path) != os.path.realpath(export_dir):
+        model_dir = os.path.dirname(model_path)
+        path = os.path.realpath(os.path.join(model_dir, location))
+        if os.path.dirname(path) != os.path.realpath(model_dir):
             raise ModelFileError(
                 f"{model_path} keeps weight {init.name!r} in {location!r}, outside the export directory; "
                 "re-export the model."
             )
         if not os.path.isfile(path):
             raise ModelFileError(
-                f"{model_path} keeps its weights in {location!r}, which is missing from {export_dir}; "
-                "copy it beside model.onnx or re-export the model."
+                f"{model_path} keeps its weights in {location!r}, which is missing from {model_dir}; "
+                f"copy it beside {os.path.basename(model_path)} or re-export the model."
             )
         end = int(info.get("offset", 0)) + int(info.get("length", 0))
         if end > os.path.getsize(path):

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import onnxruntime as ort
 
 from ..artifact.files import SPEC_FILE, export_file_names
+from ..artifact.layout import MODEL_DIR
 from ..errors import ProviderUnavailableError, ModelFileError  # noqa: F401  (re-exported: the old import path keeps working)
 
 logger = logging.getLogger("onnxport")
@@ -165,6 +166,8 @@ def check_optimized_model_path(config: SessionConfig, model_path: Optional[str] 
         elif name in export_file_names(directory) and (
                 os.path.isfile(os.path.join(directory, SPEC_FILE)) or (model and directory == os.path.dirname(model))):
             owner = f"a file of the export in {directory}"
+        elif os.path.basename(directory) == MODEL_DIR and os.path.isfile(os.path.join(directory, "..", SPEC_FILE)):
+            owner = f"the export's model folder {directory}"  # the graph's folder: nothing else belongs there
         if owner:
             raise ModelFileError(
                 f"optimized_model_path={config.optimized_model_path!r} names {owner} ({target}); ONNX Runtime "

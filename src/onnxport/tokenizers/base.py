@@ -121,6 +121,7 @@ class TokenizerBase:
     lstrip_special_tokens = ("mask_token",)  # eat the space before these ("the <mask>" predicts " word")
     transformers_class_name = ""  # written as tokenizer_config.json's "tokenizer_class"
     init_config_keys: tuple[str, ...] = ()  # family options kept in tokenizer_config.json
+    tokenizer_json_gap: Optional[str] = None  # what a tokenizer.json cannot hold of this tokenizer, if anything
 
     padding_side = "right"
     truncation_side = "right"

@@ -43,13 +43,16 @@ class FastTokenizerBase(TokenizerBase):
         self._configured = None
 
     def _add_planned_tokens(self, backend):
-        """Special and configured added tokens the backend lacks, with their flags (a tokenizer.json keeps its
-        own). One not in the vocabulary gets the next free id, as in transformers."""
-        present = {token.content for token in backend.get_added_tokens_decoder().values()}
-        for _, spec in self._added_token_plan():
-            if spec.content not in present:
+        """Special and configured added tokens the backend lacks, with their flags. One not in the vocabulary
+        gets the next free id, as in transformers. As in transformers, tokenizer_config.json's
+        added_tokens_decoder flags win over a tokenizer.json's (re-adding a token updates its flags); the other
+        tokens a tokenizer.json has keep its flags."""
+        present = {token.content: AddedTokenSpec.read(token) for token in backend.get_added_tokens_decoder().values()}
+        for index, spec in self._added_token_plan():
+            configured = index is not None and present.get(spec.content) not in (None, spec)
+            if spec.content not in present or configured:
                 (backend.add_special_tokens if spec.special else backend.add_tokens)([spec.to_rust()])
-                present.add(spec.content)
+                present[spec.content] = spec
 
     def _add_token_spec(self, spec):
         self._user_added_tokens.append(spec)

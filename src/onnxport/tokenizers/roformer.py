@@ -222,6 +222,11 @@ class JiebaPreTokenizer:
 class RoFormerTokenizerFast(RoFormerFamily, FastTokenizerBase):
     """WordPiece in the `tokenizers` library with a runtime jieba pre-tokenizer (see the module docstring)."""
 
+    tokenizer_json_gap = ("RoFormer's jieba word segmentation is Python code that tokenizer.json cannot hold: "
+                          "tokenizers.Tokenizer.from_file and transformers.js split Chinese text by BERT's rules "
+                          "instead, into other tokens (onnxport and transformers restore jieba when they load the "
+                          "directory)")
+
     def _build_backend(self, vocab_file):
         from tokenizers import Tokenizer, decoders, models, normalizers, processors
 
