@@ -185,7 +185,7 @@ def test_roformer_one_custom_node_per_rotary_application(exported, task):
     _, _, report = exported("roformer", task, task == "text-generation")
     model = onnx.load(report.model_path)
     nodes = rotary_op.rotary_nodes(model)
-    layers = AutoConfig.from_pretrained(os.path.dirname(report.model_path)).num_hidden_layers
+    layers = AutoConfig.from_pretrained(report.out_dir).num_hidden_layers
     assert len(nodes) == 2 * layers  # queries and keys
     assert {(o.domain, o.version) for o in model.opset_import} == {("", 17), ("onnxport", 1)}
     assert [(f.domain, f.name) for f in model.functions] == [("onnxport", "RotaryEmbedding")]

@@ -235,7 +235,7 @@ def test_roformer_one_custom_node_per_rotary_application(exported, task, with_pa
     _, _, report = exported("roformer", task, with_past)
     model = onnx.load(report.model_path)
     nodes = rotary_op.rotary_nodes(model)
-    layers = AutoConfig.from_pretrained(os.path.dirname(report.model_path)).num_hidden_layers
+    layers = AutoConfig.from_pretrained(report.out_dir).num_hidden_layers
     assert len(nodes) == 2 * layers == report.custom_nodes  # queries and keys
     assert all(not n.attribute and len(n.input) == 3 for n in nodes)  # no leftover PyFunc attributes
     assert {(o.domain, o.version) for o in model.opset_import} == {("", 17), ("onnxport", 1)}
