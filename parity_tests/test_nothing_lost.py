@@ -453,7 +453,7 @@ def test_disk_full_during_export_leaves_out_and_the_next_export_works(full_at, c
     export(checkpoint, good_export, task=TASK, force=True, validate=False)
     after = snapshot(good_export)
     assert after["NOTES.md"] == before["NOTES.md"] and after["results/eval.json"] == before["results/eval.json"]
-    assert after["model.onnx"] == before["model.onnx"]  # the same checkpoint exports to the same bytes
+    assert after["onnx/model.onnx"] == before["onnx/model.onnx"]  # the same checkpoint exports to the same bytes
 
 
 def test_real_full_disk_during_export(checkpoint, tmp_path):
@@ -467,7 +467,7 @@ def test_real_full_disk_during_export(checkpoint, tmp_path):
     disk.mkdir()
     probe = tmp_path / "probe"
     export(checkpoint, probe, task=TASK, validate=False)
-    size = sum(f.stat().st_size for f in probe.iterdir())
+    size = sum(f.stat().st_size for f in probe.rglob("*") if f.is_file())
     kib = (size * 3 // 2) // 1024 + 64  # one export and its notes fit, a second copy beside it does not
     if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(disk)], capture_output=True).returncode:
         pytest.skip("mount -t tmpfs is not permitted here")

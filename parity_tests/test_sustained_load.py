@@ -128,7 +128,7 @@ def test_files_replaced_while_serving_keep_the_loaded_model(how, exports, second
         exports(FAMILY, "fill-mask")
         export(exports.root / f"ckpt-{FAMILY}-fill-mask", served, task="fill-mask", validate=False,
                external_data_threshold=0)  # ONNX Runtime maps model.onnx_data into memory: the hard case
-        assert (served / "model.onnx_data").is_file()
+        assert (served / "onnx" / "model.onnx_data").is_file()
     else:
         shutil.copytree(exports(FAMILY, "fill-mask"), served)
     pipe = pipeline("fill-mask", served, provider="cpu")
@@ -141,7 +141,7 @@ def test_files_replaced_while_serving_keep_the_loaded_model(how, exports, second
 
     def replace():
         if how == "copied over in place":
-            shutil.copyfile(other / "model.onnx", served / "model.onnx")  # same inode, new bytes
+            shutil.copyfile(other / "onnx" / "model.onnx", served / "onnx" / "model.onnx")  # same inode, new bytes
         else:
             export(second_checkpoint, served, task="fill-mask", force=True, validate=False,
                    external_data_threshold=0 if how == "re-exported with external data" else None)

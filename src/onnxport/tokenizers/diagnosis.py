@@ -7,6 +7,7 @@ class a directory's files fit.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -53,9 +54,16 @@ def tokenizer_problem(directory: str, error: Exception, family) -> TokenizerProb
         try:
             fit = type(TOKENIZERS_BY_CLASS_NAME[candidate.tokenizer_class][1].from_pretrained(directory)).__name__
         except Exception as err:  # the files of that class are there but do not read
-            return TokenizerProblem("corrupt", f"The tokenizer files in {directory} "
-                                               f"({', '.join(candidate.tokenizer_files)}) are corrupt: "
-                                               f"{' '.join(str(err).split())[:300]}. Replace them with intact files")
+            why = " ".join(str(err).split())[:300]
+            files = ", ".join(candidate.tokenizer_files)
+            if any(not _parses(os.path.join(directory, name)) for name in candidate.tokenizer_files):
+                return TokenizerProblem("corrupt", f"The tokenizer files in {directory} ({files}) are corrupt: "
+                                                   f"{why}. Replace them with intact files")
+            # They parse but lack what the class needs (e.g. a vocab.txt without [CLS]): not corrupt, incomplete.
+            return TokenizerProblem(
+                "incomplete", f"The tokenizer files in {directory} ({files}) are {candidate.tokenizer_class}'s "
+                              f"kind but do not load as it: {why}. "
+                              f"{missing_tokenizer_message(directory, family)}")
         wanted = " or ".join(chosen._file_names().values())
         return TokenizerProblem(
             "other-class",
@@ -65,3 +73,18 @@ def tokenizer_problem(directory: str, error: Exception, family) -> TokenizerProb
             "or in the export directory); the model takes ids without it",
             fit)
     return TokenizerProblem("incomplete", f"{missing_tokenizer_message(directory, family)} ({detail})")
+
+
+def _parses(path: str) -> bool:
+    """Whether a vocabulary file is readable as its format at all (JSON, UTF-8 text, or a SentencePiece
+    model, which is binary and judged by the tokenizer library alone)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if path.endswith(".json"):
+            json.loads(data.decode("utf-8"))
+        elif path.endswith(".txt"):
+            data.decode("utf-8")
+        return True
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return False
