@@ -31,7 +31,7 @@ from parity_tests import trained_roberta
 BIOPYTHON = "biopython==1.88"
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 SEQUENCE = 128  # positions of GEOMETRY's table (130) less RoBERTa's padding offset
-STEPS = {"protein": 500, "code": 500}
+STEPS = {"protein": 500, "code": 300}
 BATCH = 32
 CODE_VOCAB = 2000
 CODE_MODULES = ("argparse", "csv", "dataclasses", "datetime", "difflib", "enum", "fractions", "functools",

@@ -923,11 +923,15 @@ def quantize(
         else:
             for base in BASE_RECIPES:
                 why = _skip_reason(base, reduce_range)
-                if why:
-                    trials.append((RecipeTrial(base, [], None, float("nan"), False, skipped=why,
-                                               shortfall=float("inf")), None, [], None))
-                else:
-                    trials.append(trial(base, []))
+                if not why:
+                    try:
+                        trials.append(trial(base, []))
+                        continue
+                    except QuantizationError as err:  # one recipe's quantizer failing is no reason to stop
+                        why = f"onnxruntime's quantizer failed: {err.__cause__ or err}"
+                        logger.info("%s: %s", base, why)
+                trials.append((RecipeTrial(base, [], None, float("nan"), False, skipped=why,
+                                           shortfall=float("inf")), None, [], None))
             if validate and not any(t[0].passed for t in trials):
                 failing = sorted((t for t in trials if not t[0].skipped), key=lambda t: t[0].shortfall)
                 for i, base_trial in enumerate(failing[:KEEP_SEARCH_MAX_BASES]):
