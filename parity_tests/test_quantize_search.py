@@ -161,8 +161,8 @@ def test_closest_advice_names_the_recipe_the_gap_and_the_options():
 
     trials = [RecipeTrial("dynamic", [], 0.9660, 0.99311, False, shortfall=2.4),
               RecipeTrial("dynamic-per-channel" + KEEP_FP32, ["x"] * 11, 0.9861, 0.99938, False, shortfall=0.39),
-              RecipeTrial("static-qdq-smooth", [], None, float("nan"), False, skipped="needs neural-compressor",
-                          shortfall=float("inf"))]
+              RecipeTrial("static-qdq-smooth", [], None, None, False, skipped="needs neural-compressor",
+                          shortfall=None)]
     gate = GateResult("masked-tokens", 0.9861, 0.99938, 1400, 0.99, positions="masked")
     advice = closest_advice(trials, gate, 0.999, 0.99, texts=76, pinned=None)
     assert "Closest: dynamic-per-channel-keep-fp32, 11 MatMuls in fp32: top-1 98.61% (0.39 points short of " \

@@ -183,13 +183,13 @@ class RecipeTrial:
     recipe: str
     kept_fp32: list[str]
     top1_agreement: Optional[float]
-    cosine: float
+    cosine: Optional[float]  # None when skipped
     passed: bool
     latency_ms: Optional[float] = None  # median over the timed gate batches, when it passed
     kept_share: float = 0.0  # share of the weight MatMuls' multiply-adds left in fp32
     steps: int = 0  # keep-fp32: models built and gated while adding nodes one by one
     skipped: Optional[str] = None
-    shortfall: float = 0.0  # gate budgets short of passing (<= 0: passed)
+    shortfall: Optional[float] = 0.0  # gate budgets short of passing (<= 0: passed); None when skipped
 
 
 @dataclass
@@ -587,21 +587,6 @@ def keep_order(sensitivity: dict[str, tuple[float, float]], sizes: dict[str, int
     return sorted(ranked, key=lambda n: loss[n] / max(1, sizes.get(n, 1)), reverse=True)
 
 
-def choose_kept(sensitivity: dict[str, tuple[float, float]], min_cosine: float, min_top1: float) -> list[str]:
-    """The worst nodes, until the remaining single-node losses add up to half the gate's budget (a first guess;
-    the search itself adds nodes one by one, gating each model, until the gate passes)."""
-    budget = (max(1e-6, 1.0 - min_top1) / 2, max(1e-9, 1.0 - min_cosine) / 2)
-    ranked = sorted(sensitivity, key=lambda n: (sensitivity[n][0] / budget[0] + sensitivity[n][1] / budget[1]),
-                    reverse=True)
-    kept = []
-    for node in ranked:
-        rest = [sensitivity[n] for n in ranked if n not in kept]
-        if sum(r[0] for r in rest) <= budget[0] and sum(r[1] for r in rest) <= budget[1]:
-            break
-        kept.append(node)
-    return kept
-
-
 # ----------------------------------------------------------------------------- gates
 def default_gate(task: str) -> str:
     return TASK_GATES.get(task, "all-outputs")
@@ -930,8 +915,8 @@ def quantize(
                     except QuantizationError as err:  # one recipe's quantizer failing is no reason to stop
                         why = f"onnxruntime's quantizer failed: {err.__cause__ or err}"
                         logger.info("%s: %s", base, why)
-                trials.append((RecipeTrial(base, [], None, float("nan"), False, skipped=why,
-                                           shortfall=float("inf")), None, [], None))
+                # None, not NaN / inf: onnxport.json stays standard JSON.
+                trials.append((RecipeTrial(base, [], None, None, False, skipped=why, shortfall=None), None, [], None))
             if validate and not any(t[0].passed for t in trials):
                 failing = sorted((t for t in trials if not t[0].skipped), key=lambda t: t[0].shortfall)
                 for i, base_trial in enumerate(failing[:KEEP_SEARCH_MAX_BASES]):
@@ -954,6 +939,9 @@ def quantize(
             passing = [t for t in passing if t[0].latency_ms <= fastest * SPEED_TIE]
             passing.sort(key=lambda t: (-t[0].shortfall, t[0].cosine), reverse=True)
         seconds["quantize"] = round(time.perf_counter() - clock, 3)
+        if not any(not t[0].skipped for t in trials):
+            raise QuantizationError(f"No int8 recipe could be built for {source}: "
+                                    + "; ".join(f"{t[0].recipe}: {t[0].skipped}" for t in trials))
         best, best_path, agreement, best_gate = passing[0] if passing else min(
             (t for t in trials if not t[0].skipped), key=lambda t: t[0].shortfall)
 
@@ -1108,5 +1096,5 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 __all__ = ["quantize", "QuantizationReport", "QuantizationError", "OutputAgreement", "RecipeTrial", "RECIPES",
            "GATES", "TASK_GATES", "GateResult", "gate_result", "keep_order", "closest_advice", "mask_positions",
            "compare_to_fp32", "cpu_has_vnni", "cpu_flags", "cpu_features", "default_reduce_range",
-           "read_calibration_texts", "tokenized_inputs", "node_sensitivity", "choose_kept",
+           "read_calibration_texts", "tokenized_inputs", "node_sensitivity",
            "DEFAULT_MIN_COSINE", "DEFAULT_MIN_TOP1"]
