@@ -1,18 +1,23 @@
-"""int8 accuracy per recipe on the small RoBERTa masked-LM trained on real text (issue 17).
+"""int8 accuracy on small masked-LMs trained on real data (issues 17 and 27): the default search, and each recipe.
 
-    python -m benchmarks.int8_accuracy [--texts 384] [--runs 30] [--threads 2]
+    python -m benchmarks.int8_accuracy [--models suite,protein,code] [--recipes base|all|none]
+                                       [--texts 384] [--runs 20] [--threads 2]
 
-The checkpoint is ``parity_tests/trained_roberta.py``'s (hidden 128, 4 layers; built once and cached).
-Each recipe of ``onnxport quantize`` is pinned in turn, calibrated on training-side text (the gate's
-inputs too); then, on held-out text with 15% of the real tokens replaced by ``<mask>``:
+Models (each built once and cached under ``~/.cache/onnxport-tests``):
 
-* agreement: int8 arg-max equals fp32 arg-max at the masked positions;
-* cosine of the int8 logits with the fp32 logits over every unpadded position;
-* the model's own masked-token accuracy (arg-max equals the original token), fp32 and int8;
-* model file size; latency of int8 over fp32 (ONNX Runtime, median of interleaved runs, batch 8 x 64
-  tokens: the training sequence length), and the gate figures on the calibration texts.
+* ``suite``: ``parity_tests/trained_roberta.py``'s RoBERTa masked-LM on standard-library docstrings (the model
+  the int8 search was first tuned on); calibration: 256 training-side sentences;
+* ``protein``: ``benchmarks/int8_models.py``'s amino-acid masked-LM (4 layers, hidden 128, 25 tokens) on the
+  real protein sequences of Biopython's test data; calibration: 76 training-side sequences (issue 27's case);
+* ``code``: the same geometry on Python standard-library source lines; calibration: 256 training-side lines.
 
-Prints a markdown table and the CPU features the int8 models were tuned for.
+For each model, ``quantize(EXPORT, calibration=TEXTS)`` runs the default search (default gate: top-1 at the
+masked positions of the calibration texts >= 99 %, cosine >= 0.999) and reports the chosen recipe, the MatMuls
+kept in fp32, the gate figures, the search's seconds and its speed-up; then the chosen model and each pinned
+recipe (``--recipes base``: the base recipes; ``all``: with their ``-keep-fp32`` variants) are measured on
+held-out text (never calibrated on): top-1 agreement with fp32 at masked positions (15 % of real tokens
+masked) and over all positions, cosine of the logits, and int8 / fp32 latency (ONNX Runtime, medians of
+interleaved runs, batch 8 x 128 tokens). Prints markdown tables and the CPU features.
 """
 
 from __future__ import annotations
@@ -22,19 +27,10 @@ import os
 import sys
 import tempfile
 import time
+
 import numpy as np
 
-MASK_RATE = 0.15
-CALIBRATION_TEXTS = 256
-
-
-def _masked(feeds, mask_id: int, special: set[int], rng):
-    """The feeds with MASK_RATE of the real, non-special tokens replaced by <mask>; and where."""
-    ids = feeds["input_ids"].copy()
-    real = (feeds["attention_mask"] == 1) & ~np.isin(ids, list(special))
-    chosen = real & (rng.random(ids.shape) < MASK_RATE)
-    ids[chosen] = mask_id
-    return {**feeds, "input_ids": ids}, chosen
+CALIBRATION_TEXTS = {"suite": 256, "protein": 76, "code": 256}
 
 
 def _session(path: str, threads: int):
@@ -59,74 +55,111 @@ def _interleaved_ms(sessions: dict[str, object], feeds: dict, runs: int) -> dict
     return {name: float(np.median(t)) * 1e3 for name, t in times.items()}
 
 
+def _corpus(name: str):
+    """(checkpoint directory, training-side texts, held-out texts, what it is)."""
+    if name == "suite":
+        from parity_tests import trained_roberta
+
+        return (trained_roberta.cached_checkpoint(log=print), trained_roberta.train_text(),
+                trained_roberta.held_out_text(), "RoBERTa MLM on stdlib docstrings (suite's own)")
+    from benchmarks import int8_models
+
+    what = {"protein": "amino-acid MLM on Biopython's test proteins (25 tokens)",
+            "code": "BPE MLM on Python stdlib source lines"}[name]
+    return (int8_models.cached_checkpoint(name), int8_models.texts(name, held_out=False),
+            int8_models.texts(name, held_out=True), what)
+
+
+def measure(name: str, recipes: str, held_out_texts: int, runs: int, threads: int, work: str) -> dict:
+    from onnxport.artifact.layout import model_path
+    from onnxport.exporters import export, load_spec
+    from onnxport.exporters.quantize import (BASE_RECIPES, KEEP_FP32, _masked_gate_inputs, gate_result, quantize,
+                                             smoothing_unavailable, tokenized_inputs)
+
+    checkpoint, train, held, what = _corpus(name)
+    fp32_dir = os.path.join(work, name, "fp32")
+    export(str(checkpoint), fp32_dir, framework="pt", task="fill-mask")
+    spec = load_spec(fp32_dir)
+    calibration = train[:CALIBRATION_TEXTS[name]]
+    held_feeds, where = _masked_gate_inputs(fp32_dir, tokenized_inputs(fp32_dir, spec, held[:held_out_texts]))
+    timing = tokenized_inputs(fp32_dir, spec, held[:64], batch=8, width=128)[-1]
+    fp32 = _session(model_path(fp32_dir), threads)
+    reference = [{"logits": fp32.run(["logits"], f)[0]} for f in held_feeds]
+
+    def held_out(report) -> dict:
+        int8 = _session(report.model_path, threads)
+        got = [{"logits": int8.run(["logits"], f)[0]} for f in held_feeds]
+        gate = gate_result("masked-tokens", reference, got, held_feeds, spec, where)
+        latency = _interleaved_ms({"fp32": fp32, "int8": int8}, timing, runs)
+        return dict(recipe=report.recipe, kept=len(report.kept_fp32), weights=report.weight_matmuls,
+                    share=report.kept_share, masked=gate.top1_agreement, all=gate.all_positions_top1,
+                    cosine=gate.cosine, rows=gate.rows, speedup=latency["fp32"] / latency["int8"],
+                    gate=(f"{report.gate.top1_agreement:.2%} / {report.gate.cosine:.5f} "
+                          f"{'pass' if report.passed else 'FAIL'}"), passed=report.passed)
+
+    clock = time.perf_counter()
+    chosen = quantize(fp32_dir, os.path.join(work, name, "search"), calibration=calibration, raise_on_failure=False)
+    search_seconds = time.perf_counter() - clock
+    result = dict(name=name, what=what, calibration=len(calibration), held_out=len(held[:held_out_texts]),
+                  search_seconds=search_seconds, chosen=held_out(chosen), report=chosen, rows=[])
+    names = [] if recipes == "none" else [r for r in BASE_RECIPES if not (BASE_RECIPES[r].smooth and
+                                                                          smoothing_unavailable())]
+    if recipes == "all":
+        names += [r + KEEP_FP32 for r in names]
+    for recipe in names:
+        clock = time.perf_counter()
+        report = quantize(fp32_dir, os.path.join(work, name, recipe), recipe=recipe, calibration=calibration,
+                          raise_on_failure=False)
+        row = held_out(report)
+        row["seconds"] = time.perf_counter() - clock
+        result["rows"].append(row)
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--texts", type=int, default=384, help="held-out texts to mask and compare")
-    parser.add_argument("--runs", type=int, default=30, help="timed calls per model")
+    parser.add_argument("--models", default="suite,protein,code")
+    parser.add_argument("--recipes", choices=("base", "all", "none"), default="base")
+    parser.add_argument("--texts", type=int, default=384, help="held-out texts to mask and compare (at most)")
+    parser.add_argument("--runs", type=int, default=20, help="timed calls per model")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     args = parser.parse_args(argv)
 
-    from parity_tests import trained_roberta
+    from onnxport.exporters.quantize import cpu_features, default_reduce_range
 
-    from onnxport.exporters import export, load_spec
-    from onnxport.exporters.quantize import RECIPES, cpu_features, default_reduce_range, quantize, tokenized_inputs
-    from onnxport.artifact.layout import model_path
-    from onnxport.tokenizers import AutoTokenizer
-
-    checkpoint = trained_roberta.cached_checkpoint(log=print)
+    results = []
     with tempfile.TemporaryDirectory(prefix="onnxport-int8-accuracy-") as work:
-        fp32_dir = os.path.join(work, "fp32")
-        export(str(checkpoint), fp32_dir, framework="pt", task="fill-mask")
-        spec = load_spec(fp32_dir)
-        tokenizer = AutoTokenizer.from_pretrained(fp32_dir)
-        special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
-        rng = np.random.default_rng(0)
-        held_out = [_masked(f, tokenizer.mask_token_id, special, rng)
-                    for f in tokenized_inputs(fp32_dir, spec, trained_roberta.held_out_text()[:args.texts])]
-        originals = tokenized_inputs(fp32_dir, spec, trained_roberta.held_out_text()[:args.texts])
-        calibration = trained_roberta.train_text()[:CALIBRATION_TEXTS]
-        timing_feeds = tokenized_inputs(fp32_dir, spec, trained_roberta.held_out_text()[:64], batch=8, width=64)[-1]
+        for name in args.models.split(","):
+            results.append(measure(name, args.recipes, args.texts, args.runs, args.threads, work))
 
-        fp32 = _session(model_path(fp32_dir), args.threads)
-        reference = [fp32.run(["logits"], feeds)[0] for feeds, _ in held_out]
-        fp32_bytes = os.path.getsize(model_path(fp32_dir))
-        truth = np.concatenate([o["input_ids"][chosen] for o, (_, chosen) in zip(originals, held_out)])
-        fp32_masked = np.concatenate([r[chosen] for r, (_, chosen) in zip(reference, held_out)])
-        rows = []
-        for recipe in RECIPES:
-            out = os.path.join(work, recipe)
-            clock = time.perf_counter()
-            report = quantize(fp32_dir, out, recipe=recipe, calibration=calibration, raise_on_failure=False)
-            seconds = time.perf_counter() - clock
-            int8 = _session(report.model_path, args.threads)
-            got = [int8.run(["logits"], feeds)[0] for feeds, _ in held_out]
-            int8_masked = np.concatenate([g[chosen] for g, (_, chosen) in zip(got, held_out)])
-            real = [f["attention_mask"].astype(bool) for f, _ in held_out]
-            a = np.concatenate([r[m].ravel() for r, m in zip(reference, real)]).astype(np.float64)
-            b = np.concatenate([g[m].ravel() for g, m in zip(got, real)]).astype(np.float64)
-            latency = _interleaved_ms({"fp32": fp32, "int8": int8}, timing_feeds, args.runs)
-            rows.append(dict(
-                recipe=recipe, kept=len(report.kept_fp32), positions=len(truth),
-                agreement=float(np.mean(fp32_masked.argmax(-1) == int8_masked.argmax(-1))),
-                cosine=float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))),
-                fp32_accuracy=float(np.mean(fp32_masked.argmax(-1) == truth)),
-                int8_accuracy=float(np.mean(int8_masked.argmax(-1) == truth)),
-                mib=report.int8_bytes / 2**20, ratio=latency["int8"] / latency["fp32"],
-                gate=f"{report.top1_agreement:.2%} / {report.cosine:.5f} {'pass' if report.passed else 'FAIL'}",
-                seconds=seconds))
-
+    print("\n## Default search with --calibration (gate: masked positions of the calibration texts)\n")
+    print("| model | calibration texts | chosen recipe | fp32 MatMuls | gate (top-1 / cosine) | held-out top-1 masked "
+          "| held-out top-1 all | held-out cosine | int8 / fp32 speed | search s |")
+    print("|---|---:|---|---:|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        c = r["chosen"]
+        print(f"| {r['name']}: {r['what']} | {r['calibration']} | {c['recipe']} | {c['kept']} of {c['weights']} "
+              f"({c['share']:.0%}) | {c['gate']} | {c['masked']:.2%} ({c['rows']}) | {c['all']:.2%} "
+              f"| {c['cosine']:.6f} | {c['speedup']:.2f}x | {r['search_seconds']:.0f} |")
+    for r in results:
+        print(f"\n{r['name']}: recipes tried by the search: "
+              + "; ".join(f"{t.recipe}{' (%d kept, %d steps)' % (len(t.kept_fp32), t.steps) if t.steps else ''} "
+                          + ("skipped" if t.skipped else f"{'pass' if t.passed else 'fail'} "
+                             + (f"{t.top1_agreement:.2%}/" if t.top1_agreement is not None else "")
+                             + f"{t.cosine:.5f}") for t in r["report"].search))
+        if r["report"].advice:
+            print(r["report"].advice)
+        if r["rows"]:
+            print(f"\n### {r['name']}: each recipe pinned, held-out text ({r['held_out']} texts)\n")
+            print("| recipe | fp32 MatMuls | top-1 masked | top-1 all | cosine | gate on calibration | int8 / fp32 "
+                  "speed | build s |")
+            print("|---|---:|---:|---:|---:|---|---:|---:|")
+            for row in r["rows"]:
+                print(f"| {row['recipe']} | {row['kept']} | {row['masked']:.2%} | {row['all']:.2%} "
+                      f"| {row['cosine']:.6f} | {row['gate']} | {row['speedup']:.2f}x | {row['seconds']:.0f} |")
     cpu = cpu_features(default_reduce_range(), "cpu")
-    print(f"\nTrained RoBERTa masked-LM (hidden 128, 4 layers), fp32 {fp32_bytes / 2**20:.2f} MiB; calibration: "
-          f"{CALIBRATION_TEXTS} training-side texts; measured on {args.texts} held-out texts, "
-          f"{rows[0]['positions']} masked positions; latency at 8 x 64 tokens, {args.threads} threads.\n")
-    print("| recipe | kept fp32 | top-1 agree (masked) | cosine | masked acc fp32 | masked acc int8 | size MiB "
-          "| int8/fp32 latency | gate on calibration (top-1 / cosine) | build s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
-    for r in rows:
-        print(f"| {r['recipe']} | {r['kept']} | {r['agreement']:.2%} | {r['cosine']:.6f} | {r['fp32_accuracy']:.2%} "
-              f"| {r['int8_accuracy']:.2%} | {r['mib']:.2f} | {r['ratio']:.2f} | {r['gate']} | {r['seconds']:.0f} |")
     print(f"\nCPU: {cpu['machine']}, flags {', '.join(cpu['flags'] or ['unknown'])}; VNNI: {cpu['vnni']}; "
-          f"reduce_range: {cpu['reduce_range']}")
+          f"reduce_range: {cpu['reduce_range']}; {args.threads} threads")
     return 0
 
 

@@ -194,4 +194,12 @@ def test_optimized_graph_quantizes_with_fusions_kept(exports, tmp_path):
     report = quantize(str(fused), str(tmp_path / "fused-int8"))
     assert report.passed and report.cosine >= 0.999 and report.quantized_nodes >= 6
     ops = [n.op_type for n in onnx.load(report.model_path).graph.node]
-    assert ops.count("Attention") == 2 and ops.count("SkipLayerNormalization") == 4 and "MatMulInteger" in ops
+    assert ops.count("Attention") == 2 and ops.count("SkipLayerNormalization") == 4
+    # The fastest passing recipe is timed on a shared CPU: dynamic (integer MatMuls) or static (QDQ pairs).
+    assert ("MatMulInteger" if report.recipe.startswith("dynamic") else "DequantizeLinear") in ops
+    # A recipe whose quantizer fails on the fused graph (measured: onnxruntime's histogram calibrators, which
+    # collect nothing here) is recorded as skipped with the reason; the search goes on.
+    for t in report.search:
+        if t.skipped:
+            assert any(why in t.skipped for why in ("onnxruntime's quantizer failed", "neural-compressor",
+                                                    "full-range")), t.skipped

@@ -400,6 +400,14 @@ def _info(args) -> int:
     lines.append(f"  exported from {source.get('checkpoint', 'an unrecorded checkpoint')} with "
                  f"{meta.get('framework', '?')}, opset {meta.get('opset', '?')}, {meta.get('dtype', 'fp32')}"
                  f"{', int8 ' + str(meta['quantization'].get('recipe', '')) if meta.get('quantization') else ''}")
+    q_gate = (meta.get("quantization") or {}).get("gate")
+    if q_gate:
+        q = meta["quantization"]
+        top1 = (f"top-1 {q_gate['top1_agreement']:.2%} over {q_gate['rows']} predictions, "
+                if q_gate.get("top1_agreement") is not None else "")
+        lines.append(f"  int8 gate {q_gate['gate']}: {top1}cosine {q_gate['cosine']:.6f} "
+                     f"({'passed' if q.get('passed') else 'FAILED'}; {len(q.get('kept_fp32') or [])} MatMuls kept "
+                     f"in fp32{', %.2fx fp32 speed' % q['speedup'] if q.get('speedup') else ''})")
     versions = meta.get("versions") or {}
     if versions:
         lines.append("  versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
@@ -451,7 +459,7 @@ def _add_quantize_thresholds(p) -> None:
 
 
 def _add_quantize_parser(commands) -> None:
-    from .exporters.quantize import RECIPES
+    from .exporters.quantize import GATES, RECIPES
 
     p = commands.add_parser("quantize", help="int8 quantization of an export directory: the fastest recipe whose "
                                              "outputs agree with fp32")
@@ -465,6 +473,9 @@ def _add_quantize_parser(commands) -> None:
                         "(default: generated inputs)")
     p.add_argument("--recipe", choices=RECIPES, default=None,
                    help="use this recipe instead of searching (default: the fastest that passes the gate)")
+    p.add_argument("--gate", choices=tuple(GATES), default=None,
+                   help="what the thresholds judge (default: the task's; the README's int8 gate table): "
+                        + "; ".join(f"{name}: {what}" for name, what in GATES.items()))
     _add_quantize_thresholds(p)
 
 
@@ -474,7 +485,7 @@ def _quantize(args) -> int:
     try:
         report = quantize(args.export_dir, args.out, per_channel=args.per_channel, min_cosine=args.min_cosine,
                           min_top1=args.min_top1, force=args.force, recipe=getattr(args, "recipe", None),
-                          calibration=getattr(args, "calibration", None))
+                          calibration=getattr(args, "calibration", None), gate=getattr(args, "gate", None))
     except (QuantizationError, ValueError, FileNotFoundError) as error:
         print(f"onnxport quantize: error: {error}", file=sys.stderr)
         return 1
