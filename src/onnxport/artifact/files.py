@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 
-from .layout import LAYOUT_NAMES, model_file
+from .layout import LAYOUT_NAMES, LEGACY_MODEL_FILE, external_data_name
 from .spec_file import SPEC_FILE
 
-# The fp32 graph's place in an export directory (layout.py: onnx/model.onnx; layout.model_path finds the graph
-# of a directory in either layout) and its external-data file.
-MODEL_FILE = model_file()
-EXTERNAL_DATA_FILE = MODEL_FILE + "_data"
+# The fp32 graph's file name and its external data's, beside it (where the graph sits in a directory is
+# layout.py's: onnx/model.onnx, found in either layout by layout.model_path).
+MODEL_FILE = LEGACY_MODEL_FILE
+EXTERNAL_DATA_FILE = external_data_name(MODEL_FILE)
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",

@@ -20,7 +20,6 @@ import numpy as np
 from ..artifact import layout
 from ..configs import AutoConfig, EncoderConfig
 from ..errors import InputError, TaskError
-from ..artifact.files import MODEL_FILE
 from ..artifact.input_checks import to_fp16_checked
 from ..artifact.io_spec import PAST_ROLES, PRESENT_ROLES, InputLimits, IOSpec, build_io_spec, empty_past
 from ..artifact.spec_file import SPEC_FILE, read_export_dir  # noqa: F401  (read_export_dir: the old import path keeps working)
