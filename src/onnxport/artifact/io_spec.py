@@ -64,6 +64,9 @@ class Task:
     # A cross-attention decoder's head takes encoder_hidden_states / encoder_attention_mask (as transformers'
     # Model, ForCausalLM and ForMaskedLM do; test_cross_attention checks this against the heads' signatures).
     takes_encoder_states: bool = False
+    # A task whose graph is another task's (rerank: a cross-encoder is a sequence classifier); its own pipeline
+    # reads what the export records beside the graph. The parity matrix exports each graph once.
+    graph_of: str | None = None
 
 
 _TOKENS = (BATCH, SEQUENCE)
@@ -88,6 +91,9 @@ TASKS: dict[str, Task] = {
              (("logits", (*_TOKENS, "num_labels")),)),
         Task("question-answering", "ForQuestionAnswering", "start_logits / end_logits per token",
              (("start_logits", _TOKENS), ("end_logits", _TOKENS))),
+        Task("rerank", "ForSequenceClassification", "a cross-encoder: num_labels logits per (query, document) "
+             "pair; the rerank pipeline applies the activation onnxport.json records",
+             (("logits", (BATCH, "num_labels")),), graph_of="text-classification"),
     )
 }
 
@@ -104,9 +110,10 @@ def get_task(name: str) -> Task:
 
 
 def task_for_head(head: str) -> str:
-    """The task name served by a head ("ForMaskedLM" -> "fill-mask")."""
+    """The task name served by a head ("ForMaskedLM" -> "fill-mask"; a task with its own graph, not one that
+    reuses another's)."""
     for task in TASKS.values():
-        if task.head == head:
+        if task.head == head and task.graph_of is None:
             return task.name
     raise TaskError(f"No export task serves the head {head!r}.")
 
@@ -249,7 +256,7 @@ class IOSpec(Record):
         Front ends then trace the reference model with ``first_token_only_last_layer`` set: the last
         layer computes its query, attention output and feed-forward for that position alone.
         """
-        return self.task == "text-classification" and self.output_names == ["logits"] and not self.with_past
+        return self.head == "ForSequenceClassification" and self.output_names == ["logits"] and not self.with_past
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """``torch.onnx.export``'s dynamic_axes: {tensor name: {axis: dimension name}}."""

@@ -32,6 +32,7 @@ from ..artifact import io_spec
 from ..artifact import layout
 from ..artifact.files import export_file_names
 from ..artifact.io_spec import TASKS, IOSpec, task_for_head
+from ..artifact.cross_encoder import RECORD_KEY as CROSS_ENCODER_KEY
 from ..artifact.spec_file import SPEC_FILE, read_export_dir, write_spec_file
 from ..checkpoints import weight_names
 from ..configs import AutoConfig
@@ -86,10 +87,16 @@ def _check_out_dir(checkpoint_dir: str, out_dir: str, force: bool) -> None:
         )
 
 
-def _task_from_architectures(config, family) -> str:
-    """The task of the checkpoint's own head (``architectures`` in config.json), e.g. ForMaskedLM -> fill-mask."""
+def _task_from_architectures(config, family, checkpoint_dir: str) -> str:
+    """The task of the checkpoint's own head (``architectures`` in config.json), e.g. ForMaskedLM -> fill-mask; a
+    sentence-transformers CrossEncoder's sequence classifier -> rerank (checked before anything reads
+    modules.json: sentence-transformers 5 writes one for cross-encoders too)."""
+    from .cross_encoder import is_cross_encoder
+
     for arch in config.architectures or ():
         head = arch[len(family.class_prefix):] if arch.startswith(family.class_prefix) else ""
+        if head == TASKS["rerank"].head and is_cross_encoder(checkpoint_dir, config):
+            return "rerank"
         if any(t.head == head for t in TASKS.values()):
             return task_for_head(head)
     raise ExportError(f"Cannot infer the task from the checkpoint's architectures; pass task=, one of {', '.join(TASKS)}.")
@@ -196,6 +203,7 @@ class Checkpoint:
     config: Any  # onnxport.configs.EncoderConfig
     family: Any  # onnxport.families.Family
     task: str
+    cross_encoder: Optional[Any] = None  # rerank: artifact.cross_encoder.CrossEncoderRecord
 
 
 @dataclass(frozen=True)
@@ -270,14 +278,19 @@ def read_checkpoint(options: ExportOptions) -> Checkpoint:
         raise ExportError(f"Checkpoint directory {options.checkpoint_dir!r} does not exist.")
     config = AutoConfig.from_pretrained(options.checkpoint_dir)
     family = family_of(config)
-    task = options.task or _task_from_architectures(config, family)
+    task = options.task or _task_from_architectures(config, family, options.checkpoint_dir)
     io_spec.check_task(task, family, options.with_past, config)
+    cross_encoder = None
+    if task == "rerank":  # how CrossEncoder.predict scores: refused here when onnxport cannot apply it
+        from .cross_encoder import cross_encoder_record
+
+        cross_encoder = cross_encoder_record(options.checkpoint_dir, config)
     if task == "text-generation" and not config.is_decoder:
         logger.info("text-generation: setting is_decoder=True (causal self-attention)")
         config.is_decoder = True
     if task == "text-generation":
         config.use_cache = True
-    return Checkpoint(config, family, task)
+    return Checkpoint(config, family, task, cross_encoder)
 
 
 def plan_graph(options: ExportOptions, checkpoint: Checkpoint) -> GraphPlan:
@@ -410,6 +423,8 @@ def write_files_and_spec(options: ExportOptions, checkpoint: Checkpoint, graph: 
         "random_weights": sorted(conversion.random_weights),
         "random_seed": RANDOM_INIT_SEED,
     }
+    if checkpoint.cross_encoder is not None:
+        metadata[CROSS_ENCODER_KEY] = checkpoint.cross_encoder.to_dict()
     write_spec_file(build_dir, metadata)
     names.append(SPEC_FILE)
     return names

@@ -138,9 +138,10 @@ GATES = {
     "all-outputs": "every output: arg-max agreement at every row and cosine over all elements",
 }
 TASK_GATES = {"fill-mask": "masked-tokens", "token-classification": "tokens", "text-classification": "label",
+              "rerank": "label",  # a cross-encoder's graph is a sequence classifier's
               "multiple-choice": "label", "question-answering": "span", "feature-extraction": "cosine"}
 GATE_TASKS = {"masked-tokens": ("fill-mask",), "tokens": ("token-classification",),
-              "label": ("text-classification", "multiple-choice"), "span": ("question-answering",)}
+              "label": ("text-classification", "rerank", "multiple-choice"), "span": ("question-answering",)}
 SPAN_MAX_LENGTH = 30
 
 Text = Union[str, tuple]

@@ -21,7 +21,7 @@ from ..artifact import layout
 from ..configs import AutoConfig, EncoderConfig
 from ..errors import InputError, TaskError
 from ..artifact.input_checks import to_fp16_checked
-from ..artifact.io_spec import PAST_ROLES, PRESENT_ROLES, InputLimits, IOSpec, build_io_spec, empty_past
+from ..artifact.io_spec import PAST_ROLES, PRESENT_ROLES, TASKS, InputLimits, IOSpec, build_io_spec, empty_past
 from ..artifact.spec_file import SPEC_FILE, read_export_dir  # noqa: F401  (read_export_dir: the old import path keeps working)
 from ..families import family_of
 from .session import ModelFileError, SessionConfig, check_model_file, create_session, select_providers
@@ -91,8 +91,8 @@ class OnnxModelBase:
                         **session_options: Any):
         export_dir = os.fspath(export_dir)
         meta, spec = read_export_dir(export_dir)
-        if cls.task and spec.task != cls.task:
-            right = MODEL_CLASSES_BY_TASK.get(spec.task)
+        if cls.task and graph_task(spec.task) != cls.task:  # a rerank export is a sequence classifier's graph
+            right = model_class_for(spec.task)
             raise TaskError(
                 f"{export_dir} was exported for {spec.task!r}, not {cls.task!r}; load it with "
                 f"{right.__name__ if right else 'the matching class'} or re-export with --task {cls.task}."
@@ -110,7 +110,7 @@ class OnnxModelBase:
         del graph  # not held while ONNX Runtime builds its own copy
         session, chosen = create_session(model_source, config_obj, **session_options)
         _check_graph_matches_spec(session, spec, export_dir)
-        model_cls = cls if cls.task else MODEL_CLASSES_BY_TASK[spec.task]
+        model_cls = cls if cls.task else model_class_for(spec.task)
         model = model_cls(session, spec, config, None, export_dir, chosen, meta, use_io_binding,
                           config_obj.device_id, limits)
         if not load_tokenizer:  # never reads the tokenizer files
@@ -479,6 +479,17 @@ MODEL_CLASSES_BY_TASK: dict[str, type[OnnxModelBase]] = {
     for cls in (OnnxModel, OnnxModelForCausalLM, OnnxModelForMaskedLM, OnnxModelForSequenceClassification,
                 OnnxModelForMultipleChoice, OnnxModelForTokenClassification, OnnxModelForQuestionAnswering)
 }
+
+
+def graph_task(task: str) -> str:
+    """The task whose graph an export of ``task`` holds (rerank: text-classification's)."""
+    known = TASKS.get(task)
+    return known.graph_of or task if known else task
+
+
+def model_class_for(task: str) -> Optional[type[OnnxModelBase]]:
+    """The task-head class that runs an export of ``task`` (None for a task onnxport does not know)."""
+    return MODEL_CLASSES_BY_TASK.get(graph_task(task))
 
 
 def load_model(export_dir: str | os.PathLike, provider: str = "auto", **kwargs: Any) -> OnnxModelBase:

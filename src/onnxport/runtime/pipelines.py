@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError, ModelFileError, TaskError
 from . import postprocess as pp
-from .models import MODEL_CLASSES_BY_TASK, OnnxModelBase, read_export_dir
+from .models import OnnxModelBase, model_class_for, read_export_dir
 
 logger = logging.getLogger("onnxport")
 
@@ -31,6 +31,7 @@ PIPELINE_TASKS = {
     "question-answering": "question-answering",
     "multiple-choice": "multiple-choice",
     "text-generation": "text-generation",
+    "rerank": "rerank",
 }
 
 
@@ -497,6 +498,79 @@ class TextGenerationPipeline(Pipeline):
         return np.array(new, dtype=np.int64)
 
 
+class RerankPipeline(Pipeline):
+    """A cross-encoder's relevance scores, as sentence-transformers computes them:
+    ``rerank(query, documents)`` is ``CrossEncoder.predict([(query, d) for d in documents])`` and
+    ``rerank.rank(query, documents)`` is ``CrossEncoder.rank`` — the activation, truncation length and prompts
+    the export recorded (``onnxport.json``'s ``cross_encoder``)."""
+
+    def __init__(self, model: OnnxModelBase, batch_size: int = 32, max_length: Optional[int] = None) -> None:
+        from ..artifact.cross_encoder import RECORD_KEY, CrossEncoderRecord
+
+        where = f"{model.export_dir}/onnxport.json {RECORD_KEY}"
+        if model.metadata.get(RECORD_KEY) is None:
+            raise ModelFileError(f"{model.export_dir} has no {RECORD_KEY} record in onnxport.json (how the cross-encoder "
+                                 "scores); re-export the cross-encoder with this onnxport (--task rerank).")
+        self.record = CrossEncoderRecord.from_dict(model.metadata[RECORD_KEY], where)
+        super().__init__(model, batch_size, max_length or self.record.max_length)
+
+    def __call__(self, query: str, documents: Sequence[str], batch_size: Optional[int] = None,
+                 apply_softmax: bool = False, prompt_name: Optional[str] = None,
+                 prompt: Optional[str] = None) -> np.ndarray:
+        """float32 scores in document order: shape (documents,) for a one-label model, (documents, num_labels)
+        otherwise."""
+        documents = self._documents(query, documents)
+        first = self._prompt(prompt, prompt_name) + query  # sentence-transformers puts the prompt before the query
+        activation = self.record.activation
+
+        def run(batch, enc):
+            logits = self.model(**self._feeds(enc))["logits"]
+            return list(pp.cross_encoder_scores(logits, activation, apply_softmax))
+
+        scores = self._in_length_order([(first, d) for d in documents], run, batch_size)
+        return np.asarray(scores, dtype=np.float32)
+
+    def rank(self, query: str, documents: Sequence[str], top_k: Optional[int] = None, return_documents: bool = False,
+             batch_size: Optional[int] = None, prompt_name: Optional[str] = None,
+             prompt: Optional[str] = None) -> list[dict]:
+        """``[{"corpus_id": i, "score": s(, "text": document)}]`` highest score first, ``top_k`` of them."""
+        if self.record.num_labels != 1:
+            raise TaskError(f"rank() orders documents by one score; this cross-encoder has {self.record.num_labels} "
+                            "labels. Call the pipeline for each document's scores per label.")
+        pp.check_int("top_k", top_k, 1, allow_none=True)
+        scores = self(query, documents, batch_size=batch_size, prompt_name=prompt_name, prompt=prompt)
+        return [{"corpus_id": i, "score": float(scores[i]), **({"text": documents[i]} if return_documents else {})}
+                for i in pp.ranked(scores.tolist(), top_k)]
+
+    @staticmethod
+    def _documents(query: Any, documents: Any) -> list[str]:
+        check_text("query", query)
+        if isinstance(documents, str) or not isinstance(documents, (list, tuple, np.ndarray)):
+            # a str would be scored one document per character
+            raise InputError(f"documents must be a list of texts, got {type(documents).__name__}; "
+                             "pass e.g. ['first document', 'second document'].")
+        if len(documents) == 0:
+            raise InputError("documents is empty; rerank scores a query against at least one document.")
+        for index, document in enumerate(documents):
+            check_text(f"documents[{index}]", document)
+        return list(documents)
+
+    def _prompt(self, prompt: Optional[str], prompt_name: Optional[str]) -> str:
+        """The prompt before the query: ``prompt``, else the prompt named ``prompt_name``, else the model's default
+        (none when it has none), as ``CrossEncoder.predict`` resolves it."""
+        if prompt is not None:
+            check_text("prompt", prompt)
+            return prompt
+        prompts = self.record.prompts
+        if prompt_name is not None:
+            if prompt_name not in prompts:
+                raise InputError(f"prompt_name {prompt_name!r} is not one of this model's prompts "
+                                 f"({', '.join(map(repr, prompts)) or 'it has none'}).")
+            return prompts[prompt_name]
+        default = self.record.default_prompt_name
+        return prompts[default] if default is not None else ""
+
+
 PIPELINE_CLASSES = {
     "feature-extraction": FeatureExtractionPipeline,
     "fill-mask": FillMaskPipeline,
@@ -505,6 +579,7 @@ PIPELINE_CLASSES = {
     "question-answering": QuestionAnsweringPipeline,
     "multiple-choice": MultipleChoicePipeline,
     "text-generation": TextGenerationPipeline,
+    "rerank": RerankPipeline,
 }
 
 
@@ -522,5 +597,5 @@ def pipeline(task: str, export_dir: str | os.PathLike, provider: str = "auto", b
             f"{export_dir} was exported for {spec.task!r}; the {task!r} pipeline needs an export for {export_task!r} "
             f"(onnxport export CHECKPOINT OUT --task {export_task})."
         )
-    model = MODEL_CLASSES_BY_TASK[export_task].from_pretrained(export_dir, provider, **model_kwargs)
+    model = model_class_for(export_task).from_pretrained(export_dir, provider, **model_kwargs)
     return PIPELINE_CLASSES[export_task](model, batch_size=batch_size, max_length=max_length)

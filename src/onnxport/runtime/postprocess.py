@@ -73,6 +73,30 @@ def classification_scores(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+# A cross-encoder's activations (artifact/cross_encoder.py names them), applied in float32 as torch applies them.
+CROSS_ENCODER_ACTIVATIONS = {
+    "sigmoid": lambda x: sigmoid(x),
+    "identity": lambda x: x,
+    "tanh": np.tanh,
+    "softmax": lambda x: softmax(x, axis=-1),  # torch's Softmax() without dim: over the labels of each row
+}
+
+
+def cross_encoder_scores(logits: np.ndarray, activation: str, apply_softmax: bool = False) -> np.ndarray:
+    """``CrossEncoder.predict``'s scores from logits (pairs, num_labels): the activation, then a softmax over the
+    labels when asked and there are several, then one score per pair for a one-label model."""
+    scores = CROSS_ENCODER_ACTIVATIONS[activation](logits.astype(np.float32)).astype(np.float32)
+    if apply_softmax and scores.shape[-1] > 1:
+        scores = softmax(scores, axis=-1).astype(np.float32)
+    return scores[:, 0] if scores.shape[-1] == 1 else scores
+
+
+def ranked(scores: Sequence[float], top_k: Optional[int] = None) -> list[int]:
+    """Indices of ``scores`` highest first, ties in input order (``CrossEncoder.rank``'s stable sort)."""
+    order = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)
+    return order if top_k is None else order[:top_k]
+
+
 def top_labels(scores: np.ndarray, id2label: dict[int, str], top_k: Optional[int]) -> list[dict]:
     """Labels sorted by score; ``top_k=None`` keeps all."""
     order = np.argsort(-scores, kind="stable")
