@@ -278,3 +278,68 @@ def test_tf_and_flax_exports_score_as_predict(built, framework, name):
     if ce.num_labels == 1:
         want = ce.rank(QUERY, DOCUMENTS, show_progress_bar=False)
         assert [g["corpus_id"] for g in rerank.rank(QUERY, DOCUMENTS)] == [w["corpus_id"] for w in want]
+
+
+# ----------------------------------------------------------------------------- serving: CLI, rows
+def test_cli_run_jsonl_and_command_line(built, tmp_path, capsys):
+    from onnxport.cli import main
+
+    _, out, ce = built("xlm-roberta-sigmoid")
+    records = [{"query": QUERY, "documents": DOCUMENTS}, {"query": "狐狸住在哪里？", "documents": DOCUMENTS[:3]}]
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n",
+                                       encoding="utf-8")
+    assert main(["run", str(out), "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl"),
+                 "--top-k", "2", "--return-documents", "--provider", "cpu"]) == 0
+    got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(got) == 2
+    for record, answer in zip(records, got):
+        want_scores = ce.predict([(record["query"], d) for d in record["documents"]], show_progress_bar=False)
+        assert all(isinstance(s, float) for s in answer["scores"])  # numbers, not strings
+        assert np.max(np.abs(np.asarray(answer["scores"]) - want_scores)) <= SCORE_ATOL
+        want = ce.rank(record["query"], record["documents"], top_k=2, return_documents=True, show_progress_bar=False)
+        assert [(r["corpus_id"], r["text"]) for r in answer["ranking"]] == [(w["corpus_id"], w["text"]) for w in want]
+    # the command line: the documents as TEXTs and --query, pretty JSON of one answer
+    assert main(["run", str(out), *DOCUMENTS[:3], "--query", QUERY, "--provider", "cpu"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert np.max(np.abs(np.asarray(answer["scores"]) - ce.predict([(QUERY, d) for d in DOCUMENTS[:3]],
+                                                                   show_progress_bar=False))) <= SCORE_ATOL
+    assert [r["corpus_id"] for r in answer["ranking"]] == [
+        w["corpus_id"] for w in ce.rank(QUERY, DOCUMENTS[:3], show_progress_bar=False)]
+    # bad input: one line each
+    assert main(["run", str(out), "some document"]) == 1
+    assert "rerank needs --query QUERY and the documents as TEXTs" in capsys.readouterr().err
+    (tmp_path / "bad.jsonl").write_text('{"query": "q", "documents": ["a"]}\n{"query": "q"}\n')
+    assert main(["run", str(out), "--input", str(tmp_path / "bad.jsonl")]) == 1
+    assert "record 2 lacks documents" in capsys.readouterr().err
+    (tmp_path / "empty.jsonl").write_text('{"query": "q", "documents": []}\n')
+    assert main(["run", str(out), "--input", str(tmp_path / "empty.jsonl")]) == 1
+    assert "record 1: documents must be a non-empty list of texts" in capsys.readouterr().err
+    (tmp_path / "number.jsonl").write_text('{"query": 7, "documents": ["a"]}\n')
+    assert main(["run", str(out), "--input", str(tmp_path / "number.jsonl")]) == 1
+    assert "record 1: query must be text, got int" in capsys.readouterr().err
+
+
+def test_row_runner_serves_scored_documents_and_refuses_bad_rows_alone(built):
+    from onnxport.integrations import ROW_FIELDS, RowRunner, numbers_of, stack_numbers
+
+    _, out, ce = built("roberta-3-labels")
+    pipe = pipeline("rerank", out, provider="cpu")
+    runner = RowRunner(pipe, "rerank", {"apply_softmax": True, "top_k": 2})
+    rows = [{"query": QUERY, "documents": json.dumps(DOCUMENTS[:4])}, {"query": QUERY, "documents": "[]"},
+            {"query": "", "documents": ["a"]}, {"query": "ok", "documents": ["", "b"]}, {"documents": ["a"]},
+            {"query": QUERY, "documents": np.array(DOCUMENTS[4:7], dtype=object)}]
+    answers = runner.run(rows)
+    for i, documents in ((0, DOCUMENTS[:4]), (3, ["", "b"]), (5, DOCUMENTS[4:7])):
+        query = rows[i]["query"]
+        want = ce.predict([(query, d) for d in documents], apply_softmax=True, show_progress_bar=False)
+        assert np.max(np.abs(np.asarray(answers[i]["scores"]) - want)) <= SCORE_ATOL
+        assert "ranking" not in answers[i]  # several labels: no one order (CrossEncoder.rank refuses them too)
+        assert numbers_of(ROW_FIELDS["rerank"], answers[i]).shape == (len(documents), 3)
+    for i, message in ((1, "documents must be a non-empty list"), (2, "query is empty"), (4, "query is missing")):
+        assert isinstance(answers[i], InputError) and message in str(answers[i]), (i, answers[i])
+    # Triton's SCORES of one request: rows of different document counts padded with NaN
+    stacked = stack_numbers([numbers_of(ROW_FIELDS["rerank"], answers[i]) for i in (0, 3)], [-1, 3])
+    assert stacked.dtype == np.float32 and stacked.shape == (2, 4, 3) and np.isnan(stacked[1, 2:]).all()
+    assert ROW_FIELDS["rerank"].numbers_dims(pipe.model.spec) == [-1, 3]
+    with pytest.raises(InputError, match="top_k"):
+        RowRunner(pipe, "rerank", {"top_k": 0})

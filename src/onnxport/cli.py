@@ -170,11 +170,12 @@ def _add_run_parser(commands) -> None:
         commands, "run", help="serve an export directory through its pipeline and print JSON",
         description="Run the export's pipeline on TEXTs (or a JSONL file) and print the results as JSON "
                     "(JSONL with --output). Options not given take the pipeline's defaults.")
-    p.add_argument("texts", nargs="*", help="input texts (question-answering: use --question/--context)")
+    p.add_argument("texts", nargs="*", help="input texts (question-answering: use --question/--context; rerank: "
+                   "the documents of --query)")
     p.add_argument("--task", help="pipeline task (default: the task the directory was exported for)")
     p.add_argument("--input", metavar="FILE", help="read inputs from FILE: JSONL with 'text' (and 'text_pair'; "
                    "question-answering: 'question' + 'context'; multiple-choice: 'text' + 'choices'), or plain "
-                   "text, one input a line; '-' reads standard input")
+                   "text, one input a line; rerank: 'query' + 'documents' (a list of texts); '-' reads standard input")
     p.add_argument("--output", metavar="FILE", help="write one JSON result a line (JSONL) to FILE instead of "
                    "pretty JSON on standard output")
     p.add_argument("--text-pair", help="second sequence for every TEXT (text-classification pairs)")
@@ -182,7 +183,8 @@ def _add_run_parser(commands) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=None, help="texts per model call (default 32)")
     p.add_argument("--max-length", type=_positive_int, default=None, help="truncate inputs to this many tokens")
     p.add_argument("--top-k", type=_positive_int, default=None,
-                   help="fill-mask / text-classification / question-answering / text-generation sampling")
+                   help="fill-mask / text-classification / question-answering / text-generation sampling; rerank: "
+                        "how many ranked documents to keep")
     p.add_argument("--targets", nargs="+", help="fill-mask: score only these words")
     p.add_argument("--function-to-apply", choices=("softmax", "sigmoid", "none"),
                    help="text-classification: score function (default: by problem type)")
@@ -194,6 +196,12 @@ def _add_run_parser(commands) -> None:
     p.add_argument("--max-answer-len", type=int, default=None, help="question-answering: longest answer in tokens")
     p.add_argument("--handle-impossible-answer", action="store_true", help="question-answering: allow no answer")
     p.add_argument("--choices", nargs="+", help="multiple-choice: the choices (the first TEXT is the prompt)")
+    p.add_argument("--query", help="rerank: the query the TEXTs (documents) are scored against")
+    p.add_argument("--return-documents", action="store_true", help="rerank: each ranked entry carries its text")
+    p.add_argument("--apply-softmax", action="store_true",
+                   help="rerank: softmax over the labels of a cross-encoder with several")
+    p.add_argument("--prompt-name", default=None, help="rerank / sentence-embeddings: the model's prompt to use")
+    p.add_argument("--prompt", default=None, help="rerank / sentence-embeddings: a prompt text to put first")
     p.add_argument("--pooling", default=None, choices=("cls", "mean", "none"), help="feature-extraction pooling")
     p.add_argument("--normalize", action="store_true", help="feature-extraction: L2-normalise vectors")
     p.add_argument("--max-new-tokens", type=int, default=None, help="text-generation (default: the pipeline's)")
@@ -298,6 +306,11 @@ def _run(args) -> int:
         if not (args.question and args.context):
             raise InputError("question-answering needs --question and --context (or --input FILE).")
         records = [{"question": args.question, "context": args.context}]
+    elif task == "rerank":
+        if not args.query or not args.texts:
+            raise InputError("rerank needs --query QUERY and the documents as TEXTs (or --input FILE of "
+                             "{\"query\": ..., \"documents\": [...]} lines).")
+        records = [{"query": args.query, "documents": args.texts}]
     elif not args.texts:
         raise InputError("Give at least one TEXT (or --input FILE).")
     elif task == "multiple-choice":
@@ -315,6 +328,15 @@ def _run(args) -> int:
         results = [pipe(question=r["question"], context=r["context"], **options) for r in records]
     elif task == "multiple-choice":
         results = [pipe(r["text"], r["choices"]) for r in records]
+    elif task == "rerank":  # as Triton and Ray serve it: scores in document order and the ranking
+        from .integrations import RowRunner
+
+        options = given(top_k=args.top_k, return_documents=args.return_documents or None,
+                        apply_softmax=args.apply_softmax or None, prompt_name=args.prompt_name, prompt=args.prompt)
+        results = RowRunner(pipe, task, options).run(records)
+        refused = next(((n, r) for n, r in enumerate(results, 1) if isinstance(r, Exception)), None)
+        if refused:
+            raise InputError(f"record {refused[0]}: {refused[1]}")
     else:
         pairs = [r for r in records if "text_pair" in r]
         texts = [{"text": r["text"], "text_pair": r["text_pair"]} if "text_pair" in r else r["text"]
@@ -327,9 +349,11 @@ def _run(args) -> int:
             options = given(aggregation_strategy=args.aggregation, ignore_labels=args.ignore_labels)
         elif task == "feature-extraction":
             options = given(pooling=args.pooling, normalize=args.normalize or None)
-        else:
+        elif task == "text-generation":
             options = given(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
                             top_k=args.top_k, top_p=args.top_p, do_sample=args.sample or None)
+        else:  # pipelines that take a model's prompts (sentence-embeddings)
+            options = given(prompt_name=args.prompt_name, prompt=args.prompt)
         results = pipe(texts, **options)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as out:
@@ -337,7 +361,7 @@ def _run(args) -> int:
                 out.write(json.dumps(jsonable(result), ensure_ascii=False) + "\n")
         print(f"{len(results)} results written to {args.output}", file=sys.stderr)
     else:
-        single = not args.input and task in ("question-answering", "multiple-choice")
+        single = not args.input and task in ("question-answering", "multiple-choice", "rerank")
         print(json.dumps(jsonable(results[0] if single else results), ensure_ascii=False, indent=2))
     return 0
 

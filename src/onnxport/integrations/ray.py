@@ -3,8 +3,10 @@
 Each actor loads one pipeline (one ONNX Runtime session) with as many intra-op threads as CPUs Ray gave
 the actor, then answers batches: it reads the task's columns (``text``, and ``text_pair`` where given for
 text-classification; ``question`` + ``context`` for question-answering; ``text`` + ``choices`` for
-multiple-choice) and adds ``result``, the JSON text of the pipeline's result per row, plus ``label`` and
-``score`` for text-classification. pandas and numpy (dict of arrays) batch formats come back in the format
+multiple-choice; ``query`` + ``documents`` (a list of texts) for rerank) and adds ``result``, the JSON text of
+the pipeline's result per row, plus ``label`` and ``score`` for text-classification, and the numbers of tasks
+whose results are numbers as float32 arrays: ``embedding`` (feature-extraction, sentence-embeddings: one
+vector per row) and ``scores`` (rerank: one score per document of the row). pandas and numpy (dict of arrays) batch formats come back in the format
 they came in. A row the pipeline cannot answer (an empty text, say) raises an ``InputError`` naming it.
 
 Needs ``pip install 'onnxport[ray]'``; ray is imported only to read the actor's CPUs.
@@ -18,7 +20,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from ..errors import InputError
-from . import RowRunner, to_json
+from . import RowRunner, numbers_of, to_json
 
 
 def _actor_cpus() -> Optional[int]:
@@ -67,6 +69,10 @@ class OnnxPipelinePredictor:
                 shown = {f: str(column[i])[:80] for f, column in columns.items()}
                 raise InputError(f"Row {i} of the batch {shown}: {answer}")
         added: dict[str, Any] = {"result": [to_json(a) for a in answers]}
+        numbers_name = self.runner.fields.numbers_name
+        numbers = [numbers_of(self.runner.fields, a) for a in answers] if numbers_name else []
+        if numbers and all(n is not None for n in numbers):
+            added[numbers_name] = numbers
         if self.runner.task == "text-classification":
             best = [a[0] if isinstance(a, list) else a for a in answers]  # top_k > 1 gives lists, best first
             added["label"] = [b["label"] for b in best]
@@ -78,12 +84,26 @@ class OnnxPipelinePredictor:
             return out
         out = dict(batch)
         for name, values in added.items():
-            out[name] = np.asarray(values, dtype=np.float64 if name == "score" else object)
+            out[name] = _numpy_column(name, values)
         return out
 
     @staticmethod
     def _column(batch, name: str, is_pandas: bool) -> list[Any]:
         return batch[name].tolist() if is_pandas else list(batch[name])
+
+
+def _numpy_column(name: str, values: list) -> np.ndarray:
+    """An added column in numpy batch format: scores as float64, equal-length vectors as one float32 (rows, dim)
+    array, ragged ones (documents per row differ) as an object array of float32 arrays, the rest as objects."""
+    if name == "score":
+        return np.asarray(values, dtype=np.float64)
+    if values and isinstance(values[0], np.ndarray):
+        if len({v.shape for v in values}) == 1:
+            return np.stack(values).astype(np.float32)
+        column = np.empty(len(values), dtype=object)
+        column[:] = values
+        return column
+    return np.asarray(values, dtype=object)
 
 
 __all__ = ["OnnxPipelinePredictor"]

@@ -4,8 +4,10 @@ Two models, both from the export's ``onnxport.json``:
 
 - ``NAME``: a Python-backend model that takes raw text (``TEXT``; ``TEXT_PAIR`` optional for
   text-classification; ``QUESTION`` + ``CONTEXT`` for question-answering; ``TEXT`` + ``CHOICES``, a JSON
-  list, for multiple-choice) and answers ``RESULT``, the JSON text of ``onnxport.runtime.pipeline``'s
-  result per row. Triton's dynamic batcher merges requests (all of shape [1]), and the pipeline sorts each
+  list, for multiple-choice; ``QUERY`` + ``DOCUMENTS``, a JSON list, for rerank) and answers ``RESULT``, the
+  JSON text of ``onnxport.runtime.pipeline``'s result per row; tasks whose results are numbers also answer
+  them as an FP32 tensor (``EMBEDDING`` (rows, dim) for feature-extraction and sentence embeddings,
+  ``SCORES`` (rows, documents) for rerank, NaN past a row's last document). Triton's dynamic batcher merges requests (all of shape [1]), and the pipeline sorts each
   merged batch by token length, so ragged traffic batches well. The server's Python needs onnxport.
 - ``NAME_onnx``: an onnxruntime-backend model whose config comes from the IO spec (names, types, dims -1
   on dynamic axes), for GPU hosts that tokenize on the client; TensorRT fp16 / engine cache optional.
@@ -42,10 +44,11 @@ class TritonRepository:
     onnx_model: str
     task: str
     inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=lambda: ["RESULT"])
 
     def summary(self) -> str:
         return (f"wrote {self.repo_dir}: {self.text_model} (python backend, {self.task}, inputs "
-                f"{', '.join(self.inputs)} -> RESULT) and {self.onnx_model} (onnxruntime backend)")
+                f"{', '.join(self.inputs)} -> {', '.join(self.outputs)}) and {self.onnx_model} (onnxruntime backend)")
 
 
 def write_repository(export_dir: str | os.PathLike, repo_dir: str | os.PathLike, name: Optional[str] = None, *,
@@ -96,7 +99,8 @@ def write_repository(export_dir: str | os.PathLike, repo_dir: str | os.PathLike,
         if intra_op_threads:
             parameters["intra_op_threads"] = str(intra_op_threads)
         _write(os.path.join(text_dir, "config.pbtxt"),
-               text_model_config(name, spec.task, max_batch_size, instances, max_queue_delay_us, parameters))
+               text_model_config(name, spec.task, max_batch_size, instances, max_queue_delay_us, parameters,
+                                 numbers_dims=fields.numbers_dims(spec)))
 
         os.makedirs(os.path.join(onnx_dir, "1"))
         # Triton's name for the graph; its external data keeps the name the graph refers to it by.
@@ -107,7 +111,9 @@ def write_repository(export_dir: str | os.PathLike, repo_dir: str | os.PathLike,
         _write(os.path.join(onnx_dir, "config.pbtxt"),
                onnx_model_config(f"{name}_onnx", spec, max_batch_size, instances, max_queue_delay_us, kind,
                                  tensorrt, trt_fp16, trt_engine_cache_dir))
-    return TritonRepository(repo_dir, name, f"{name}_onnx", spec.task, [f.upper() for f in fields.all])
+    numbers = [fields.numbers_name.upper()] if fields.numbers_name else []
+    return TritonRepository(repo_dir, name, f"{name}_onnx", spec.task, [f.upper() for f in fields.all],
+                            ["RESULT", *numbers])
 
 
 def _check_options(name, max_batch_size, instances, max_queue_delay_us, kind, tensorrt, trt_fp16,
@@ -171,16 +177,21 @@ def _tensor(name: str, data_type: str, dims: list[int], optional: bool = False) 
 
 
 def text_model_config(name: str, task: str, max_batch_size: int, instances: int, max_queue_delay_us: int,
-                      parameters: Mapping[str, str]) -> str:
-    """config.pbtxt of the Python-backend model: one string per row in, one JSON string per row out."""
+                      parameters: Mapping[str, str], numbers_dims: Optional[list[int]] = None) -> str:
+    """config.pbtxt of the Python-backend model: one string per row in, one JSON string per row out, and for
+    tasks whose results are numbers (``RowFields.output``) an FP32 tensor of ``numbers_dims`` per row."""
     fields = row_fields(task)
     inputs = [_tensor(f.upper(), "TYPE_STRING", [1]) for f in fields.required]
     inputs += [_tensor(f.upper(), "TYPE_STRING", [1], optional=True) for f in fields.optional]
     inputs_block = ",\n".join(inputs)
+    outputs = [_tensor("RESULT", "TYPE_STRING", [1])]
+    if fields.numbers_name and numbers_dims:
+        outputs.append(_tensor(fields.numbers_name.upper(), "TYPE_FP32", numbers_dims))
+    outputs_block = ",\n".join(outputs)
     return (
         f"name: {_pbtxt_string(name)}\nbackend: \"python\"\nmax_batch_size: {max_batch_size}\n"
         f"input [\n{inputs_block}\n]\n"
-        f"output [\n{_tensor('RESULT', 'TYPE_STRING', [1])}\n]\n"
+        f"output [\n{outputs_block}\n]\n"
         + _batching(max_queue_delay_us) + _instances(instances, "cpu") + _parameters(parameters)
     )
 
@@ -231,7 +242,9 @@ Writes REPO_DIR/NAME and REPO_DIR/NAME_onnx from an `onnxport export` directory.
 
 NAME (Python backend) takes raw text and answers with the JSON of onnxport's pipeline per row: inputs TEXT
 (+ optional TEXT_PAIR for text-classification), QUESTION + CONTEXT for question-answering, TEXT + CHOICES
-(a JSON list) for multiple-choice; output RESULT. Use it by default: clients send text, the server
+(a JSON list) for multiple-choice, QUERY + DOCUMENTS (a JSON list) for rerank; output RESULT, plus the
+numbers as FP32 where the task's results are numbers: EMBEDDING (feature-extraction, sentence-embeddings)
+and SCORES (rerank: one score per document, NaN past a row's last document). Use it by default: clients send text, the server
 tokenizes, and Triton's dynamic batcher plus the pipeline's length-sorted batches serve ragged traffic
 well. The server's Python must have onnxport installed (`pip install onnxport`; numpy < 2 for Triton
 2.51's Python backend).

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from onnxport.integrations import RowRunner, row_fields, to_json
+from onnxport.integrations import RowRunner, numbers_of, row_fields, stack_numbers, to_json
 from onnxport.runtime import pipeline
 
 
@@ -29,8 +29,12 @@ class TritonPythonModel:
         self.task = parameters["task"]
         pipe = pipeline(self.task, export_dir, provider=parameters.get("provider", "cpu"),
                         batch_size=int(parameters.get("pipeline_batch_size", "32")), **session)
-        fields = row_fields(self.task)
+        fields = row_fields(pipe.model.spec.task)
+        self.fields = fields
         self.inputs = {field.upper(): field for field in fields.all}
+        # The numbers output (EMBEDDING, SCORES) as config.pbtxt declares it, or None for JSON-only tasks.
+        numbers = {o["name"]: o for o in config.get("output", [])}.get((fields.numbers_name or "").upper())
+        self.numbers = (numbers["name"], [int(d) for d in numbers["dims"]]) if numbers else None
         self.runner = RowRunner(pipe, self.task, json.loads(parameters.get("pipeline_kwargs", "{}")),
                                 shown_names={field: name for name, field in self.inputs.items()})
 
@@ -55,11 +59,13 @@ class TritonPythonModel:
                 owners.append((r, i))
         answers = self.runner.run(rows)
         results = [[None] * n for n in counts]
+        numbers = [[None] * n for n in counts]
         for (r, i), answer in zip(owners, answers):
             if isinstance(answer, Exception):
                 refusals.setdefault(r, f"row {i}: {answer}")
             else:
                 results[r][i] = to_json(answer).encode("utf-8")
+                numbers[r][i] = numbers_of(self.fields, answer)
         responses = []
         for r in range(len(requests)):
             if r in refusals:
@@ -67,5 +73,11 @@ class TritonPythonModel:
                     f"onnxport {self.task}: {refusals[r]}")))
             else:
                 result = np.array(results[r], dtype=np.object_).reshape(-1, 1)
-                responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("RESULT", result)]))
+                tensors = [pb_utils.Tensor("RESULT", result)]
+                if self.numbers:  # left out when a result has no such form (feature-extraction's pooling='none')
+                    name, dims = self.numbers
+                    stacked = stack_numbers(numbers[r], dims)
+                    if stacked is not None:
+                        tensors.append(pb_utils.Tensor(name, stacked))
+                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses

@@ -539,8 +539,7 @@ class RerankPipeline(Pipeline):
                             "labels. Call the pipeline for each document's scores per label.")
         pp.check_int("top_k", top_k, 1, allow_none=True)
         scores = self(query, documents, batch_size=batch_size, prompt_name=prompt_name, prompt=prompt)
-        return [{"corpus_id": i, "score": float(scores[i]), **({"text": documents[i]} if return_documents else {})}
-                for i in pp.ranked(scores.tolist(), top_k)]
+        return pp.ranking(scores, list(documents), top_k, return_documents)
 
     @staticmethod
     def _documents(query: Any, documents: Any) -> list[str]:

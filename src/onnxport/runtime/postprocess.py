@@ -91,10 +91,15 @@ def cross_encoder_scores(logits: np.ndarray, activation: str, apply_softmax: boo
     return scores[:, 0] if scores.shape[-1] == 1 else scores
 
 
-def ranked(scores: Sequence[float], top_k: Optional[int] = None) -> list[int]:
-    """Indices of ``scores`` highest first, ties in input order (``CrossEncoder.rank``'s stable sort)."""
-    order = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)
-    return order if top_k is None else order[:top_k]
+def ranking(scores: np.ndarray, documents: Sequence[str], top_k: Optional[int] = None,
+            return_documents: bool = False) -> list[dict]:
+    """``CrossEncoder.rank``'s answer from one score per document: ``{"corpus_id", "score"(, "text")}`` highest
+    score first, ties in document order (its sort is stable), the first ``top_k``."""
+    check_int("top_k", top_k, 1, allow_none=True)
+    values = [float(v) for v in scores]
+    order = sorted(range(len(values)), key=lambda i: values[i], reverse=True)
+    return [{"corpus_id": i, "score": values[i], **({"text": documents[i]} if return_documents else {})}
+            for i in (order if top_k is None else order[:top_k])]
 
 
 def top_labels(scores: np.ndarray, id2label: dict[int, str], top_k: Optional[int]) -> list[dict]:
