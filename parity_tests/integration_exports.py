@@ -39,6 +39,8 @@ class ExportFactory:
             overrides = dict(vocab_size=len(AutoTokenizer.from_pretrained(tokenizer_dir)), max_position_embeddings=66)
             if task == "token-classification":
                 overrides["id2label"] = NER_LABELS
+            if task == "rerank":  # a cross-encoder's one relevance logit (--task rerank: CrossEncoder's Sigmoid)
+                overrides["num_labels"] = 1
             checkpoint = self.root / f"ckpt-{model_type}-{task}"
             build_hf_checkpoint(checkpoint, model_type, TASKS[task].head, **overrides)
             for f in Path(tokenizer_dir).iterdir():

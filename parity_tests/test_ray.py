@@ -193,3 +193,48 @@ def test_runtime_imports_neither_ray_nor_tritonclient():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def number_exports(tmp_path_factory):
+    """A rerank export (a one-label cross-encoder) and a feature-extraction one: tasks whose results are numbers."""
+    factory = ExportFactory(tmp_path_factory.mktemp("ray-number-exports"))
+    return {task: factory(FAMILY, task) for task in ("rerank", "feature-extraction")}
+
+
+def test_rerank_and_vectors_come_as_float32_columns(ray_cluster, number_exports):
+    """rerank rows (query + a list of documents) and feature-extraction rows: ``result`` JSON as the pipeline
+    answers, and the numbers as float32 columns: ``scores`` per document, ``embedding`` (rows, hidden) arrays."""
+    from onnxport.integrations import scored_documents
+
+    pd = pytest.importorskip("pandas", reason="pandas comes with ray[data] (onnxport[ray])")
+    ray = ray_cluster
+    rerank = pipeline("rerank", number_exports["rerank"], provider="cpu")
+    queries = ragged_texts(40, 1, 8, seed=11)
+    documents = [ragged_texts(1 + i % 5, 0, 30, seed=100 + i) for i in range(40)]
+    items = [{"id": i, "query": q, "documents": d} for i, (q, d) in enumerate(zip(queries, documents))]
+    for batch_format in ("pandas", "numpy"):
+        rows = (ray.data.from_items(items)
+                .map_batches(OnnxPipelinePredictor, batch_size=16, batch_format=batch_format, num_cpus=1,
+                             fn_constructor_kwargs={"export_dir": number_exports["rerank"],
+                                                    "pipeline_kwargs": {"top_k": 2}},
+                             compute=ray.data.ActorPoolStrategy(size=1))
+                .take_all())
+        assert sorted(int(r["id"]) for r in rows) == list(range(40))
+        for row in rows:
+            i = int(row["id"])
+            want = rerank(queries[i], documents[i])
+            assert_same(json.loads(row["result"]), jsonable(scored_documents(want, documents[i], top_k=2)), f"row {i}")
+            assert row["scores"].dtype == np.float32 and np.max(np.abs(row["scores"] - want)) <= 1e-5
+
+    features = pipeline("feature-extraction", number_exports["feature-extraction"], provider="cpu")
+    texts = ragged_texts(30, seed=12)
+    predictor = OnnxPipelinePredictor(number_exports["feature-extraction"], intra_op_threads=1)
+    batch = predictor({"text": np.array(texts, dtype=object)})
+    assert batch["embedding"].dtype == np.float32 and batch["embedding"].shape == (30, 32)
+    assert np.max(np.abs(batch["embedding"] - np.stack(features(texts)))) <= 1e-5
+    frame = predictor(pd.DataFrame({"text": texts[:3]}))
+    assert all(v.dtype == np.float32 and v.shape == (32,) for v in frame["embedding"])
+    per_token = OnnxPipelinePredictor(number_exports["feature-extraction"], intra_op_threads=1,
+                                      pipeline_kwargs={"pooling": "none"})({"text": np.array(texts[:2], dtype=object)})
+    assert "embedding" not in per_token and len(json.loads(per_token["result"][0])[0]) == 32  # JSON carries them

@@ -21,7 +21,7 @@ import pytest
 import triton_server
 from integration_exports import ExportFactory, assert_same, ragged_texts
 from onnxport.errors import ConfigError, InputError, ModelFileError, TaskError
-from onnxport.integrations import RowRunner, jsonable
+from onnxport.integrations import RowRunner, jsonable, scored_documents
 from onnxport.integrations.triton import add_cli_parser, cli_main, write_repository
 from onnxport.runtime import pipeline
 
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.xdist_group("triton")
 
 FAMILY = "xlm-roberta"
 TASKS = ("feature-extraction", "fill-mask", "text-classification", "token-classification", "question-answering",
-         "multiple-choice", "text-generation")
+         "multiple-choice", "text-generation", "rerank")
 MODEL_NAMES = {task: task.replace("-", "_") for task in TASKS}
 WAITING_MODEL = "classify_waiting"  # a long queue delay: concurrent requests surely land in one batch
 TEXTS = ["hello world, the quick brown fox", "a", "the lazy dog jumps over the quick brown fox and it is happy",
@@ -57,6 +57,11 @@ def requests_for(task, pipe):
         rows = [{"TEXT": "the quick brown fox", "CHOICES": json.dumps(["jumps", "sleeps", "reads"])},
                 {"TEXT": "hello", "CHOICES": json.dumps(["world", "dog"])}]
         return [(row, pipe(row["TEXT"], json.loads(row["CHOICES"]))) for row in rows]
+    if task == "rerank":  # scores in document order and the ranking, as `onnxport run` prints them
+        rows = [{"QUERY": "where is the fox?", "DOCUMENTS": json.dumps(TEXTS, ensure_ascii=False)},
+                {"QUERY": "今天", "DOCUMENTS": json.dumps(["", "the lazy dog"])}]
+        return [(row, scored_documents(pipe(row["QUERY"], json.loads(row["DOCUMENTS"])), json.loads(row["DOCUMENTS"])))
+                for row in rows]
     texts = list(TEXTS)
     if task == "fill-mask":
         texts = [f"the quick {pipe.tokenizer.mask_token} fox", f"{pipe.tokenizer.mask_token} world"]
@@ -161,6 +166,25 @@ def test_configs_generated_from_the_io_spec(exports, tmp_path):
         assert f'parameters {{ key: "{key}" value: "{value}" }}' in gpu_text
 
 
+def test_numbers_outputs_declared_as_fp32(exports, tmp_path):
+    """Tasks whose results are numbers declare them beside RESULT: a vector per row (feature-extraction's hidden
+    size; sentence-embeddings' dimension), a score per document (rerank: the documents axis varies)."""
+    features = write_repository(exports(FAMILY, "feature-extraction"), tmp_path, "fe")
+    declared = re.findall(r'name: "([A-Z_]+)"\s+data_type: (\w+)\s+dims: \[ ([^\]]*) \]',
+                          (tmp_path / "fe" / "config.pbtxt").read_text())
+    assert declared == [("TEXT", "TYPE_STRING", "1"), ("RESULT", "TYPE_STRING", "1"), ("EMBEDDING", "TYPE_FP32", "32")]
+    assert features.outputs == ["RESULT", "EMBEDDING"] and "-> RESULT, EMBEDDING" in features.summary()
+    rerank = write_repository(exports(FAMILY, "rerank"), tmp_path, "rr")
+    declared = re.findall(r'name: "([A-Z_]+)"\s+data_type: (\w+)\s+dims: \[ ([^\]]*) \]',
+                          (tmp_path / "rr" / "config.pbtxt").read_text())
+    assert declared == [("QUERY", "TYPE_STRING", "1"), ("DOCUMENTS", "TYPE_STRING", "1"),
+                        ("RESULT", "TYPE_STRING", "1"), ("SCORES", "TYPE_FP32", "-1")]
+    assert rerank.inputs == ["QUERY", "DOCUMENTS"] and rerank.task == "rerank"
+    # the onnxruntime model of a rerank export is the sequence classifier's graph: logits (batch, 1)
+    onnx_text = (tmp_path / "rr_onnx" / "config.pbtxt").read_text()
+    assert re.search(r'name: "logits"\s+data_type: TYPE_FP32\s+dims: \[ 1 \]', onnx_text)
+
+
 def test_multiple_choice_config_keeps_the_choices_axis(exports, tmp_path):
     write_repository(exports(FAMILY, "multiple-choice"), tmp_path, "mc")
     text = (tmp_path / "mc_onnx" / "config.pbtxt").read_text()
@@ -257,6 +281,40 @@ def test_server_answers_like_the_pipeline(server, pipes, task):
     client = client_for(server)
     for row, want in requests_for(task, pipes[task]):
         assert_same(infer(client, MODEL_NAMES[task], row), jsonable(want), f"{task} {row}")
+
+
+def test_numbers_come_as_fp32_tensors(server, pipes):
+    """EMBEDDING and SCORES: float32 numbers per row (not JSON strings), equal to the pipeline's; a request's rows
+    with fewer documents are padded with NaN."""
+    import tritonclient.http as http
+
+    client = client_for(server)
+
+    def request(model, columns, output):
+        inputs = []
+        for name, values in columns.items():
+            tensor = http.InferInput(name, [len(values), 1], "BYTES")
+            tensor.set_data_from_numpy(np.array([[v.encode()] for v in values], dtype=object))
+            inputs.append(tensor)
+        outputs = [http.InferRequestedOutput("RESULT"), http.InferRequestedOutput(output)]
+        return client.infer(model, inputs, outputs=outputs, timeout=30_000_000)
+
+    answer = request(MODEL_NAMES["feature-extraction"], {"TEXT": TEXTS}, "EMBEDDING")
+    vectors = answer.as_numpy("EMBEDDING")
+    want = np.stack(pipes["feature-extraction"](TEXTS))
+    assert vectors.dtype == np.float32 and vectors.shape == (len(TEXTS), 32)
+    assert np.max(np.abs(vectors - want)) <= 1e-5
+    assert np.allclose([json.loads(r[0]) for r in answer.as_numpy("RESULT")], vectors, atol=1e-6)
+
+    documents = [TEXTS, ["", "the lazy dog"]]
+    queries = ["where is the fox?", "今天"]
+    answer = request(MODEL_NAMES["rerank"], {"QUERY": queries, "DOCUMENTS": [json.dumps(d) for d in documents]},
+                     "SCORES")
+    scores = answer.as_numpy("SCORES")
+    assert scores.dtype == np.float32 and scores.shape == (2, len(TEXTS))
+    for row, (query, docs) in enumerate(zip(queries, documents)):
+        assert np.max(np.abs(scores[row, :len(docs)] - pipes["rerank"](query, docs))) <= 1e-5
+        assert np.isnan(scores[row, len(docs):]).all()
 
 
 def test_onnx_model_fails_only_for_the_missing_backend(server):
