@@ -107,6 +107,7 @@ def test_a_spec_file_without_model_facts_reads_as_unrecorded():
     ("token-classification", {"logits": ("batch_size", "sequence_length", 3)}),
     ("question-answering", {"start_logits": ("batch_size", "sequence_length"),
                             "end_logits": ("batch_size", "sequence_length")}),
+    ("rerank", {"logits": ("batch_size", 3)}),  # a cross-encoder: the sequence classifier's graph
 ])
 def test_task_outputs_come_from_the_table(task, shapes):
     spec = build_io_spec(task, config("xlm-roberta"))
