@@ -50,7 +50,8 @@ QUERIES = [QUERY, "狐狸住在哪里？", "🦊?", " ".join(["a long query that
 CROSS_ENCODERS = {
     "xlm-roberta-sigmoid": (real_vocab.sentencepiece_directory, "xlm-roberta", "XLMRobertaTokenizerFast", 1, None,
                             {"max_length": 32}),
-    "roberta-3-labels": (lambda: roberta_vocabulary(real_vocab.gpt2_directory()), "roberta", "RobertaTokenizerFast", 3, None, {"max_length": 40}),
+    "roberta-3-labels": (lambda: roberta_vocabulary(real_vocab.gpt2_directory()), "roberta", "RobertaTokenizerFast",
+                         3, None, {"max_length": 40}),
     "roformer-tanh": (real_vocab.bert_chinese_directory, "roformer", "RoFormerTokenizerFast", 1, "Tanh",
                       {"max_length": 28}),
     "xlm-roberta-softmax": (real_vocab.sentencepiece_directory, "xlm-roberta", "XLMRobertaTokenizerFast", 2,
@@ -305,6 +306,10 @@ def test_cli_run_jsonl_and_command_line(built, tmp_path, capsys):
                                                                    show_progress_bar=False))) <= SCORE_ATOL
     assert [r["corpus_id"] for r in answer["ranking"]] == [
         w["corpus_id"] for w in ce.rank(QUERY, DOCUMENTS[:3], show_progress_bar=False)]
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "rerank of a xlm-roberta XLMRobertaForSequenceClassification" in info
+    assert "cross-encoder: sigmoid of 1 logit(s)" in info and "pairs truncated to 32 tokens" in info
     # bad input: one line each
     assert main(["run", str(out), "some document"]) == 1
     assert "rerank needs --query QUERY and the documents as TEXTs" in capsys.readouterr().err

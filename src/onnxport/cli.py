@@ -439,6 +439,14 @@ def _info(args) -> int:
     lines += [f"    {t.name:<28} {t.dtype:<8} {list(t.shape)}" for t in spec.inputs]
     lines.append("  outputs:")
     lines += [f"    {t.name:<28} {t.dtype:<8} {list(t.shape)}" for t in spec.outputs]
+    cross_encoder = meta.get("cross_encoder")
+    if isinstance(cross_encoder, dict):
+        prompts = cross_encoder.get("prompts") or {}
+        lines.append(f"  cross-encoder: {cross_encoder.get('activation')} of {cross_encoder.get('num_labels')} "
+                     f"logit(s) ({cross_encoder.get('source')}); pairs truncated to "
+                     f"{cross_encoder.get('max_length') or 'the position table'} tokens"
+                     f"{'; prompts ' + ', '.join(map(repr, prompts)) if prompts else ''}"
+                     f"{'; default prompt ' + repr(default) if (default := cross_encoder.get('default_prompt_name')) else ''}")
     for op in meta.get("custom_ops") or []:
         lines.append(f"  custom op: {op.get('domain')}.{op.get('op_type')} v{op.get('version')} x{op.get('count')} "
                      "(carries its ONNX function body)")

@@ -87,7 +87,12 @@ OPTIMUM_TASKS = ("fill-mask", "feature-extraction", "text-classification", "toke
 def served_clients(directory: str, meta: dict) -> list[tuple[str, bool, str]]:
     """(client, serves the directory as it is, why) for onnxport, Optimum, transformers.js and plain ONNX
     Runtime, from the directory's files and its ``onnxport.json``."""
+    from .io_spec import TASKS
+
     task, model_type = meta.get("task"), meta.get("model_type")
+    # A task that reuses another's graph (rerank: a sequence classifier) is read by clients as that task: they
+    # get its raw outputs (a cross-encoder's logits, without the activation onnxport.json records).
+    task = getattr(TASKS.get(task), "graph_of", None) or task
     tokenizer = meta.get("tokenizer") if isinstance(meta.get("tokenizer"), dict) else {}
     has_tokenizer = bool(tokenizer.get("class"))
     graph = os.path.relpath(model_path(directory), directory).replace(os.sep, "/")
