@@ -131,7 +131,7 @@ GATES = {
     "masked-tokens": "fill-mask: top-1 agreement at the masked positions (15% of the calibration texts' tokens "
                      "replaced by the mask token); cosine of the logits over all positions",
     "tokens": "token-classification: the label of every real token; cosine of the logits",
-    "label": "text-classification, multiple-choice: the predicted label per text; cosine of the logits (scores)",
+    "label": "text-classification, rerank, multiple-choice: the predicted label per text; cosine of the logits (scores)",
     "span": "question-answering: the answer span (best start <= end pair, up to 30 tokens) per example; "
             "cosine of the start / end logits",
     "cosine": "feature-extraction: mean cosine per returned vector (per token, and the pooled one); no top-1",
