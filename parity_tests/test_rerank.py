@@ -2,7 +2,7 @@
 
 Tiny random cross-encoders built and saved by sentence-transformers' own ``CrossEncoder`` over real vocabularies
 (real_vocab.py): an XLM-R one like bge-reranker-v2-m3 (one label, Sigmoid, 120k SentencePiece pieces), a RoBERTa
-one with three labels (Identity) on GPT-2's BPE, a RoFormer one on bert-base-chinese's WordPiece with Tanh, a
+one with three labels (Identity) and a RoBERTa-PreLayerNorm one (Sigmoid) on GPT-2's BPE, a RoFormer one on bert-base-chinese's WordPiece with Tanh, a
 Softmax one, one with prompts, and one in sentence-transformers 4's format (the activation in config.json).
 Every score is compared with ``CrossEncoder.predict`` (1e-5) and every ranking with ``CrossEncoder.rank``; the
 pairs include truncated ones, empty documents, emoji and many languages. PyTorch exports here; TensorFlow and
@@ -52,6 +52,8 @@ CROSS_ENCODERS = {
                             {"max_length": 32}),
     "roberta-3-labels": (lambda: roberta_vocabulary(real_vocab.gpt2_directory()), "roberta", "RobertaTokenizerFast",
                          3, None, {"max_length": 40}),
+    "roberta-prelayernorm-sigmoid": (lambda: roberta_vocabulary(real_vocab.gpt2_directory()), "roberta-prelayernorm",
+                                     "RobertaTokenizerFast", 1, None, {"max_length": 36}),
     "roformer-tanh": (real_vocab.bert_chinese_directory, "roformer", "RoFormerTokenizerFast", 1, "Tanh",
                       {"max_length": 28}),
     "xlm-roberta-softmax": (real_vocab.sentencepiece_directory, "xlm-roberta", "XLMRobertaTokenizerFast", 2,
@@ -151,7 +153,8 @@ def test_scores_equal_cross_encoder_predict(built, name):
     print(f"\n[{name}] {len(QUERIES)} queries x {len(DOCUMENTS)} documents: largest |onnx - predict| {worst:.2e}")
 
 
-@pytest.mark.parametrize("name", ["xlm-roberta-sigmoid", "roformer-tanh", "xlm-roberta-prompts"])
+@pytest.mark.parametrize("name", ["xlm-roberta-sigmoid", "roberta-prelayernorm-sigmoid", "roformer-tanh",
+                                  "xlm-roberta-prompts"])
 def test_rank_equals_cross_encoder_rank(built, name):
     ce_dir, out, ce = built(name)
     rerank = pipeline("rerank", out, provider="cpu")
