@@ -313,6 +313,9 @@ def test_cli_run_jsonl_and_command_line(built, tmp_path, capsys):
     info = capsys.readouterr().out
     assert "rerank of a xlm-roberta XLMRobertaForSequenceClassification" in info
     assert "cross-encoder: sigmoid of 1 logit(s)" in info and "pairs truncated to 32 tokens" in info
+    # --query first, the documents after it: the same
+    assert main(["run", str(out), "--query", QUERY, *DOCUMENTS[:3], "--provider", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out) == answer
     # bad input: one line each
     assert main(["run", str(out), "some document"]) == 1
     assert "rerank needs --query QUERY and the documents as TEXTs" in capsys.readouterr().err

@@ -26,7 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     from .integrations.triton import add_cli_parser as _add_triton_parser
 
     _add_triton_parser(commands)
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras and args.command == "run" and not any(e.startswith("-") for e in extras):
+        # argparse ends `run`'s TEXTs at the first option: texts after one (`--query Q DOC DOC`) are TEXTs too
+        args.texts += extras
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
     level = logging.INFO if args.verbose or args.command == "export" else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(message)s")
     uses_tensorflow = (args.command == "export" and args.framework == "tf"
