@@ -12,10 +12,11 @@ from ..artifact.io_spec import TASKS as EXPORT_TASKS
 
 FRAMEWORKS = tuple(FRONT_ENDS)
 # (export task, with_past) rows: every task once, then the tasks that take past key/values again with them
-# (text-generation and text-generation +past close the table).
+# (text-generation and text-generation +past close the table). The tasks of HF heads: sentence-embeddings
+# exports sentence-transformers directories, which the matrix's random checkpoints are not.
 TASK_ROWS = tuple(
     (task.name, with_past)
-    for task in sorted(EXPORT_TASKS.values(), key=lambda task: task.can_use_past)
+    for task in sorted(EXPORT_TASKS.values(), key=lambda task: task.can_use_past) if not task.sentence_stack
     for with_past in ((False, True) if task.can_use_past else (False,))
 )
 # Geometries of the parity matrix's random checkpoints (`onnxport parity --size`).
