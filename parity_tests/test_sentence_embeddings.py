@@ -22,7 +22,12 @@ import real_vocab
 from conftest import build_hf_checkpoint
 
 st = pytest.importorskip("sentence_transformers")
-from sentence_transformers import SentenceTransformer, models  # noqa: E402
+from sentence_transformers import SentenceTransformer  # noqa: E402
+
+try:  # sentence-transformers 5.7+ (6.x drops sentence_transformers.models)
+    from sentence_transformers.sentence_transformer import modules as models
+except ImportError:  # pragma: no cover
+    from sentence_transformers import models
 
 from onnxport.errors import CheckpointError, ExportError, InputError, TaskError  # noqa: E402
 from onnxport.exporters import export  # noqa: E402
@@ -208,7 +213,8 @@ def test_pt_export_equals_encode(name, st_models, exports):
     assert record["default_prompt_name"] == model.default_prompt_name
     assert record["similarity_fn_name"] == model.similarity_fn_name
     assert record["max_seq_length"] == model.max_seq_length
-    assert record["dimension"] == model.get_sentence_embedding_dimension() == embed.dimension
+    dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    assert record["dimension"] == dimension() == embed.dimension
     assert record["normalize"] == bool(STACKS[name].get("normalize"))
     modes = STACKS[name]["pooling"]
     assert record["pooling"]["modes"] == ([modes] if isinstance(modes, str) else list(modes))
@@ -243,6 +249,24 @@ def test_cli_infers_the_task(st_models, tmp_path, capsys):
     assert meta["task"] == "sentence-embeddings"
     assert [o["name"] for o in meta["io_spec"]["outputs"]] == ["token_embeddings", "sentence_embedding"]
     assert_equal_embeddings(pipeline("sentence-embeddings", out)(TEXTS), model.encode(TEXTS), "bge-m3-cli: texts")
+    # `onnxport validate OUT`: the Transformer module of the recorded directory, then the modules' math
+    assert main(["validate", str(out)]) in (0, None)
+    assert "passed" in capsys.readouterr().out
+    # `onnxport run OUT TEXT...`: one vector per text, as numbers
+    assert main(["run", str(out), TEXTS[0], TEXTS[4]]) in (0, None)
+    vectors = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(np.array(vectors, np.float32), model.encode([TEXTS[0], TEXTS[4]]), atol=ATOL)
+
+
+def test_fp16_export(st_models, exports, tmp_path):
+    """dtype="fp16" (GPU hosts): the pooling nodes go through the fp16 pass; embeddings stay close to encode."""
+    st_dir, model = st_models("combined")
+    report = export(st_dir, tmp_path / "out", dtype="fp16")
+    assert report.validation.passed
+    ours = pipeline("sentence-embeddings", tmp_path / "out")(TEXTS)
+    theirs = model.encode(TEXTS)
+    cosine = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+    assert ours.dtype == np.float32 and np.abs(ours - theirs).max() < 5e-3 and cosine.min() > 0.9999
 
 
 def test_legacy_files(st_models, tmp_path):
