@@ -125,12 +125,13 @@ def append(model, stack: SentenceStack, opset: int) -> None:
     ``sentence_embedding`` (batch, stack.dimension)."""
     import onnx
 
+    from ..errors import ExportError
     from .graph_edits import rename_tensors
 
     graph = model.graph
     outputs = [o.name for o in graph.output]
     if outputs != [HIDDEN]:
-        raise ValueError(f"The encoder graph must return {HIDDEN} alone, got {outputs}.")
+        raise ExportError(f"The front end's encoder graph must return {HIDDEN} alone, got {outputs}.")
     rename_tensors(graph, {HIDDEN: TOKENS})
     graph.output[0].name = TOKENS
     b = _Builder(graph, opset)
