@@ -64,6 +64,8 @@ def measure(export_dir: str, length: int, runs: int, threads: int) -> dict:
     from onnxport.runtime import OnnxModelForSentenceEmbeddings
 
     model = OnnxModelForSentenceEmbeddings.from_pretrained(export_dir, provider="cpu", intra_op_threads=threads)
+    loaded = _status_gib("VmRSS")
+    _reset_peak()  # from here VmHWM is the peak while running
     ids = np.random.default_rng(0).integers(3, GEOMETRY["vocab_size"], size=(1, length), dtype=np.int64)
     model(input_ids=ids)
     seconds = []
@@ -73,7 +75,27 @@ def measure(export_dir: str, length: int, runs: int, threads: int) -> dict:
         seconds.append(time.perf_counter() - start)
     assert out["sentence_embedding"].shape == (1, 768)
     return {"tokens": length, "median_s": float(np.median(seconds)), "runs": runs, "threads": threads,
-            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+            "loaded_rss_gib": loaded, "running_peak_rss_gib": _status_gib("VmHWM"),
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "load_average": os.getloadavg()[0]}
+
+
+def _status_gib(field: str) -> float:
+    """A memory figure of /proc/self/status in GiB (Linux)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def _reset_peak() -> None:
+    """Reset VmHWM to the current RSS (Linux: writing 5 to clear_refs), so the peak after it is the run's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass
 
 
 def main(argv=None) -> int:
@@ -100,10 +122,13 @@ def main(argv=None) -> int:
         print(rows[-1], file=sys.stderr)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "sentence_long.json").write_text(json.dumps(rows, indent=2))
-    lines = ["| tokens | median latency | peak RSS |", "|---|---|---|"]
+    lines = ["| tokens | median latency | RSS loaded | peak RSS running | peak RSS (process) | load average |",
+             "|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['tokens']} | {row['median_s']:.2f} s | {row['peak_rss_gib']:.2f} GiB |" if "error" not in row
-                     else f"| {row['tokens']} | failed ({row['error']}) | |")
+        lines.append(f"| {row['tokens']} | {row['median_s']:.2f} s | {row['loaded_rss_gib']:.2f} GiB | "
+                     f"{row['running_peak_rss_gib']:.2f} GiB | {row['peak_rss_gib']:.2f} GiB | "
+                     f"{row['load_average']:.1f} |" if "error" not in row
+                     else f"| {row['tokens']} | failed ({row['error']}) | | | | |")
     (RESULTS / "sentence_long.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

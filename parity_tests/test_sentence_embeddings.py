@@ -271,21 +271,29 @@ def test_fp16_export(st_models, exports, tmp_path):
 
 def test_legacy_files(st_models, tmp_path):
     """sentence-transformers 2-4's files: pooling_mode_*_tokens booleans, word_embedding_dimension,
-    max_seq_length in sentence_bert_config.json, a Dense saved as pytorch_model.bin, the sentence_transformers.models
-    type names; sentence-transformers 5.7 reads them the same way."""
+    max_seq_length and do_lower_case in sentence_bert_config.json, a Dense saved as pytorch_model.bin, the
+    sentence_transformers.models type names, the Transformer in a 0_Transformer folder; sentence-transformers
+    reads them the same way."""
     import torch
 
     st_dir, _ = st_models("combined")
     legacy = tmp_path / "legacy"
     shutil.copytree(st_dir, legacy)
+    # the Transformer module in its own folder, as sentence-transformers 0.x-1.x saved it
+    (legacy / "0_Transformer").mkdir()
+    for name in os.listdir(legacy):
+        if (legacy / name).is_file() and name not in ("modules.json", "config_sentence_transformers.json", "README.md"):
+            shutil.move(str(legacy / name), legacy / "0_Transformer" / name)
     entries = json.load(open(legacy / "modules.json"))
     for entry in entries:
         entry["type"] = "sentence_transformers.models." + entry["type"].rsplit(".", 1)[-1]
+    entries[0]["path"] = "0_Transformer"
     json.dump(entries, open(legacy / "modules.json", "w"))
     pooling = legacy / "1_Pooling" / "config.json"
     json.dump({"word_embedding_dimension": 32, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": True,
                "pooling_mode_max_tokens": True, "pooling_mode_mean_sqrt_len_tokens": False}, open(pooling, "w"))
-    json.dump({"max_seq_length": 20, "do_lower_case": True}, open(legacy / "sentence_bert_config.json", "w"))
+    json.dump({"max_seq_length": 20, "do_lower_case": True},
+              open(legacy / "0_Transformer" / "sentence_bert_config.json", "w"))
     from onnxport.checkpoints import read_safetensors
 
     dense = legacy / "2_Dense"
