@@ -392,12 +392,6 @@ def test_runtime_prompt_errors(exports):
     assert embed([]).shape == (0, 32)
 
 
-def test_summary():
-    """Printed with -s: rows compared and the largest difference per stack and front end."""
-    for label in sorted(COUNTS):
-        print(f"{label:<28} rows {COUNTS[label]:>5}  max |ours - encode| {WORST[label]:.2e}")
-
-
 def test_bge_m3_geometry_serves_8192_tokens(tokenizer_dirs, tmp_path):
     """bge-m3's geometry (XLM-R, max_position_embeddings 8194, CLS pooling, Normalize, max_seq_length 8192) with
     a small hidden size: an 8,192-token input served equal to encode. The export's own validation runs the
@@ -430,3 +424,9 @@ def test_bge_m3_geometry_serves_8192_tokens(tokenizer_dirs, tmp_path):
     seconds = time.perf_counter() - start
     assert_equal_embeddings(ours, model.encode([long_text, "short"], batch_size=1), "bge-m3-8192-pt: 8192 tokens")
     print(f"bge-m3 geometry (hidden 32, 2 layers, 2 heads): 8,192 + 3 tokens served in {seconds:.2f}s")
+
+
+def test_summary():
+    """Printed with -s: rows compared and the largest difference per stack and front end."""
+    for label in sorted(COUNTS):
+        print(f"{label:<28} rows {COUNTS[label]:>5}  max |ours - encode| {WORST[label]:.2e}")
