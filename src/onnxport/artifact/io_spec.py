@@ -67,6 +67,9 @@ class Task:
     # A task whose graph is another task's (rerank: a cross-encoder is a sequence classifier); its own pipeline
     # reads what the export records beside the graph. The parity matrix exports each graph once.
     graph_of: str | None = None
+    # The checkpoint is a sentence-transformers directory (modules.json): the graph is the Transformer module's
+    # encoder followed by its Pooling / Dense / Normalize modules (exporters/sentence_head.py), not an HF head.
+    sentence_stack: bool = False
 
 
 _TOKENS = (BATCH, SEQUENCE)
@@ -94,6 +97,10 @@ TASKS: dict[str, Task] = {
         Task("rerank", "ForSequenceClassification", "a cross-encoder: num_labels logits per (query, document) "
              "pair; the rerank pipeline applies the activation onnxport.json records",
              (("logits", (BATCH, "num_labels")),), graph_of="text-classification"),
+        Task("sentence-embeddings", "Model", "a sentence-transformers model: token_embeddings, and sentence_embedding "
+             "after its pooling, Dense and Normalize modules",
+             (("token_embeddings", (*_TOKENS, "hidden_size")), ("sentence_embedding", (BATCH, "sentence_dimension"))),
+             sentence_stack=True),
     )
 }
 
@@ -113,7 +120,7 @@ def task_for_head(head: str) -> str:
     """The task name served by a head ("ForMaskedLM" -> "fill-mask"; a task with its own graph, not one that
     reuses another's)."""
     for task in TASKS.values():
-        if task.head == head and task.graph_of is None:
+        if task.head == head and task.graph_of is None and not task.sentence_stack:
             return task.name
     raise TaskError(f"No export task serves the head {head!r}.")
 
@@ -498,9 +505,11 @@ def takes_encoder_states(task: str, config: EncoderConfig) -> bool:
     return bool(config.add_cross_attention) and get_task(task).takes_encoder_states
 
 
-def build_io_spec(task: str, config: EncoderConfig, with_past: bool = False, pooler: bool = True) -> IOSpec:
+def build_io_spec(task: str, config: EncoderConfig, with_past: bool = False, pooler: bool = True,
+                  sentence_dimension: int | None = None) -> IOSpec:
     """The graph signature for ``task`` on a model with ``config`` (``pooler=False``: feature-extraction
-    without ``pooler_output``, for checkpoints that have no pooler weights)."""
+    without ``pooler_output``, for checkpoints that have no pooler weights; ``sentence_dimension``: the width of
+    a sentence-embeddings graph's ``sentence_embedding``, hidden_size by default)."""
     family = family_of(config)
     check_task(task, family, with_past, config)
     ids, f = "int64", "float32"
@@ -516,6 +525,7 @@ def build_io_spec(task: str, config: EncoderConfig, with_past: bool = False, poo
     layers = config.num_hidden_layers if with_past else 0
     inputs += [TensorSpec.of(role, f, (BATCH, heads, PAST, head_dim), i) for i in range(layers) for role in PAST_ROLES]
     sizes = {dim: getattr(config, dim) for dim in CONFIG_DIMS}
+    sizes["sentence_dimension"] = sentence_dimension or config.hidden_size
     outputs = [TensorSpec(name, f, tuple(sizes.get(d, d) for d in shape), "output")
                for name, shape in TASKS[task].outputs if name != POOLER_OUTPUT or (family.has_pooler and pooler)]
     outputs += [TensorSpec.of(role, f, (BATCH, heads, TOTAL, head_dim), i) for i in range(layers) for role in PRESENT_ROLES]

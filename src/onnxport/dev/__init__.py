@@ -13,10 +13,12 @@ from ..artifact.io_spec import TASKS as EXPORT_TASKS
 FRAMEWORKS = tuple(FRONT_ENDS)
 # (export task, with_past) rows: every task once, then the tasks that take past key/values again with them
 # (text-generation and text-generation +past close the table). A task whose graph is another's (rerank) adds
-# no row: its graph is compared under that task.
+# no row: its graph is compared under that task. sentence-embeddings exports sentence-transformers
+# directories, which the matrix's random checkpoints are not.
 TASK_ROWS = tuple(
     (task.name, with_past)
-    for task in sorted(EXPORT_TASKS.values(), key=lambda task: task.can_use_past) if task.graph_of is None
+    for task in sorted(EXPORT_TASKS.values(), key=lambda task: task.can_use_past)
+    if task.graph_of is None and not task.sentence_stack
     for with_past in ((False, True) if task.can_use_past else (False,))
 )
 # Geometries of the parity matrix's random checkpoints (`onnxport parity --size`).

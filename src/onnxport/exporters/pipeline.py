@@ -3,10 +3,12 @@
 ``export()`` reads as its stages, each a function below that reads alone and hands the next a small frozen
 value (logged on the ``onnxport`` logger; ``ExportReport.seconds`` times them):
 
-1. ``read_checkpoint`` -> ``Checkpoint``: config.json, the family, the task;
+1. ``read_checkpoint`` -> ``Checkpoint``: config.json, the family, the task (a sentence-transformers directory,
+   ``modules.json`` at its root, is read by ``sentence_stack.py``: its Transformer module is the checkpoint);
 2. ``plan_graph`` -> ``GraphPlan``: the IO spec (``artifact/io_spec.py``) and the example inputs;
 3. ``convert`` -> the ONNX proto and a ``Conversion``: the front end (``front_end.py`` describes the contract,
-   ``pt.py`` / ``tf.py`` / ``flax.py`` keep it);
+   ``pt.py`` / ``tf.py`` / ``flax.py`` keep it); a sentence-embeddings graph gets its pooling modules appended
+   (``sentence_head.py``);
 4. ``clean_up`` -> ``CleanGraph``: the framework-independent clean-up (``onnx_file.py``), fp16 when asked;
 5. ``save_and_check`` -> ``SavedModel``: the ONNX file(s) and the full ONNX checker;
 6. ``validate_against_native`` -> ``ValidationReport``: ONNX Runtime vs the native model (``validate.py``);
@@ -36,8 +38,9 @@ from ..artifact.cross_encoder import RECORD_KEY as CROSS_ENCODER_KEY
 from ..artifact.spec_file import SPEC_FILE, read_export_dir, write_spec_file
 from ..checkpoints import weight_names
 from ..configs import AutoConfig
-from ..errors import ExportError, InputError, ModelFileError, ValidationError
+from ..errors import ExportError, InputError, ModelFileError, TaskError, ValidationError
 from ..families import family_of
+from ..sentence_stack import SentenceStack, is_sentence_transformers_dir, read_sentence_stack, transformer_directory
 from . import validate as validation
 from .front_end import RANDOM_INIT_SEED, ExportJob, front_end
 from .tokenizer_files import write_tokenizer
@@ -198,12 +201,16 @@ class ExportOptions:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """What ``read_checkpoint`` found: the config (set up for the task), the family, the task."""
+    """What ``read_checkpoint`` found: the config (set up for the task), the family, the task; for a
+    sentence-transformers directory its module stack, and the Transformer module's directory (``model_dir``:
+    config, weights, tokenizer), else ``model_dir`` is the checkpoint directory."""
 
     config: Any  # onnxport.configs.EncoderConfig
     family: Any  # onnxport.families.Family
     task: str
     cross_encoder: Optional[Any] = None  # rerank: artifact.cross_encoder.CrossEncoderRecord
+    model_dir: str = ""
+    sentence: Optional[SentenceStack] = None
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,9 @@ class GraphPlan:
 
     spec: IOSpec
     example: dict[str, np.ndarray]
+    # What the front end traces: ``spec`` itself, or for sentence-embeddings the encoder (feature-extraction
+    # without pooler) that sentence_head.append extends to ``spec``.
+    trace_spec: Optional[IOSpec] = None
 
 
 @dataclass(frozen=True)
@@ -270,15 +280,36 @@ def _checked_options(checkpoint_dir, out_dir, framework, task, opset, with_past,
                          external_data_threshold, allow_missing_weights, copy_tokenizer, dtype, with_pooler)
 
 
+def _is_cross_encoder_dir(checkpoint_dir: str) -> bool:
+    """A CrossEncoder directory: sentence-transformers 5 writes a modules.json for it too, but it is a sequence
+    classifier (task rerank), not an embedding stack."""
+    from .cross_encoder import is_cross_encoder
+
+    if not os.path.isfile(os.path.join(checkpoint_dir, "config.json")):
+        return False
+    return is_cross_encoder(checkpoint_dir, AutoConfig.from_pretrained(checkpoint_dir))
+
+
 def read_checkpoint(options: ExportOptions) -> Checkpoint:
     """Stage 1, read config and task: config.json, the family, the task (given, or the checkpoint's head), checked
     for the family and ``with_past``; a text-generation export gets a causal decoder with a cache."""
     logger.info("[1/7] reading %s", options.checkpoint_dir)
     if not os.path.isdir(options.checkpoint_dir):
         raise ExportError(f"Checkpoint directory {options.checkpoint_dir!r} does not exist.")
-    config = AutoConfig.from_pretrained(options.checkpoint_dir)
+    model_dir, sentence = options.checkpoint_dir, None
+    if is_sentence_transformers_dir(options.checkpoint_dir) and not _is_cross_encoder_dir(options.checkpoint_dir):
+        if options.task in (None, "sentence-embeddings"):
+            sentence = read_sentence_stack(options.checkpoint_dir)
+            model_dir = sentence.transformer_dir
+        else:  # another task exports the Transformer module alone
+            model_dir = transformer_directory(options.checkpoint_dir)
+    elif options.task == "sentence-embeddings":
+        raise TaskError(f"{options.checkpoint_dir} has no modules.json: sentence-embeddings exports a "
+                        "sentence-transformers model directory (SentenceTransformer.save writes one). For a plain "
+                        "transformers checkpoint use --task feature-extraction.")
+    config = AutoConfig.from_pretrained(model_dir)
     family = family_of(config)
-    task = options.task or _task_from_architectures(config, family, options.checkpoint_dir)
+    task = "sentence-embeddings" if sentence else options.task or _task_from_architectures(config, family, model_dir)
     io_spec.check_task(task, family, options.with_past, config)
     cross_encoder = None
     if task == "rerank":  # how CrossEncoder.predict scores: refused here when onnxport cannot apply it
@@ -290,7 +321,7 @@ def read_checkpoint(options: ExportOptions) -> Checkpoint:
         config.is_decoder = True
     if task == "text-generation":
         config.use_cache = True
-    return Checkpoint(config, family, task, cross_encoder)
+    return Checkpoint(config, family, task, cross_encoder, model_dir, sentence)
 
 
 def plan_graph(options: ExportOptions, checkpoint: Checkpoint) -> GraphPlan:
@@ -298,14 +329,19 @@ def plan_graph(options: ExportOptions, checkpoint: Checkpoint) -> GraphPlan:
     export-time shape (``validate.EXAMPLE_SHAPE``, within the position table)."""
     with_pooler = options.with_pooler
     if with_pooler is None:  # only what the checkpoint holds: no random pooler by default
-        with_pooler = any(name.split(".").count("pooler") for name in weight_names(options.checkpoint_dir))
+        with_pooler = any(name.split(".").count("pooler") for name in weight_names(checkpoint.model_dir))
     config = checkpoint.config
-    spec = io_spec.build_io_spec(checkpoint.task, config, options.with_past, pooler=with_pooler)
+    if checkpoint.sentence is not None:  # the encoder is traced; its pooling modules are appended after
+        spec = io_spec.build_io_spec(checkpoint.task, config, sentence_dimension=checkpoint.sentence.dimension)
+        trace_spec = io_spec.build_io_spec("feature-extraction", config, pooler=False)
+    else:
+        spec = trace_spec = io_spec.build_io_spec(checkpoint.task, config, options.with_past, pooler=with_pooler)
     shape = validation.EXAMPLE_SHAPE
     past = shape["past"] if options.with_past else 0
     sequence = min(shape["sequence"], config.max_sequence_length - past)
-    example = io_spec.make_inputs(spec, shape["batch"], sequence, past=past, num_choices=shape["num_choices"], seed=0)
-    return GraphPlan(spec, example)
+    example = io_spec.make_inputs(trace_spec, shape["batch"], sequence, past=past, num_choices=shape["num_choices"],
+                                  seed=0)
+    return GraphPlan(spec, example, trace_spec)
 
 
 def convert(options: ExportOptions, checkpoint: Checkpoint, plan: GraphPlan, converter, workdir: str):
@@ -315,10 +351,15 @@ def convert(options: ExportOptions, checkpoint: Checkpoint, plan: GraphPlan, con
     so it shares memory neither with the artifact being written nor with ONNX Runtime's copy of the weights."""
     family, task = checkpoint.family, checkpoint.task
     logger.info("[2/7] converting %s %s (%s) to ONNX opset %d", family.model_type, task, options.framework, options.opset)
-    job = ExportJob(options.checkpoint_dir, checkpoint.config, family, plan.spec, options.opset, plan.example, workdir,
-                    options.allow_missing_weights)
+    job = ExportJob(checkpoint.model_dir, checkpoint.config, family, plan.trace_spec or plan.spec, options.opset,
+                    plan.example, workdir, options.allow_missing_weights)
     converted = converter.convert(job)
     native = converted.run_native
+    if checkpoint.sentence is not None:
+        from . import sentence_head
+
+        sentence_head.append(converted.model, checkpoint.sentence, options.opset)
+        native = sentence_head.native_runner(checkpoint.sentence, native)
     if options.dtype == "fp32":  # (fp16.validate runs its own cases on the runner)
         native = validation.native_outputs(plan.spec, native) if options.validate else None
         converted.run_native = None
@@ -400,7 +441,7 @@ def write_files_and_spec(options: ExportOptions, checkpoint: Checkpoint, graph: 
     names.append("config.json")
     tokenizer = None
     if options.copy_tokenizer:
-        tokenizer = write_tokenizer(options.checkpoint_dir, build_dir, config, family)
+        tokenizer = write_tokenizer(checkpoint.model_dir, build_dir, config, family)
         names += tokenizer["files"]
     metadata = {
         "onnxport_version": __version__,
@@ -422,6 +463,7 @@ def write_files_and_spec(options: ExportOptions, checkpoint: Checkpoint, graph: 
         "tokenizer": tokenizer,
         "random_weights": sorted(conversion.random_weights),
         "random_seed": RANDOM_INIT_SEED,
+        **({"sentence_transformers": checkpoint.sentence.to_record()} if checkpoint.sentence is not None else {}),
     }
     if checkpoint.cross_encoder is not None:
         metadata[CROSS_ENCODER_KEY] = checkpoint.cross_encoder.to_dict()
@@ -451,7 +493,16 @@ def validate_export(export_dir: str, checkpoint_dir: str | None = None, atol: fl
     if not os.path.isfile(model_path):
         raise ModelFileError(f"No {os.path.relpath(model_path, export_dir)} in {export_dir}; re-export the checkpoint.")
     config = AutoConfig.from_pretrained(export_dir)  # as exported (is_decoder for text-generation, ...)
-    runner = validation.native_runner(framework or meta.get("framework", "pt"), checkpoint_dir, config, spec)
+    framework = framework or meta.get("framework", "pt")
+    if io_spec.get_task(spec.task).sentence_stack:  # the encoder of the Transformer module, then the ST math
+        from . import sentence_head
+
+        stack = read_sentence_stack(checkpoint_dir)
+        encoder = io_spec.build_io_spec("feature-extraction", config, pooler=False)
+        runner = sentence_head.native_runner(
+            stack, validation.native_runner(framework, stack.transformer_dir, config, encoder))
+    else:
+        runner = validation.native_runner(framework, checkpoint_dir, config, spec)
     if meta.get("dtype") == "fp16":
         return fp16.validate(model_path, spec, runner, atol=atol, raise_on_failure=False)
     return validation.validate(model_path, spec, runner, atol=atol, raise_on_failure=False)

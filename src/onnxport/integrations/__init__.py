@@ -78,6 +78,7 @@ ROW_FIELDS: dict[str, RowFields] = {
     "text-generation": RowFields(("text",)),
     "rerank": RowFields(("query", "documents"), lists=("documents",), per_row=True, output=SCORED_DOCUMENTS,
                         numbers_from="logits"),
+    "sentence-embeddings": RowFields(("text",), output=VECTOR, numbers_from="sentence_embedding"),
 }
 
 

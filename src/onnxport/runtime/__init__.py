@@ -6,6 +6,7 @@ from .models import (
     OnnxModelForMaskedLM,
     OnnxModelForMultipleChoice,
     OnnxModelForQuestionAnswering,
+    OnnxModelForSentenceEmbeddings,
     OnnxModelForSequenceClassification,
     OnnxModelForTokenClassification,
     RuntimeInputError,
@@ -16,7 +17,7 @@ from .session import ModelFileError, ProviderUnavailableError, SessionConfig, cr
 
 __all__ = [
     "OnnxModel", "OnnxModelForCausalLM", "OnnxModelForMaskedLM", "OnnxModelForMultipleChoice",
-    "OnnxModelForQuestionAnswering", "OnnxModelForSequenceClassification", "OnnxModelForTokenClassification",
+    "OnnxModelForQuestionAnswering", "OnnxModelForSentenceEmbeddings", "OnnxModelForSequenceClassification", "OnnxModelForTokenClassification",
     "RuntimeInputError", "load_model", "pipeline",
     "ModelFileError", "ProviderUnavailableError", "SessionConfig", "create_session", "select_providers",
 ]

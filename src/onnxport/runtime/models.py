@@ -308,7 +308,10 @@ def _check_spec_matches_task(spec: IOSpec, config: EncoderConfig, export_dir: st
     without a cache) is refused here, not by a KeyError or a missing output later."""
     try:
         # pooler_output is left out of exports whose checkpoint has no pooler (exporters.export with_pooler)
-        expected = build_io_spec(spec.task, config, spec.with_past, pooler="pooler_output" in spec.output_names)
+        # a sentence-embeddings graph's width is its last module's (Dense) output: the spec's record of it
+        sentence = next((t.shape[-1] for t in spec.outputs if t.name == "sentence_embedding"), None)
+        expected = build_io_spec(spec.task, config, spec.with_past, pooler="pooler_output" in spec.output_names,
+                                 sentence_dimension=sentence if isinstance(sentence, int) else None)
     except (TaskError, ValueError) as err:
         raise ModelFileError(f"{export_dir}/{SPEC_FILE} does not fit config.json ({err}); re-export the model.") from err
     # Inputs may be fewer than today's exporter writes (an older export without token_type_ids runs with
@@ -474,10 +477,17 @@ class OnnxModelForQuestionAnswering(OnnxModelBase):
     task = "question-answering"
 
 
+class OnnxModelForSentenceEmbeddings(OnnxModelBase):
+    """A sentence-transformers export: ``token_embeddings`` and ``sentence_embedding`` (pooled in the graph)."""
+
+    task = "sentence-embeddings"
+
+
 MODEL_CLASSES_BY_TASK: dict[str, type[OnnxModelBase]] = {
     cls.task: cls
     for cls in (OnnxModel, OnnxModelForCausalLM, OnnxModelForMaskedLM, OnnxModelForSequenceClassification,
-                OnnxModelForMultipleChoice, OnnxModelForTokenClassification, OnnxModelForQuestionAnswering)
+                OnnxModelForMultipleChoice, OnnxModelForTokenClassification, OnnxModelForQuestionAnswering,
+                OnnxModelForSentenceEmbeddings)
 }
 
 

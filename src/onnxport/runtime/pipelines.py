@@ -32,6 +32,7 @@ PIPELINE_TASKS = {
     "multiple-choice": "multiple-choice",
     "text-generation": "text-generation",
     "rerank": "rerank",
+    "sentence-embeddings": "sentence-embeddings",
 }
 
 
@@ -568,6 +569,58 @@ class RerankPipeline(Pipeline):
             return prompts[prompt_name]
         default = self.record.default_prompt_name
         return prompts[default] if default is not None else ""
+class SentenceEmbeddingsPipeline(Pipeline):
+    """``SentenceTransformer.encode`` on an export of a sentence-transformers model: the model's prompts (its
+    default prompt unless ``prompt_name`` / ``prompt`` say otherwise), its ``max_seq_length`` truncation and
+    lower-casing, then the graph's pooling, Dense and Normalize modules. Returns float32 (len(texts), dimension),
+    or one vector for a single text."""
+
+    def __init__(self, model: OnnxModelBase, batch_size: int = 32, max_length: Optional[int] = None) -> None:
+        super().__init__(model, batch_size, max_length)
+        record = model.metadata.get("sentence_transformers") or {}
+        self.prompts: dict[str, str] = dict(record.get("prompts") or {})
+        self.default_prompt_name: Optional[str] = record.get("default_prompt_name")
+        self.similarity_fn_name: str = record.get("similarity_fn_name") or "cosine"
+        self.do_lower_case = bool(record.get("do_lower_case"))
+        self.dimension = int(model.spec.outputs[-1].shape[-1])
+        seq = record.get("max_seq_length")
+        if max_length is None and isinstance(seq, int) and seq > 0:  # the model's own truncation length
+            self.max_length = min(seq, model.config.max_sequence_length)
+
+    def resolve_prompt(self, prompt_name: Optional[str] = None, prompt: Optional[str] = None) -> str:
+        """The text put before every input: ``prompt``, else the prompt named ``prompt_name``, else the model's
+        default prompt (sentence-transformers' rule), else none."""
+        if prompt is not None:
+            check_text("prompt", prompt)
+            return prompt
+        if prompt_name is not None:
+            if prompt_name not in self.prompts:
+                raise InputError(f"prompt_name {prompt_name!r} is not one of this model's prompts "
+                                 f"({', '.join(map(repr, self.prompts)) or 'it has none'}); pass prompt=... instead.")
+            return self.prompts[prompt_name]
+        if self.default_prompt_name is not None:
+            return self.prompts.get(self.default_prompt_name, "")
+        return ""
+
+    def __call__(self, inputs, prompt_name: Optional[str] = None, prompt: Optional[str] = None,
+                 batch_size: Optional[int] = None) -> np.ndarray:
+        texts, single = self._as_list(inputs, pairs=False, name="texts")
+        prefix = self.resolve_prompt(prompt_name, prompt)
+        texts = [prefix + text for text in texts]
+        if self.do_lower_case:
+            texts = [text.lower() for text in texts]
+
+        def run(batch, enc):
+            return list(self.model(**self._feeds(enc))["sentence_embedding"])
+
+        vectors = self._in_length_order(texts, run, batch_size)
+        array = np.stack(vectors).astype(np.float32, copy=False) if vectors else np.zeros((0, self.dimension), np.float32)
+        return array[0] if single else array
+
+    def similarity(self, a: Any, b: Any) -> np.ndarray:
+        """(len(a), len(b)) similarities of two sets of embeddings by the model's ``similarity_fn_name``
+        (cosine, dot, or the negated euclidean / manhattan distance, as sentence-transformers scores them)."""
+        return pp.embedding_similarity(a, b, self.similarity_fn_name)
 
 
 PIPELINE_CLASSES = {
@@ -579,6 +632,7 @@ PIPELINE_CLASSES = {
     "multiple-choice": MultipleChoicePipeline,
     "text-generation": TextGenerationPipeline,
     "rerank": RerankPipeline,
+    "sentence-embeddings": SentenceEmbeddingsPipeline,
 }
 
 

@@ -110,6 +110,29 @@ def top_labels(scores: np.ndarray, id2label: dict[int, str], top_k: Optional[int
     return [{"label": id2label[int(i)], "score": float(scores[i])} for i in order]
 
 
+# ----------------------------------------------------------------------------- sentence embeddings
+SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
+
+
+def embedding_similarity(a, b, function: str = "cosine") -> np.ndarray:
+    """(n, m) float32 similarities of embeddings ``a`` (n, d) and ``b`` (m, d) (1-D: one row), as
+    sentence-transformers' similarity functions score them: cosine, dot product, and the negated euclidean
+    and manhattan distances (higher is more similar for all four)."""
+    check_choice("similarity function", function, SIMILARITY_FUNCTIONS)
+    a, b = (np.atleast_2d(np.asarray(x, dtype=np.float32)) for x in (a, b))
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise InputError(f"similarity needs two sets of vectors of one width, got shapes {a.shape} and {b.shape}.")
+    if function == "cosine":
+        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    if function in ("cosine", "dot"):
+        return (a @ b.T).astype(np.float32)
+    difference = a[:, None, :] - b[None, :, :]
+    if function == "euclidean":
+        return (-np.sqrt((difference.astype(np.float64) ** 2).sum(-1))).astype(np.float32)
+    return (-np.abs(difference).sum(-1)).astype(np.float32)
+
+
 # ----------------------------------------------------------------------------- fill-mask
 def fill_mask_candidates(
     mask_logits: np.ndarray, top_k: int, target_ids: Optional[Sequence[int]] = None
