@@ -19,12 +19,18 @@ WORDS = ("the quick brown fox jumps over lazy dog hello world how are you doing 
 
 
 class ExportFactory:
-    """``factory(model_type, task)`` -> export directory (with tokenizer files), built once per pair."""
+    """``factory(model_type, task)`` -> export directory (with tokenizer files), built once per pair.
+
+    ``sentence-embeddings``: a sentence-transformers directory with multilingual-e5's stack (st_models.E5: mean
+    pooling, Normalize, "query: " / "passage: " prompts) saved by sentence-transformers itself; ``st_dirs[model_type]``
+    is that directory, for comparing with ``SentenceTransformer(...).encode``.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.exports: dict[tuple[str, str], str] = {}
         self.tokenizers: dict[str, Path] = {}
+        self.st_dirs: dict[str, str] = {}
 
     def __call__(self, model_type: str, task: str) -> str:
         from onnxport.exporters import export
@@ -36,6 +42,9 @@ class ExportFactory:
             if model_type not in self.tokenizers:
                 self.tokenizers[model_type] = TOKENIZER_WRITERS[model_type](self.root / f"tok-{model_type}")
             tokenizer_dir = self.tokenizers[model_type]
+            if task == "sentence-embeddings":
+                self.exports[key] = self._sentence_embeddings(model_type, tokenizer_dir)
+                return self.exports[key]
             overrides = dict(vocab_size=len(AutoTokenizer.from_pretrained(tokenizer_dir)), max_position_embeddings=66)
             if task == "token-classification":
                 overrides["id2label"] = NER_LABELS
@@ -52,6 +61,26 @@ class ExportFactory:
             export(str(checkpoint), str(out), framework="pt", task=task, validate=False)
             self.exports[key] = str(out)
         return self.exports[key]
+
+
+    def _sentence_embeddings(self, model_type: str, tokenizer_dir: Path) -> str:
+        from st_models import E5, build_st_model
+        from transformers import AutoTokenizer
+
+        from onnxport.exporters import export
+
+        def tokenizer_dirs(family):  # the fixture vocabulary as transformers saves it (what ST's Transformer reads)
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+            saved = self.root / f"st-tok-{family}"
+            tokenizer.save_pretrained(saved)
+            return saved, len(tokenizer), tokenizer.pad_token_id
+
+        stack = dict(E5, family=model_type)
+        self.st_dirs[model_type] = build_st_model(self.root / f"st-{model_type}", tokenizer_dirs, **stack)
+        out = self.root / f"{model_type}-sentence-embeddings"
+        report = export(self.st_dirs[model_type], str(out), framework="pt", validate=False)
+        assert report.task == "sentence-embeddings", report.task  # inferred from modules.json
+        return str(out)
 
 
 def ragged_texts(count: int, low: int = 1, high: int = 40, seed: int = 0) -> list[str]:

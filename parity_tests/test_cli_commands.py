@@ -170,3 +170,48 @@ def test_export_checks_the_copied_tokenizer(fill_mask, tmp_path, monkeypatch, ca
     assert "it reads vocab.txt" in caplog.text and '"tokenizer_class": "XLMRobertaTokenizerFast"' in caplog.text
     record = json.loads((tmp_path / "warned" / "onnxport.json").read_text())["tokenizer"]
     assert record["class"] is None and record["fits"] == "XLMRobertaTokenizerFast"
+
+
+def test_run_serves_sentence_embeddings(tmp_path_factory, tmp_path, capsys):
+    """`onnxport run` on a sentence-transformers export (multilingual-e5's stack, saved by sentence-transformers):
+    one vector per text as JSON numbers equal to ``encode`` (an empty text included); --prompt-name / --prompt
+    reach the pipeline; JSONL in and out; a record that is not text is refused naming it."""
+    pytest.importorskip("sentence_transformers")
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from integration_exports import ExportFactory
+
+    factory = ExportFactory(tmp_path_factory.mktemp("cli-st"))
+    out = factory("xlm-roberta", "sentence-embeddings")
+    model = SentenceTransformer(factory.st_dirs["xlm-roberta"], device="cpu")
+    texts = ["hello world, the quick brown fox", "", "今天天气非常好", "the lazy dog " * 12]  # the last: truncated
+
+    def assert_encoded(got, want):
+        assert all(isinstance(x, float) for row in got for x in row)  # numbers, not strings
+        assert np.max(np.abs(np.asarray(got, np.float64) - want)) <= 1e-5
+
+    assert main(["run", out, *texts, "--provider", "cpu"]) == 0
+    assert_encoded(json.loads(capsys.readouterr().out), model.encode(texts))
+    for option, value, encode_kwargs in (("--prompt-name", "query", {"prompt_name": "query"}),
+                                         ("--prompt-name", "passage", {"prompt_name": "passage"}),
+                                         ("--prompt", "Represent this: ", {"prompt": "Represent this: "})):
+        assert main(["run", out, option, value, *texts, "--provider", "cpu"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert_encoded(got, model.encode(texts, **encode_kwargs))
+        # the prompt changed the vectors (it reached the pipeline)
+        assert np.max(np.abs(np.asarray(got) - model.encode(texts))) > 1e-3, option
+
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps({"text": t}, ensure_ascii=False) for t in texts) + "\n",
+                                       encoding="utf-8")
+    assert main(["run", out, "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl"),
+                 "--prompt-name", "query", "--batch-size", "3"]) == 0
+    got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(got) == len(texts)
+    assert_encoded(got, model.encode(texts, prompt_name="query"))
+
+    (tmp_path / "number.jsonl").write_text('{"text": "a"}\n{"text": 7}\n')
+    assert main(["run", out, "--input", str(tmp_path / "number.jsonl")]) == 1
+    assert "record 2: text must be text, got int" in capsys.readouterr().err
+    assert main(["run", out, "hello", "--prompt-name", "title"]) == 1
+    assert "title" in capsys.readouterr().err

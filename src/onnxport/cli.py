@@ -333,11 +333,15 @@ def _run(args) -> int:
         results = [pipe(question=r["question"], context=r["context"], **options) for r in records]
     elif task == "multiple-choice":
         results = [pipe(r["text"], r["choices"]) for r in records]
-    elif task == "rerank":  # as Triton and Ray serve it: scores in document order and the ranking
+    elif task in ("rerank", "sentence-embeddings"):
+        # as Triton and Ray serve them, with their row checks: rerank's scores in document order and the ranking,
+        # one vector per text (an empty text included, as sentence-transformers encodes it)
         from .integrations import RowRunner
 
-        options = given(top_k=args.top_k, return_documents=args.return_documents or None,
-                        apply_softmax=args.apply_softmax or None, prompt_name=args.prompt_name, prompt=args.prompt)
+        options = given(prompt_name=args.prompt_name, prompt=args.prompt)
+        if task == "rerank":
+            options.update(given(top_k=args.top_k, return_documents=args.return_documents or None,
+                                 apply_softmax=args.apply_softmax or None))
         results = RowRunner(pipe, task, options).run(records)
         refused = next(((n, r) for n, r in enumerate(results, 1) if isinstance(r, Exception)), None)
         if refused:
@@ -357,8 +361,8 @@ def _run(args) -> int:
         elif task == "text-generation":
             options = given(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed,
                             top_k=args.top_k, top_p=args.top_p, do_sample=args.sample or None)
-        else:  # pipelines that take a model's prompts (sentence-embeddings)
-            options = given(prompt_name=args.prompt_name, prompt=args.prompt)
+        else:
+            options = {}
         results = pipe(texts, **options)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as out:

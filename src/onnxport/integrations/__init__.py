@@ -37,7 +37,8 @@ class RowFields:
     fields holding a list of texts (a JSON list in Triton's string inputs); ``per_row``: each row is one pipeline
     call taking the required fields in order (``pipe(query, documents)``), else one call takes every row's
     text; ``output``: what the result holds besides JSON, ``numbers_from`` the graph output whose last dimension
-    sizes it (a vector's length, a document's labels)."""
+    sizes it (a vector's length, a document's labels); ``empty_texts``: an empty or blank text is answered (an
+    embedding of "" is a vector like any other), not refused as a row that was surely sent by mistake."""
 
     required: tuple[str, ...]
     optional: tuple[str, ...] = ()
@@ -45,6 +46,7 @@ class RowFields:
     per_row: bool = False
     output: str = JSON_ONLY
     numbers_from: Optional[str] = None
+    empty_texts: bool = False
 
     @property
     def all(self) -> tuple[str, ...]:
@@ -78,7 +80,8 @@ ROW_FIELDS: dict[str, RowFields] = {
     "text-generation": RowFields(("text",)),
     "rerank": RowFields(("query", "documents"), lists=("documents",), per_row=True, output=SCORED_DOCUMENTS,
                         numbers_from="logits"),
-    "sentence-embeddings": RowFields(("text",), output=VECTOR, numbers_from="sentence_embedding"),
+    # sentence-transformers encodes "" like any text (its vector is the special tokens'): served, not refused
+    "sentence-embeddings": RowFields(("text",), output=VECTOR, numbers_from="sentence_embedding", empty_texts=True),
 }
 
 
@@ -210,7 +213,8 @@ class RowRunner:
                 needed = ", ".join(self.shown[f] for f in self.fields.required)
                 raise InputError(f"{self.shown[field]} is missing; the {self.task} model needs {needed}.")
             shown = self.shown[field]
-            clean[field] = self._text_list(shown, value) if field in self.fields.lists else _text(shown, value)
+            clean[field] = (self._text_list(shown, value) if field in self.fields.lists
+                            else _text(shown, value, allow_empty=self.fields.empty_texts))
         for field in self.fields.optional:
             if not _is_absent(row.get(field)):
                 clean[field] = _text(self.shown[field], row[field])
