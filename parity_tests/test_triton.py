@@ -30,8 +30,10 @@ pytestmark = pytest.mark.xdist_group("triton")
 
 FAMILY = "xlm-roberta"
 TASKS = ("feature-extraction", "fill-mask", "text-classification", "token-classification", "question-answering",
-         "multiple-choice", "text-generation", "rerank")
+         "multiple-choice", "text-generation", "rerank", "sentence-embeddings")
 MODEL_NAMES = {task: task.replace("-", "_") for task in TASKS}
+# The e5-stack export again, every row with the model's "query: " prompt (Triton rows carry texts, not options)
+QUERY_MODEL = "sentence_embeddings_query"
 WAITING_MODEL = "classify_waiting"  # a long queue delay: concurrent requests surely land in one batch
 TEXTS = ["hello world, the quick brown fox", "a", "the lazy dog jumps over the quick brown fox and it is happy",
          "今天天气非常好"]
@@ -110,10 +112,12 @@ def server(exports, tmp_path_factory):
         write_repository(exports(FAMILY, task), repo, MODEL_NAMES[task], max_batch_size=16, max_queue_delay_us=2000)
     write_repository(exports(FAMILY, "text-classification"), repo, WAITING_MODEL, max_batch_size=8,
                      max_queue_delay_us=300_000)
+    write_repository(exports(FAMILY, "sentence-embeddings"), repo, QUERY_MODEL, max_batch_size=16,
+                     pipeline_kwargs={"prompt_name": "query"})
     logs = tmp_path_factory.mktemp("triton-logs")
     with triton_server.running_server(repo, logs, venv, ready_model=MODEL_NAMES["text-generation"]) as running:
         deadline = time.monotonic() + 60
-        names = [*MODEL_NAMES.values(), WAITING_MODEL]
+        names = [*MODEL_NAMES.values(), WAITING_MODEL, QUERY_MODEL]
         while True:  # every text model loaded (or a clear failure)
             index = {m["name"]: m for m in running.post("/v2/repository/index")}
             failed = {n: index[n].get("reason") for n in names if index.get(n, {}).get("state") == "UNAVAILABLE"}
@@ -180,6 +184,12 @@ def test_numbers_outputs_declared_as_fp32(exports, tmp_path):
     assert declared == [("QUERY", "TYPE_STRING", "1"), ("DOCUMENTS", "TYPE_STRING", "1"),
                         ("RESULT", "TYPE_STRING", "1"), ("SCORES", "TYPE_FP32", "-1")]
     assert rerank.inputs == ["QUERY", "DOCUMENTS"] and rerank.task == "rerank"
+    embeddings = write_repository(exports(FAMILY, "sentence-embeddings"), tmp_path, "se")
+    declared = re.findall(r'name: "([A-Z_]+)"\s+data_type: (\w+)\s+dims: \[ ([^\]]*) \]',
+                          (tmp_path / "se" / "config.pbtxt").read_text())
+    # the vector is the Pooling + Normalize output (sentence_embedding), not the token vectors
+    assert declared == [("TEXT", "TYPE_STRING", "1"), ("RESULT", "TYPE_STRING", "1"), ("EMBEDDING", "TYPE_FP32", "32")]
+    assert embeddings.task == "sentence-embeddings" and embeddings.outputs == ["RESULT", "EMBEDDING"]
     # the onnxruntime model of a rerank export is the sequence classifier's graph: logits (batch, 1)
     onnx_text = (tmp_path / "rr_onnx" / "config.pbtxt").read_text()
     assert re.search(r'name: "logits"\s+data_type: TYPE_FP32\s+dims: \[ 1 \]', onnx_text)
@@ -315,6 +325,37 @@ def test_numbers_come_as_fp32_tensors(server, pipes):
     for row, (query, docs) in enumerate(zip(queries, documents)):
         assert np.max(np.abs(scores[row, :len(docs)] - pipes["rerank"](query, docs))) <= 1e-5
         assert np.isnan(scores[row, len(docs):]).all()
+
+
+def test_sentence_embeddings_served_as_encode(server, pipes, exports):
+    """The e5-stack export: EMBEDDING (rows, 32) float32 equal to ``SentenceTransformer.encode`` (and the pipeline)
+    within 1e-5, empty and blank texts included (served, as encode embeds them); a model written with
+    ``--pipeline-kwargs '{"prompt_name": "query"}'`` embeds every row with the "query: " prompt."""
+    st = pytest.importorskip("sentence_transformers")
+    import tritonclient.http as http
+
+    model = st.SentenceTransformer(exports.st_dirs[FAMILY], device="cpu")
+    texts = [*TEXTS, "", " ", "the lazy dog " * 12]  # the last is truncated at max_seq_length 24
+    client = client_for(server)
+
+    def embed(name):
+        tensor = http.InferInput("TEXT", [len(texts), 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[t.encode()] for t in texts], dtype=object))
+        outputs = [http.InferRequestedOutput("RESULT"), http.InferRequestedOutput("EMBEDDING")]
+        answer = client.infer(name, [tensor], outputs=outputs, timeout=30_000_000)
+        vectors = answer.as_numpy("EMBEDDING")
+        assert vectors.dtype == np.float32 and vectors.shape == (len(texts), 32)
+        assert np.allclose([json.loads(r[0]) for r in answer.as_numpy("RESULT")], vectors, atol=1e-6)
+        return vectors
+
+    vectors = embed(MODEL_NAMES["sentence-embeddings"])
+    assert np.max(np.abs(vectors - model.encode(texts))) <= 1e-5
+    assert np.max(np.abs(vectors - pipes["sentence-embeddings"](texts))) <= 1e-5
+    queries = embed(QUERY_MODEL)
+    assert np.max(np.abs(queries - model.encode(texts, prompt_name="query"))) <= 1e-5
+    assert np.max(np.abs(queries - vectors)) > 1e-3  # the prompt reached the pipeline
+    # one row per request, the empty text alone: answered like the others
+    assert_same(infer(client, MODEL_NAMES["sentence-embeddings"], {"TEXT": ""}), model.encode("").tolist())
 
 
 def test_onnx_model_fails_only_for_the_missing_backend(server):
