@@ -196,10 +196,14 @@ def test_runtime_imports_neither_ray_nor_tritonclient():
 
 
 @pytest.fixture(scope="module")
-def number_exports(tmp_path_factory):
+def number_factory(tmp_path_factory):
+    return ExportFactory(tmp_path_factory.mktemp("ray-number-exports"))
+
+
+@pytest.fixture(scope="module")
+def number_exports(number_factory):
     """A rerank export (a one-label cross-encoder) and a feature-extraction one: tasks whose results are numbers."""
-    factory = ExportFactory(tmp_path_factory.mktemp("ray-number-exports"))
-    return {task: factory(FAMILY, task) for task in ("rerank", "feature-extraction")}
+    return {task: number_factory(FAMILY, task) for task in ("rerank", "feature-extraction")}
 
 
 def test_rerank_and_vectors_come_as_float32_columns(ray_cluster, number_exports):
@@ -238,3 +242,31 @@ def test_rerank_and_vectors_come_as_float32_columns(ray_cluster, number_exports)
     per_token = OnnxPipelinePredictor(number_exports["feature-extraction"], intra_op_threads=1,
                                       pipeline_kwargs={"pooling": "none"})({"text": np.array(texts[:2], dtype=object)})
     assert "embedding" not in per_token and len(json.loads(per_token["result"][0])[0]) == 32  # JSON carries them
+
+
+def test_sentence_embeddings_come_as_encode(ray_cluster, number_factory):
+    """The e5-stack sentence-transformers export through ``map_batches`` (pandas and numpy batches): the float32
+    ``embedding`` column equal to ``SentenceTransformer.encode`` within 1e-5, empty and blank texts included (served,
+    as encode embeds them); ``pipeline_kwargs={"prompt_name": "query"}`` embeds with the "query: " prompt."""
+    st = pytest.importorskip("sentence_transformers")
+    ray = ray_cluster
+    export = number_factory(FAMILY, "sentence-embeddings")
+    model = st.SentenceTransformer(number_factory.st_dirs[FAMILY], device="cpu")
+    texts = ragged_texts(38, seed=13) + ["", " "]  # up to 40 words: some truncated at max_seq_length 24
+    items = [{"id": i, "text": t} for i, t in enumerate(texts)]
+    for batch_format, kwargs in (("pandas", {}), ("numpy", {"prompt_name": "query"})):
+        want = model.encode(texts, **kwargs)
+        rows = (ray.data.from_items(items)
+                .map_batches(OnnxPipelinePredictor, batch_size=16, batch_format=batch_format, num_cpus=1,
+                             fn_constructor_kwargs={"export_dir": export, "pipeline_kwargs": kwargs},
+                             compute=ray.data.ActorPoolStrategy(size=1))
+                .take_all())
+        assert sorted(int(r["id"]) for r in rows) == list(range(len(texts)))
+        for row in rows:
+            i = int(row["id"])
+            vector = np.asarray(row["embedding"])
+            assert vector.dtype == np.float32 and vector.shape == (32,), (batch_format, i)
+            assert np.max(np.abs(vector - want[i])) <= 1e-5, (batch_format, kwargs, texts[i])
+            assert np.allclose(json.loads(row["result"]), vector, atol=1e-6)
+    # the prompt reached the pipeline: query vectors differ from the plain ones
+    assert np.max(np.abs(model.encode(texts, prompt_name="query") - model.encode(texts))) > 1e-3
