@@ -2,7 +2,10 @@
 
 Texts are tokenized in one call, sorted by token length, batched and padded per
 batch (never to a global maximum), then results are returned in input order.
-Arithmetic lives in ``postprocess``.
+A text longer than the model is handled as the task's transformers pipeline does:
+windows (question-answering; token-classification with ``stride``), or truncation
+with one warning per call (``truncation=False``: an InputError). Arithmetic lives
+in ``postprocess``.
 """
 
 from __future__ import annotations
@@ -231,10 +234,10 @@ def warn_truncated(lengths: Sequence[int], count: int, max_length: int, advice: 
     among ``count``; ``advice``: what the user can do to keep all of a text (the task's own remedy)."""
     where = "end" if truncation_side == "right" else "start"
     logger.warning(
-        "%d of %d input%s longer than the model's %d tokens (%s tokens) and %s truncated to it: %s tokens "
+        "%d of %d input%s %s longer than the model's %d tokens (%s tokens) and %s truncated to it: %s tokens "
         "dropped from the %s%s. To use all of a text, %s; pass truncation=False to raise an error instead.",
-        len(lengths), count, "s are" if count > 1 else " is", max_length, _counts(lengths),
-        "was" if len(lengths) == 1 else "were", _counts([n - max_length for n in lengths]), where,
+        len(lengths), count, "s" if count > 1 else "", "is" if len(lengths) == 1 else "are", max_length,
+        _counts(lengths), "was" if len(lengths) == 1 else "were", _counts([n - max_length for n in lengths]), where,
         " (of a pair's longer text)" if pairs else "", advice,
     )
 
