@@ -13,6 +13,7 @@ of many languages and emoji several times the model's 64 tokens:
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 
@@ -349,3 +350,23 @@ def test_merge_overlapping_entities_by_hand():
     assert [(e["start"], e["end"], e["score"]) for e in merged] == [(0, 8, 0.9), (12, 22, 0.7), (24, 30, 0.8),
                                                                     (30, 35, 0.4)]
     assert merge_overlapping_entities([]) == []
+
+
+def test_command_line_windows_and_no_truncation(served, capsys):
+    from onnxport.cli import main
+
+    _, export_dir = served("roformer", "token-classification")
+    assert main(["run", export_dir, LONG, "--aggregation", "simple", "--stride", "8", "--ignore-labels",
+                 "--provider", "cpu"]) == 0
+    expected = pipeline("token-classification", export_dir, provider="cpu")(
+        [LONG], aggregation_strategy="simple", stride=8, ignore_labels=())
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(expected, default=float))
+    assert main(["run", export_dir, LONG, "--no-truncation", "--provider", "cpu"]) == 1
+    assert "is 586 tokens, more than the model's 64" in capsys.readouterr().err
+
+    _, qa_dir = served("roformer", "question-answering")
+    assert main(["run", qa_dir, "--question", QUESTIONS[1], "--context", LONG, "--max-seq-len", "40",
+                 "--doc-stride", "10", "--top-k", "2", "--provider", "cpu"]) == 0
+    expected = pipeline("question-answering", qa_dir, provider="cpu")(
+        question=QUESTIONS[1], context=LONG, max_seq_len=40, doc_stride=10, top_k=2)
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(expected))
