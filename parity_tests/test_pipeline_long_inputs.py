@@ -257,6 +257,11 @@ def test_classification_truncates_as_transformers_with_one_warning(served, famil
                                          "and truncation=False"):
         ours(LONG, truncation=False)
     assert ours(PARAGRAPHS[0], truncation=False)["label"] == got[1][0]["label"]
+    short = pipeline("text-classification", export_dir, provider="cpu", max_length=16)  # the user's own limit
+    caplog.clear()
+    short(PARAGRAPHS[0])
+    (message,) = _warnings(caplog)
+    assert message.startswith("1 of 1 input is longer than the pipeline's max_length of 16 tokens")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

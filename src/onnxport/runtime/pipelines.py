@@ -104,9 +104,10 @@ class Pipeline:
         if not too_long:
             return encoding
         if not truncation:
-            raise too_long_error(too_long, lengths, len(texts), self.max_length, self.long_text_advice)
+            raise too_long_error(too_long, lengths, len(texts), self.max_length, self.long_text_advice,
+                                 limit=self._limit_name())
         warn_truncated([lengths[i] for i in too_long], len(texts), self.max_length, self.long_text_advice,
-                       self.tokenizer.truncation_side, with_pairs)
+                       self.tokenizer.truncation_side, with_pairs, limit=self._limit_name())
         cut = self.tokenizer([firsts[i] for i in too_long],
                              text_pair=[seconds[i] for i in too_long] if with_pairs else None,
                              padding=False, truncation=True, max_length=self.max_length, **kwargs)
@@ -115,6 +116,12 @@ class Pipeline:
                 column[i] = cut[key][j]
         encoding._encodings = encoding._realign = None  # the per-row alignment no longer matches every row
         return encoding
+
+    def _limit_name(self) -> str:
+        """What the length limit is, for messages: the model's, or the pipeline's own ``max_length``."""
+        if self.max_length == self.model.config.max_sequence_length:
+            return "the model's"
+        return "the pipeline's max_length of"
 
     def _feeds(self, encoding) -> dict[str, np.ndarray]:
         # The tokenizer's token types go to the model even when the graph has no such input: the model takes
@@ -227,28 +234,28 @@ def _counts(values: Sequence[int]) -> str:
 
 
 def warn_truncated(lengths: Sequence[int], count: int, max_length: int, advice: str,
-                   truncation_side: str = "right", pairs: bool = False) -> None:
+                   truncation_side: str = "right", pairs: bool = False, limit: str = "the model's") -> None:
     """The one warning of a call whose texts were cut to the model's length: which, and how much was lost.
 
     ``lengths``: the token counts (special tokens included) of the texts that were longer than ``max_length``
     among ``count``; ``advice``: what the user can do to keep all of a text (the task's own remedy)."""
     where = "end" if truncation_side == "right" else "start"
     logger.warning(
-        "%d of %d input%s %s longer than the model's %d tokens (%s tokens) and %s truncated to it: %s tokens "
+        "%d of %d input%s %s longer than %s %d tokens (%s tokens) and %s truncated to it: %s tokens "
         "dropped from the %s%s. To use all of a text, %s; pass truncation=False to raise an error instead.",
-        len(lengths), count, "s" if count > 1 else "", "is" if len(lengths) == 1 else "are", max_length,
+        len(lengths), count, "s" if count > 1 else "", "is" if len(lengths) == 1 else "are", limit, max_length,
         _counts(lengths), "was" if len(lengths) == 1 else "were", _counts([n - max_length for n in lengths]), where,
         " (of a pair's longer text)" if pairs else "", advice,
     )
 
 
 def too_long_error(indices: Sequence[int], lengths: Sequence[int], count: int, max_length: int,
-                   advice: str, name: str = "inputs") -> InputError:
+                   advice: str, name: str = "inputs", limit: str = "the model's") -> InputError:
     """The InputError for texts longer than the model when the user asked for no truncation."""
     where = name if count == 1 else f"{name}[{indices[0]}]"
     others = f" ({len(indices) - 1} more as well)" if len(indices) > 1 else ""
     return InputError(
-        f"{where} is {lengths[indices[0]]} tokens, more than the model's {max_length}{others}, and truncation=False. "
+        f"{where} is {lengths[indices[0]]} tokens, more than {limit} {max_length}{others}, and truncation=False. "
         f"Shorten it ({advice}), or leave truncation on to cut it to {max_length} tokens."
     )
 
