@@ -195,10 +195,17 @@ def _add_run_parser(commands) -> None:
                    help="text-classification: score function (default: by problem type)")
     p.add_argument("--aggregation", default=None, help="token-classification: none|simple|first|average|max")
     p.add_argument("--ignore-labels", nargs="*", help="token-classification: labels left out (default: O)")
+    p.add_argument("--stride", type=int, default=None,
+                   help="token-classification: read a text longer than the model in windows overlapping by this "
+                   "many tokens (needs --aggregation other than none)")
     p.add_argument("--question", help="question-answering question")
     p.add_argument("--context", help="question-answering context")
     p.add_argument("--doc-stride", type=int, default=None, help="question-answering: overlap of context windows")
     p.add_argument("--max-answer-len", type=int, default=None, help="question-answering: longest answer in tokens")
+    p.add_argument("--max-seq-len", type=int, default=None,
+                   help="question-answering: tokens per context window (default 384, at most the model's)")
+    p.add_argument("--max-question-len", type=int, default=None,
+                   help="question-answering: cut the question to this many tokens (default: keep it whole)")
     p.add_argument("--handle-impossible-answer", action="store_true", help="question-answering: allow no answer")
     p.add_argument("--choices", nargs="+", help="multiple-choice: the choices (the first TEXT is the prompt)")
     p.add_argument("--query", help="rerank: the query the TEXTs (documents) are scored against")
@@ -214,6 +221,8 @@ def _add_run_parser(commands) -> None:
     p.add_argument("--temperature", type=float, default=None, help="text-generation sampling (default: 1.0)")
     p.add_argument("--top-p", type=float, default=None, help="text-generation: nucleus sampling mass in (0, 1]")
     p.add_argument("--seed", type=int, default=None, help="text-generation sampling seed")
+    p.add_argument("--no-truncation", action="store_true",
+                   help="refuse a text longer than the model (an error) instead of truncating it with a warning")
 
 
 def _add_validate_parser(commands) -> None:
@@ -327,18 +336,21 @@ def _run(args) -> int:
 
     # Only the options the user gave: the pipeline validates them and owns the defaults.
     if task == "question-answering":
-        options = given(top_k=args.top_k, doc_stride=args.doc_stride, max_answer_len=args.max_answer_len)
+        options = given(top_k=args.top_k, doc_stride=args.doc_stride, max_answer_len=args.max_answer_len,
+                        max_seq_len=args.max_seq_len, max_question_len=args.max_question_len)
         if args.handle_impossible_answer:
             options["handle_impossible_answer"] = True
         results = [pipe(question=r["question"], context=r["context"], **options) for r in records]
     elif task == "multiple-choice":
-        results = [pipe(r["text"], r["choices"]) for r in records]
+        results = [pipe(r["text"], r["choices"], **given(truncation=False if args.no_truncation else None))
+                   for r in records]
     elif task in ("rerank", "sentence-embeddings"):
         # as Triton and Ray serve them, with their row checks: rerank's scores in document order and the ranking,
         # one vector per text (an empty text included, as sentence-transformers encodes it)
         from .integrations import RowRunner
 
-        options = given(prompt_name=args.prompt_name, prompt=args.prompt)
+        options = given(prompt_name=args.prompt_name, prompt=args.prompt,
+                        truncation=False if args.no_truncation else None)
         if task == "rerank":
             options.update(given(top_k=args.top_k, return_documents=args.return_documents or None,
                                  apply_softmax=args.apply_softmax or None))
@@ -355,7 +367,8 @@ def _run(args) -> int:
         elif task in ("text-classification", "sentiment-analysis"):
             options = given(top_k=args.top_k, function_to_apply=args.function_to_apply)
         elif task in ("token-classification", "ner"):
-            options = given(aggregation_strategy=args.aggregation, ignore_labels=args.ignore_labels)
+            options = given(aggregation_strategy=args.aggregation, ignore_labels=args.ignore_labels,
+                            stride=args.stride)
         elif task == "feature-extraction":
             options = given(pooling=args.pooling, normalize=args.normalize or None)
         elif task == "text-generation":
@@ -363,6 +376,8 @@ def _run(args) -> int:
                             top_k=args.top_k, top_p=args.top_p, do_sample=args.sample or None)
         else:
             options = {}
+        if args.no_truncation:
+            options["truncation"] = False
         results = pipe(texts, **options)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as out:

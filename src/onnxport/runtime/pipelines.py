@@ -2,7 +2,10 @@
 
 Texts are tokenized in one call, sorted by token length, batched and padded per
 batch (never to a global maximum), then results are returned in input order.
-Arithmetic lives in ``postprocess``.
+A text longer than the model is handled as the task's transformers pipeline does:
+windows (question-answering; token-classification with ``stride``), or truncation
+with one warning per call (``truncation=False``: an InputError). Arithmetic lives
+in ``postprocess``.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -80,16 +83,47 @@ class Pipeline:
         self.batch_size = batch_size
         self.max_length = min(max_length or model.config.max_sequence_length, model.config.max_sequence_length)
 
-    # -- batching ----------------------------------------------------------------------------
-    def _encode(self, texts: Sequence[Any], **kwargs: Any):
-        """One tokenizer call for all texts, unpadded: rows are padded per batch in ``_in_length_order``."""
+    # -- batching ---------------------------------------------------------------------------
+    # What a user can do about a text longer than the model, said in the truncation warning (per task).
+    long_text_advice = "split it into parts and call the pipeline on each"
+
+    def _encode(self, texts: Sequence[Any], truncation: bool = True, **kwargs: Any):
+        """The texts (or (text, text_pair) tuples) tokenized unpadded: rows are padded per batch in ``_run_rows``.
+
+        A text longer than ``max_length`` is cut to it (a pair from its longer text), as transformers' pipelines
+        do with truncation=True, and the call logs one warning saying how many tokens were dropped; with
+        ``truncation=False`` it is an InputError instead, before the model sees it. Texts that fit are
+        tokenized once; the ones that do not are tokenized again with truncation (transformers' rule for
+        which tokens go, kept by the tokenizer itself)."""
         pairs = [t if isinstance(t, tuple) else (t, None) for t in texts]
         firsts = [p[0] for p in pairs]
         seconds = [p[1] for p in pairs]
-        return self.tokenizer(
-            firsts, text_pair=seconds if any(s is not None for s in seconds) else None,
-            padding=False, truncation=True, max_length=self.max_length, **kwargs,
-        )
+        with_pairs = any(s is not None for s in seconds)
+        encoding = self.tokenizer(firsts, text_pair=seconds if with_pairs else None, padding=False,
+                                  truncation=False, **kwargs)
+        lengths = [len(ids) for ids in encoding["input_ids"]]
+        too_long = [i for i, n in enumerate(lengths) if n > self.max_length]
+        if not too_long:
+            return encoding
+        if not truncation:
+            raise too_long_error(too_long, lengths, len(texts), self.max_length, self.long_text_advice,
+                                 limit=self._limit_name())
+        warn_truncated([lengths[i] for i in too_long], len(texts), self.max_length, self.long_text_advice,
+                       self.tokenizer.truncation_side, with_pairs, limit=self._limit_name())
+        cut = self.tokenizer([firsts[i] for i in too_long],
+                             text_pair=[seconds[i] for i in too_long] if with_pairs else None,
+                             padding=False, truncation=True, max_length=self.max_length, **kwargs)
+        for key, column in encoding.items():
+            for j, i in enumerate(too_long):
+                column[i] = cut[key][j]
+        encoding._encodings = encoding._realign = None  # the per-row alignment no longer matches every row
+        return encoding
+
+    def _limit_name(self) -> str:
+        """What the length limit is, for messages: the model's, or the pipeline's own ``max_length``."""
+        if self.max_length == self.model.config.max_sequence_length:
+            return "the model's"
+        return "the pipeline's max_length of"
 
     def _feeds(self, encoding) -> dict[str, np.ndarray]:
         # The tokenizer's token types go to the model even when the graph has no such input: the model takes
@@ -122,22 +156,34 @@ class Pipeline:
         return batch
 
     def _in_length_order(self, texts: Sequence[Any], run_batch, batch_size: Optional[int] = None,
-                         **encode_kwargs: Any) -> list[Any]:
+                         truncation: bool = True, **encode_kwargs: Any) -> list[Any]:
         """``run_batch(texts, padded_encoding)`` over batches of similar token length; results in input order.
 
-        Texts are tokenized once, sorted by token count (so a batch pads only to its own longest row,
-        which is close to every row), cut into batches of ``batch_size`` and answered back in input order.
+        Texts are tokenized once (``_encode``: too long ones cut to the model, or refused with
+        ``truncation=False``), then run as ``_run_rows`` does.
+        """
+        pp.check_int("batch_size", self.batch_size if batch_size is None else batch_size, 1)
+        if not texts:
+            return []
+        encoding = self._encode(texts, truncation=truncation, **encode_kwargs)
+        return self._run_rows(encoding, texts, run_batch, batch_size)
+
+    def _run_rows(self, encoding, items: Sequence[Any], run_batch, batch_size: Optional[int] = None) -> list[Any]:
+        """``run_batch(items_of_batch, padded_encoding)`` over the rows of an unpadded encoding, one item per row
+        (a text, or the text a window was cut from); results in row order.
+
+        Rows are sorted by token count (so a batch pads only to its own longest row, which is close to every
+        row), cut into batches of ``batch_size`` and answered back in row order.
         """
         batch_size = self.batch_size if batch_size is None else batch_size
         pp.check_int("batch_size", batch_size, 1)
-        if not texts:
+        if not items:
             return []
-        encoding = self._encode(texts, **encode_kwargs)
         order = np.argsort([len(ids) for ids in encoding["input_ids"]], kind="stable")
-        results: list[Any] = [None] * len(texts)
+        results: list[Any] = [None] * len(items)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size].tolist()
-            for index, result in zip(chunk, run_batch([texts[i] for i in chunk], self._pad_rows(encoding, chunk))):
+            for index, result in zip(chunk, run_batch([items[i] for i in chunk], self._pad_rows(encoding, chunk))):
                 results[index] = result
         return results
 
@@ -183,8 +229,55 @@ def check_text(name: str, text: Any) -> None:
         ) from None
 
 
+def _counts(values: Sequence[int]) -> str:
+    """``80``, ``80 and 200``, ``80, 90 and 200``; long lists end with how many more there are."""
+    shown = [str(v) for v in values[:5]] + ([f"{len(values) - 5} more"] if len(values) > 5 else [])
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def warn_truncated(lengths: Sequence[int], count: int, max_length: int, advice: str,
+                   truncation_side: str = "right", pairs: bool = False, limit: str = "the model's") -> None:
+    """The one warning of a call whose texts were cut to the model's length: which, and how much was lost.
+
+    ``lengths``: the token counts (special tokens included) of the texts that were longer than ``max_length``
+    among ``count``; ``advice``: what the user can do to keep all of a text (the task's own remedy)."""
+    where = "end" if truncation_side == "right" else "start"
+    logger.warning(
+        "%d of %d input%s %s longer than %s %d tokens (%s tokens) and %s truncated to it: %s tokens "
+        "dropped from the %s%s. To use all of a text, %s; pass truncation=False to raise an error instead.",
+        len(lengths), count, "s" if count > 1 else "", "is" if len(lengths) == 1 else "are", limit, max_length,
+        _counts(lengths), "was" if len(lengths) == 1 else "were", _counts([n - max_length for n in lengths]), where,
+        " (of a pair's longer text)" if pairs else "", advice,
+    )
+
+
+def too_long_error(indices: Sequence[int], lengths: Sequence[int], count: int, max_length: int,
+                   advice: str, name: str = "inputs", limit: str = "the model's") -> InputError:
+    """The InputError for texts longer than the model when the user asked for no truncation."""
+    where = name if count == 1 else f"{name}[{indices[0]}]"
+    others = f" ({len(indices) - 1} more as well)" if len(indices) > 1 else ""
+    return InputError(
+        f"{where} is {lengths[indices[0]]} tokens, more than {limit} {max_length}{others}, and truncation=False. "
+        f"Shorten it ({advice}), or leave truncation on to cut it to {max_length} tokens."
+    )
+
+
+def check_stride(name: str, stride: int, room: int, holds: str) -> None:
+    """A window overlap that lets windows advance: less than the ``room`` text tokens a window holds
+    (the tokenizers library would abort the process past it)."""
+    pp.check_int(name, stride, 0)
+    if stride >= room:
+        raise InputError(
+            f"{name}={stride} must be less than the {room} text tokens a window holds ({holds}), or the windows "
+            f"could not advance; take about half of it, e.g. {name}={max(room // 2, 0)}."
+        )
+
+
 class FeatureExtractionPipeline(Pipeline):
-    def __call__(self, inputs, pooling: str = "cls", normalize: bool = False, batch_size: Optional[int] = None):
+    long_text_advice = "split it into parts and pool their vectors"
+
+    def __call__(self, inputs, pooling: str = "cls", normalize: bool = False, batch_size: Optional[int] = None,
+                 truncation: bool = True):
         pp.check_choice("pooling", pooling, ("cls", "mean", "none"))
         texts, single = self._as_list(inputs)
 
@@ -202,13 +295,13 @@ class FeatureExtractionPipeline(Pipeline):
                 vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
             return list(vectors)
 
-        results = self._in_length_order(texts, run, batch_size)
+        results = self._in_length_order(texts, run, batch_size, truncation)
         return results[0] if single else results
 
 
 class TextClassificationPipeline(Pipeline):
     def __call__(self, inputs, top_k: Optional[int] = 1, function_to_apply: Optional[str] = None,
-                 batch_size: Optional[int] = None):
+                 batch_size: Optional[int] = None, truncation: bool = True):
         pp.check_int("top_k", top_k, 1, allow_none=True)
         if function_to_apply is not None:
             pp.check_choice("function_to_apply", function_to_apply, pp.FUNCTIONS_TO_APPLY)
@@ -220,15 +313,17 @@ class TextClassificationPipeline(Pipeline):
             scores = pp.classification_scores(logits, config.problem_type, config.num_labels, function_to_apply)
             return [pp.top_labels(row, config.id2label, top_k) for row in scores]
 
-        results = self._in_length_order(texts, run, batch_size)
+        results = self._in_length_order(texts, run, batch_size, truncation)
         if top_k == 1:
             results = [r[0] for r in results]
         return results[0] if single else results
 
 
 class FillMaskPipeline(Pipeline):
+    long_text_advice = "cut it to the sentences around the mask"
+
     def __call__(self, inputs, top_k: int = 5, targets: Optional[Sequence[str]] = None,
-                 batch_size: Optional[int] = None):
+                 batch_size: Optional[int] = None, truncation: bool = True):
         pp.check_int("top_k", top_k, 1)
         texts, single = self._as_list(inputs)
         mask_id = self.tokenizer.mask_token_id
@@ -262,7 +357,7 @@ class FillMaskPipeline(Pipeline):
                 out.append(per_mask[0] if len(per_mask) == 1 else per_mask)
             return out
 
-        results = self._in_length_order(texts, run, batch_size)
+        results = self._in_length_order(texts, run, batch_size, truncation)
         return results[0] if single else results
 
     def _target_ids(self, targets: Any) -> list[int]:
@@ -313,6 +408,8 @@ def _subword_prefix(tokenizer) -> Optional[str]:
 
 
 class TokenClassificationPipeline(Pipeline):
+    long_text_advice = "pass stride=N (with an aggregation_strategy) to read it in overlapping windows"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Read once, here: the backend's getters borrow it, which must not meet another thread's call.
@@ -320,8 +417,20 @@ class TokenClassificationPipeline(Pipeline):
         self._subword_prefix = _subword_prefix(self.tokenizer)
 
     def __call__(self, inputs, aggregation_strategy: str = "none", ignore_labels: Sequence[str] = ("O",),
-                 batch_size: Optional[int] = None):
+                 batch_size: Optional[int] = None, stride: Optional[int] = None, truncation: bool = True):
+        """Entities per text. A text longer than the model is truncated (with a warning), or with ``stride``
+        read in windows of ``max_length`` tokens overlapping by ``stride``, as transformers' pipeline does:
+        entities per window, then where windows overlap the longer entity (at equal length the higher score)."""
         pp.check_choice("aggregation_strategy", aggregation_strategy, pp.AGGREGATION_STRATEGIES)
+        if stride is not None:
+            if aggregation_strategy == "none":
+                raise InputError(
+                    "stride reads a long text in overlapping windows, whose entities are merged by span: pass an "
+                    "aggregation_strategy ('simple', 'first', 'average' or 'max'), as transformers requires."
+                )
+            specials = self.tokenizer.num_special_tokens_to_add(pair=False)
+            check_stride("stride", stride, self.max_length - specials,
+                         f"max_length {self.max_length} minus {specials} special tokens")
         texts, single = self._as_list(inputs, pairs=False)
         tok = self.tokenizer
         to_string = self._to_string
@@ -342,21 +451,51 @@ class TokenClassificationPipeline(Pipeline):
                 ))
             return results
 
-        results = self._in_length_order(texts, run, batch_size, return_offsets_mapping=True,
-                                        return_special_tokens_mask=True)
+        if stride is None:
+            results = self._in_length_order(texts, run, batch_size, truncation, return_offsets_mapping=True,
+                                            return_special_tokens_mask=True)
+        else:
+            results = self._in_windows(texts, run, batch_size, stride)
         return results[0] if single else results
+
+    def _in_windows(self, texts: list[str], run, batch_size: Optional[int], stride: int) -> list[list[dict]]:
+        """Entities of each text read in overlapping windows (all windows of all texts batched by length)."""
+        pp.check_int("batch_size", self.batch_size if batch_size is None else batch_size, 1)
+        if not texts:
+            return []
+        encoding = self.tokenizer(texts, padding=False, truncation=True, max_length=self.max_length, stride=stride,
+                                  return_overflowing_tokens=True, return_offsets_mapping=True,
+                                  return_special_tokens_mask=True)
+        text_of_window = list(encoding["overflow_to_sample_mapping"])
+        per_window = self._run_rows(encoding, [texts[i] for i in text_of_window], run, batch_size)
+        entities: list[list[dict]] = [[] for _ in texts]
+        for index, found in zip(text_of_window, per_window):
+            entities[index].extend(found)
+        windows = np.bincount(text_of_window, minlength=len(texts))
+        return [pp.merge_overlapping_entities(found) if n > 1 else found for found, n in zip(entities, windows)]
 
 
 class QuestionAnsweringPipeline(Pipeline):
-    def __call__(self, question=None, context=None, top_k: int = 1, doc_stride: int = 128,
+    """Answers as transformers' question-answering pipeline finds them: the context is read in windows of
+    ``max_seq_len`` tokens (the whole question, then as much context as fits) overlapping by ``doc_stride``
+    tokens, every span of every window scored by its own window's softmax, the same answer text found in
+    several windows (or spans) adding up, character offsets into the original context."""
+
+    def __call__(self, question=None, context=None, top_k: int = 1, doc_stride: Optional[int] = None,
                  max_answer_len: int = 15, max_seq_len: Optional[int] = None, handle_impossible_answer: bool = False,
-                 align_to_words: bool = True):
+                 align_to_words: bool = True, max_question_len: Optional[int] = None,
+                 batch_size: Optional[int] = None):
+        """``max_seq_len``: window length (default 384, at most the model's); ``doc_stride``: the windows'
+        overlap (default half a window, at most 128); ``max_question_len``: cut longer questions to this many
+        tokens (default: keep the whole question, as transformers' pipeline with a fast tokenizer does)."""
         if question is None or context is None:
             raise InputError("question-answering needs question=... and context=... (texts, or lists of texts).")
         pp.check_int("top_k", top_k, 1)
-        pp.check_int("doc_stride", doc_stride, 0)
+        pp.check_int("doc_stride", doc_stride, 0, allow_none=True)
         pp.check_int("max_answer_len", max_answer_len, 1)
         pp.check_int("max_seq_len", max_seq_len, 1, allow_none=True)
+        pp.check_int("max_question_len", max_question_len, 1, allow_none=True)
+        pp.check_int("batch_size", batch_size, 1, allow_none=True)
         single = isinstance(question, str)
         questions, _ = self._as_list(question, pairs=False, name="question")
         contexts, one_context = self._as_list(context, pairs=False, name="context")
@@ -364,44 +503,69 @@ class QuestionAnsweringPipeline(Pipeline):
         if len(questions) != len(contexts):
             raise InputError(f"{len(questions)} questions but {len(contexts)} contexts; pass one context per question.")
         max_seq_len = min(max_seq_len or min(384, self.max_length), self.max_length)
+        windows = []
         for index, q in enumerate(questions):
-            self._check_question_fits(q, max_seq_len, "question" if single else f"question[{index}]")
-        if doc_stride >= max_seq_len // 2:
-            doc_stride = max_seq_len // 4  # keep windows advancing; transformers would error instead
-        answers = [self._answer(q, c, top_k, doc_stride, max_answer_len, max_seq_len, handle_impossible_answer,
-                                align_to_words) for q, c in zip(questions, contexts)]
+            name = "question" if single else f"question[{index}]"
+            q = self._cut_question(q, max_question_len)
+            windows.append((q, self._window_stride(q, max_seq_len, doc_stride, name)))
+        answers = [self._answer(q, c, top_k, stride, max_answer_len, max_seq_len, handle_impossible_answer,
+                                align_to_words, batch_size or self.batch_size)
+                   for (q, stride), c in zip(windows, contexts)]
         return answers[0] if single else answers
 
-    def _check_question_fits(self, question: str, max_seq_len: int, name: str) -> None:
-        """Each window holds the whole question, the special tokens and at least one context token."""
+    def _cut_question(self, question: str, max_question_len: Optional[int]) -> str:
+        """The question cut after its ``max_question_len``-th token (at that token's last character)."""
+        if max_question_len is None:
+            return question
+        offsets = self.tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        if len(offsets) <= max_question_len:
+            return question
+        return question[: offsets[max_question_len - 1][1]]
+
+    def _window_stride(self, question: str, max_seq_len: int, doc_stride: Optional[int], name: str) -> int:
+        """The overlap of the context windows: the one asked for, which must let windows advance, or
+        transformers' default (half a window, at most 128) kept below the context a window holds."""
         question_tokens = len(self.tokenizer(question, add_special_tokens=False)["input_ids"])
-        needed = question_tokens + self.tokenizer.num_special_tokens_to_add(pair=True) + 1
-        if needed > max_seq_len:
+        specials = self.tokenizer.num_special_tokens_to_add(pair=True)
+        room = max_seq_len - question_tokens - specials
+        if room < 1:  # each window holds the whole question, the special tokens and at least one context token
             raise InputError(
-                f"{name} is {question_tokens} tokens: with the special tokens and one context token a window needs "
-                f"{needed}, more than max_seq_len={max_seq_len}; shorten the question or raise max_seq_len "
-                f"(at most {self.max_length})."
+                f"{name} is {question_tokens} tokens: with the {specials} special tokens and one context token a "
+                f"window needs {question_tokens + specials + 1}, more than max_seq_len={max_seq_len}; shorten the "
+                f"question, cut it with max_question_len=N, or raise max_seq_len (at most {self.max_length})."
             )
+        holds = f"max_seq_len {max_seq_len} minus {name}'s {question_tokens} tokens and {specials} special tokens"
+        if doc_stride is None:
+            return min(max_seq_len // 2, 128, room - 1)
+        check_stride("doc_stride", doc_stride, room, holds)
+        return doc_stride
 
     def _answer(self, question, context, top_k, doc_stride, max_answer_len, max_seq_len, handle_impossible,
-                align_to_words):
+                align_to_words, batch_size):
         enc = self.tokenizer(
             question, text_pair=context, truncation="only_second", max_length=max_seq_len, stride=doc_stride,
             return_overflowing_tokens=True, return_offsets_mapping=True, padding=True, return_tensors="np",
         )
-        out = self.model(**self._feeds(enc))
+        feeds = self._feeds(enc)
+        count = len(enc["input_ids"])
+        start_logits, end_logits = [], []
+        for first in range(0, count, batch_size):  # a long context is many windows: run them a batch at a time
+            out = self.model(**{key: value[first:first + batch_size] for key, value in feeds.items()})
+            start_logits.append(out["start_logits"])
+            end_logits.append(out["end_logits"])
+        start_logits, end_logits = np.concatenate(start_logits), np.concatenate(end_logits)
         candidates: dict[str, dict] = {}
         null_score = 1e6
-        for window in range(len(enc["input_ids"])):
-            sequence_ids = enc.encodings[window].sequence_ids
-            context_mask = np.array([s == 1 for s in sequence_ids]) & np.asarray(enc["attention_mask"][window]).astype(bool)
+        for window in range(count):
+            encoding = enc.encodings[window]
+            context_mask = np.array([s == 1 for s in encoding.sequence_ids]) & \
+                np.asarray(enc["attention_mask"][window]).astype(bool)
             # Word alignment can map several token spans to one answer, so look further down the list.
             pre_top_k = top_k * 2 + 10 if align_to_words else top_k
-            spans, null = pp.answer_spans(out["start_logits"][window], out["end_logits"][window], context_mask,
+            spans, null = pp.answer_spans(start_logits[window], end_logits[window], context_mask,
                                           max_answer_len, pre_top_k)
             null_score = min(null_score, null)
             offsets = enc["offset_mapping"][window]
-            encoding = enc.encodings[window]
             for s, e, score in spans:
                 start_char, end_char = int(offsets[s][0]), int(offsets[e][1])
                 if align_to_words:  # widen to whole words, as transformers does by default
@@ -410,10 +574,13 @@ class QuestionAnsweringPipeline(Pipeline):
                         start_char = encoding.word_to_chars(start_word, sequence_index=1)[0]
                         end_char = encoding.word_to_chars(end_word, sequence_index=1)[1]
                 text = context[start_char:end_char]
-                if text in candidates:  # the same answer found through another span: its probabilities add up
-                    candidates[text]["score"] += score
+                # The same answer through another span or window: its probabilities add up (transformers
+                # matches answers case-insensitively and keeps the first one's position).
+                same = candidates.get(text.lower())
+                if same is not None:
+                    same["score"] += score
                 else:
-                    candidates[text] = {"score": score, "start": start_char, "end": end_char, "answer": text}
+                    candidates[text.lower()] = {"score": score, "start": start_char, "end": end_char, "answer": text}
         answers = list(candidates.values())
         if handle_impossible:
             answers.append({"score": null_score, "start": 0, "end": 0, "answer": ""})
@@ -425,7 +592,9 @@ class QuestionAnsweringPipeline(Pipeline):
 class MultipleChoicePipeline(Pipeline):
     """Scores each choice as a continuation of a prompt: ``{"scores": [...], "best": index}``."""
 
-    def __call__(self, prompt: str, choices: Sequence[str]):
+    long_text_advice = "shorten the prompt or the choices"
+
+    def __call__(self, prompt: str, choices: Sequence[str], truncation: bool = True):
         check_text("prompt", prompt)
         if isinstance(choices, str) or not isinstance(choices, (list, tuple)):
             # a str would be scored one choice per character
@@ -435,8 +604,8 @@ class MultipleChoicePipeline(Pipeline):
             raise InputError("choices is empty; multiple-choice needs at least one choice.")
         for index, choice in enumerate(choices):
             check_text(f"choices[{index}]", choice)
-        enc = self.tokenizer([prompt] * len(choices), text_pair=list(choices), padding=True, truncation=True,
-                             max_length=self.max_length, return_tensors="np")
+        enc = self._pad_rows(self._encode([(prompt, choice) for choice in choices], truncation=truncation),
+                             range(len(choices)))
         feeds = {k: v[None] for k, v in self._feeds(enc).items()}
         logits = self.model(**feeds)["logits"][0]
         probs = pp.softmax(logits.astype(np.float64))
@@ -447,9 +616,14 @@ class TextGenerationPipeline(Pipeline):
     def __call__(self, inputs, max_new_tokens: int = 20, do_sample: bool = False, temperature: float = 1.0,
                  top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
                  eos_token_id: Optional[int] = None, return_full_text: bool = True,
-                 encoder_hidden_states: Any = None, encoder_attention_mask: Any = None):
+                 encoder_hidden_states: Any = None, encoder_attention_mask: Any = None, truncation: bool = True):
         """``encoder_hidden_states`` (1, encoder_sequence, hidden_size) and ``encoder_attention_mask``: what a
-        cross-attention decoder's export attends to, at every step of every text (texts decode one at a time)."""
+        cross-attention decoder's export attends to, at every step of every text (texts decode one at a time).
+
+        A prompt that leaves less than ``max_new_tokens`` positions of the model's length loses its first
+        tokens (at least one is kept), as transformers' ``handle_long_generation="hole"``, with a warning;
+        ``truncation=False`` keeps it whole (an InputError when it alone fills the model; otherwise fewer new
+        tokens)."""
         pp.check_int("max_new_tokens", max_new_tokens, 0)
         pp.check_sampling(temperature, top_k, top_p)
         texts, single = self._as_list(inputs, pairs=False)
@@ -460,12 +634,27 @@ class TextGenerationPipeline(Pipeline):
             ids = np.asarray(self.tokenizer(text, add_special_tokens=False, return_tensors="np")["input_ids"])
             if ids.shape[1] == 0:
                 ids = np.array([[self.tokenizer.bos_token_id or self.tokenizer.cls_token_id]])
+            if truncation:
+                ids = self._leave_room(ids, max_new_tokens)
             new = self.generate_ids(ids, max_new_tokens, rng, do_sample, temperature, top_k, top_p, eos,
                                     encoder_hidden_states, encoder_attention_mask)
             generated = self.tokenizer.decode(new.tolist(), skip_special_tokens=True)
             results.append({"generated_text": (text + generated) if return_full_text else generated,
                             "generated_token_ids": new.tolist()})
         return results[0] if single else results
+
+    def _leave_room(self, ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
+        """The prompt's last tokens, as many as leave ``max_new_tokens`` positions of the model (at least one)."""
+        limit = self.model.config.max_sequence_length
+        keep = max(limit - max_new_tokens, 1)
+        if ids.shape[1] <= keep:
+            return ids
+        logger.warning(
+            "The prompt is %d tokens; with max_new_tokens=%d the model's %d positions leave room for %d: its first "
+            "%d tokens were dropped (as transformers' handle_long_generation='hole'). Shorten the prompt or ask for "
+            "fewer new tokens to keep it whole; pass truncation=False to keep it (fewer new tokens, or an error "
+            "when the prompt alone fills the model).", ids.shape[1], max_new_tokens, limit, keep, ids.shape[1] - keep)
+        return ids[:, -keep:]
 
     def generate_ids(self, ids: np.ndarray, max_new_tokens: int, rng, do_sample=False, temperature=1.0,
                      top_k=None, top_p=None, eos_token_id=None, encoder_hidden_states=None,
@@ -478,7 +667,8 @@ class TextGenerationPipeline(Pipeline):
                    if value is not None}
         limit = self.model.config.max_sequence_length
         if ids.shape[1] >= limit:
-            raise InputError(f"The prompt has {ids.shape[1]} tokens; the model takes at most {limit}: shorten it.")
+            raise InputError(f"The prompt has {ids.shape[1]} tokens; the model takes at most {limit}: shorten it "
+                             "(or let the pipeline drop its first tokens: truncation=True).")
         max_new_tokens = min(max_new_tokens, limit - ids.shape[1])
         new: list[int] = []
         past = None
@@ -499,11 +689,30 @@ class TextGenerationPipeline(Pipeline):
         return np.array(new, dtype=np.int64)
 
 
+def resolve_prompt(prompts: Mapping[str, str], default_prompt_name: Optional[str], prompt_name: Optional[str] = None,
+                   prompt: Optional[str] = None) -> str:
+    """The text sentence-transformers puts before the input (an embedding's text, a cross-encoder's query):
+    ``prompt``, else the prompt named ``prompt_name``, else the model's default prompt, else none."""
+    if prompt is not None:
+        check_text("prompt", prompt)
+        return prompt
+    if prompt_name is not None:
+        if prompt_name not in prompts:
+            raise InputError(f"prompt_name {prompt_name!r} is not one of this model's prompts "
+                             f"({', '.join(map(repr, prompts)) or 'it has none'}); pass prompt=... instead.")
+        return prompts[prompt_name]
+    if default_prompt_name is not None:
+        return prompts.get(default_prompt_name, "")
+    return ""
+
+
 class RerankPipeline(Pipeline):
     """A cross-encoder's relevance scores, as sentence-transformers computes them:
     ``rerank(query, documents)`` is ``CrossEncoder.predict([(query, d) for d in documents])`` and
     ``rerank.rank(query, documents)`` is ``CrossEncoder.rank`` — the activation, truncation length and prompts
     the export recorded (``onnxport.json``'s ``cross_encoder``)."""
+
+    long_text_advice = "split the document into passages and score each"
 
     def __init__(self, model: OnnxModelBase, batch_size: int = 32, max_length: Optional[int] = None) -> None:
         from ..artifact.cross_encoder import RECORD_KEY, CrossEncoderRecord
@@ -517,7 +726,7 @@ class RerankPipeline(Pipeline):
 
     def __call__(self, query: str, documents: Sequence[str], batch_size: Optional[int] = None,
                  apply_softmax: bool = False, prompt_name: Optional[str] = None,
-                 prompt: Optional[str] = None) -> np.ndarray:
+                 prompt: Optional[str] = None, truncation: bool = True) -> np.ndarray:
         """float32 scores in document order: shape (documents,) for a one-label model, (documents, num_labels)
         otherwise."""
         documents = self._documents(query, documents)
@@ -528,7 +737,7 @@ class RerankPipeline(Pipeline):
             logits = self.model(**self._feeds(enc))["logits"]
             return list(pp.cross_encoder_scores(logits, activation, apply_softmax))
 
-        scores = self._in_length_order([(first, d) for d in documents], run, batch_size)
+        scores = self._in_length_order([(first, d) for d in documents], run, batch_size, truncation)
         return np.asarray(scores, dtype=np.float32)
 
     def rank(self, query: str, documents: Sequence[str], top_k: Optional[int] = None, return_documents: bool = False,
@@ -556,24 +765,16 @@ class RerankPipeline(Pipeline):
         return list(documents)
 
     def _prompt(self, prompt: Optional[str], prompt_name: Optional[str]) -> str:
-        """The prompt before the query: ``prompt``, else the prompt named ``prompt_name``, else the model's default
-        (none when it has none), as ``CrossEncoder.predict`` resolves it."""
-        if prompt is not None:
-            check_text("prompt", prompt)
-            return prompt
-        prompts = self.record.prompts
-        if prompt_name is not None:
-            if prompt_name not in prompts:
-                raise InputError(f"prompt_name {prompt_name!r} is not one of this model's prompts "
-                                 f"({', '.join(map(repr, prompts)) or 'it has none'}).")
-            return prompts[prompt_name]
-        default = self.record.default_prompt_name
-        return prompts[default] if default is not None else ""
+        return resolve_prompt(self.record.prompts, self.record.default_prompt_name, prompt_name, prompt)
+
+
 class SentenceEmbeddingsPipeline(Pipeline):
     """``SentenceTransformer.encode`` on an export of a sentence-transformers model: the model's prompts (its
     default prompt unless ``prompt_name`` / ``prompt`` say otherwise), its ``max_seq_length`` truncation and
     lower-casing, then the graph's pooling, Dense and Normalize modules. Returns float32 (len(texts), dimension),
     or one vector for a single text."""
+
+    long_text_advice = "split it into passages and embed each"
 
     def __init__(self, model: OnnxModelBase, batch_size: int = 32, max_length: Optional[int] = None) -> None:
         super().__init__(model, batch_size, max_length)
@@ -588,22 +789,10 @@ class SentenceEmbeddingsPipeline(Pipeline):
             self.max_length = min(seq, model.config.max_sequence_length)
 
     def resolve_prompt(self, prompt_name: Optional[str] = None, prompt: Optional[str] = None) -> str:
-        """The text put before every input: ``prompt``, else the prompt named ``prompt_name``, else the model's
-        default prompt (sentence-transformers' rule), else none."""
-        if prompt is not None:
-            check_text("prompt", prompt)
-            return prompt
-        if prompt_name is not None:
-            if prompt_name not in self.prompts:
-                raise InputError(f"prompt_name {prompt_name!r} is not one of this model's prompts "
-                                 f"({', '.join(map(repr, self.prompts)) or 'it has none'}); pass prompt=... instead.")
-            return self.prompts[prompt_name]
-        if self.default_prompt_name is not None:
-            return self.prompts.get(self.default_prompt_name, "")
-        return ""
+        return resolve_prompt(self.prompts, self.default_prompt_name, prompt_name, prompt)
 
     def __call__(self, inputs, prompt_name: Optional[str] = None, prompt: Optional[str] = None,
-                 batch_size: Optional[int] = None) -> np.ndarray:
+                 batch_size: Optional[int] = None, truncation: bool = True) -> np.ndarray:
         texts, single = self._as_list(inputs, pairs=False, name="texts")
         prefix = self.resolve_prompt(prompt_name, prompt)
         texts = [prefix + text for text in texts]
@@ -613,7 +802,7 @@ class SentenceEmbeddingsPipeline(Pipeline):
         def run(batch, enc):
             return list(self.model(**self._feeds(enc))["sentence_embedding"])
 
-        vectors = self._in_length_order(texts, run, batch_size)
+        vectors = self._in_length_order(texts, run, batch_size, truncation)
         array = np.stack(vectors).astype(np.float32, copy=False) if vectors else np.zeros((0, self.dimension), np.float32)
         return array[0] if single else array
 

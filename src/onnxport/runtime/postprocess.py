@@ -252,6 +252,29 @@ def _group_entities(entities: list[dict], convert_tokens_to_string) -> list[dict
     ]
 
 
+def merge_overlapping_entities(entities: list[dict]) -> list[dict]:
+    """One entity per stretch of text from the entities of overlapping windows, as transformers merges them.
+
+    Sorted by start; an entity that starts inside the one kept before it competes with it: the longer wins,
+    at equal length the higher score. The overlap of two windows is seen twice, once near each window's
+    edge, and the longer reading is the one that saw more of its context."""
+    if not entities:
+        return []
+    entities = sorted(entities, key=lambda entity: entity["start"])
+    merged = []
+    kept = entities[0]
+    for entity in entities:
+        if kept["start"] <= entity["start"] < kept["end"]:
+            length, kept_length = entity["end"] - entity["start"], kept["end"] - kept["start"]
+            if length > kept_length or (length == kept_length and entity["score"] > kept["score"]):
+                kept = entity
+        else:
+            merged.append(kept)
+            kept = entity
+    merged.append(kept)
+    return merged
+
+
 # ----------------------------------------------------------------------------- question answering
 def answer_spans(
     start_logits: np.ndarray,
