@@ -353,6 +353,21 @@ def test_runtime_prompt_errors(exports):
     assert embed([]).shape == (0, 32)
 
 
+def test_long_text_truncated_with_warning_or_refused(exports, caplog):
+    """Past max_seq_length (24 for the e5 stack) a text is cut as encode cuts it, with the pipelines' one counted
+    warning; truncation=False refuses it before the graph runs."""
+    embed = pipeline("sentence-embeddings", exports("e5"))
+    long_text = " ".join(["word"] * 200)
+    with caplog.at_level("WARNING", logger="onnxport"):
+        cut = embed([long_text, "short"])
+    warnings = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert len(warnings) == 1 and "1 of 2 inputs" in warnings[0], warnings
+    # cut, it is the vector of its first max_seq_length tokens: a longer tail changes nothing
+    assert np.allclose(cut[0], embed(long_text + " more words at the end"), atol=1e-6)
+    with pytest.raises(InputError, match=f"202 tokens, more than the pipeline's max_length of {embed.max_length}, and truncation=False"):
+        embed([long_text], truncation=False)
+
+
 def test_bge_m3_geometry_serves_8192_tokens(tokenizer_dirs, tmp_path):
     """bge-m3's geometry (XLM-R, max_position_embeddings 8194, CLS pooling, Normalize, max_seq_length 8192) with
     a small hidden size: an 8,192-token input served equal to encode. The export's own validation runs the
