@@ -1,7 +1,7 @@
 """int8 speed against what ONNX Runtime's int8 kernels allow (issue 27), on base-geometry XLM-R feature-extraction.
 
     python -m benchmarks.int8_speed [--shapes 1x128,8x128] [--recipes dynamic,dynamic-u8u8] [--processes 3]
-                                    [--rounds 5] [--calls 4] [--threads 2] [--profile] [--work DIR]
+                                    [--rounds 5] [--calls 4] [--threads 2] [--profile] [--layers N] [--work DIR]
 
 Builds (or reuses in ``--work``) a random-weight base XLM-R checkpoint (hidden 768, 12 layers, 12 heads, FFN 3072,
 vocabulary 250002), its onnxport feature-extraction export and one int8 model per recipe (``quantize(recipe=R,
@@ -39,10 +39,13 @@ TASK = "feature-extraction"
 INT8_KERNEL = {"s8": "MatMulInteger", "u8": "MatMulInteger-u8u8"}
 
 
-def build(work: Path, recipes: list[str]) -> dict[str, Path]:
+def build(work: Path, recipes: list[str], layers: int = 0) -> dict[str, Path]:
     from onnxport.exporters.quantize import quantize
 
-    checkpoint = h.build_checkpoint(FAMILY, work / "checkpoint", head="Model")
+    if layers:
+        work = work / f"layers-{layers}"
+    overrides = {"num_hidden_layers": layers} if layers else {}
+    checkpoint = h.build_checkpoint(FAMILY, work / "checkpoint", head="Model", **overrides)
     models = {"fp32": h.onnxport_export(checkpoint, work / "fp32", task=TASK)}
     for recipe in recipes:
         out = work / recipe
@@ -120,6 +123,7 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--layers", type=int, default=0, help="fewer layers than the base 12 (a quick check)")
     parser.add_argument("--work", default=str(h.RESULTS / "work" / "int8-speed"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # JSON job: one process's measurement
     args = parser.parse_args(argv)
@@ -136,7 +140,7 @@ def main(argv=None) -> int:
     kernels = {r: "MatMulInteger" + ("-u8u8" if BASE_RECIPES[r].weights == "u8" else "") for r in recipes}
     work = Path(args.work)
     h.log(f"building / reusing models in {work}")
-    models = {name: str(path) for name, path in build(work, recipes).items()}
+    models = {name: str(path) for name, path in build(work, recipes, args.layers).items()}
     cpu = h.cpu_features()
     h.log(f"CPU: {cpu['cpu']}; flags {', '.join(cpu['cpu_flags'])}; VNNI/AMX int8: {cpu['vnni'] or 'amx_int8' in cpu['cpu_flags']}")
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",") if s]
