@@ -302,3 +302,30 @@ def test_merged_qkv_gemms_leave_the_outputs_as_they_are(tiny_export, tmp_path):
         for feeds in _fresh_inputs(tiny_export)[:3]:
             want, got = a.run(None, feeds)[0], b.run(None, feeds)[0]
             assert np.array_equal(want, got), (per_channel, weights, float(np.abs(want - got).max()))
+
+
+def test_merging_rewrites_a_model_with_external_data(tiny_export, tmp_path):
+    """A dynamic model past the protobuf limit is built with external data: the merge reads it, writes one fresh
+    data file (onnx appends to an existing one), and the model computes as before."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import quantize_dynamic
+
+    from onnxport.exporters.quantize import _merge_shared_input_gemms
+
+    plain, external = str(tmp_path / "plain.onnx"), str(tmp_path / "external" / "model.onnx")
+    os.makedirs(os.path.dirname(external))
+    options = dict(op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
+    quantize_dynamic(model_path(tiny_export), plain, **options)
+    quantize_dynamic(model_path(tiny_export), external, use_external_data_format=True, **options)
+    data = [f for f in os.listdir(os.path.dirname(external)) if f != "model.onnx"]
+    assert len(data) == 1
+    before = os.path.getsize(os.path.join(os.path.dirname(external), data[0]))
+    assert _merge_shared_input_gemms(external, external=True) == 4
+    files = sorted(os.listdir(os.path.dirname(external)))
+    assert files == ["model.onnx", "model.onnx.data"]
+    # The same weights (Q/K/V concatenated, not copied twice): no appended duplicate.
+    assert os.path.getsize(os.path.join(os.path.dirname(external), "model.onnx.data")) <= before * 1.02
+    a = ort.InferenceSession(plain, providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(external, providers=["CPUExecutionProvider"])
+    for feeds in _fresh_inputs(tiny_export)[:2]:
+        assert np.array_equal(a.run(None, feeds)[0], b.run(None, feeds)[0])

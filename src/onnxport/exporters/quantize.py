@@ -9,6 +9,8 @@ Recipes (``RECIPES``; ``BASE_RECIPES`` maps each base name to a :class:`Recipe`)
 
 * ``dynamic`` / ``dynamic-per-channel``: int8 symmetric weights, one scale per tensor / per output column;
   uint8 activations quantized per call (``quantize_dynamic``).
+  The GEMMs of a dynamic model that read one input (Q/K/V) are merged into one (``int8_graph``; outputs
+  bit-identical, ``merged_gemms`` in the report).
 * ``dynamic-u8u8`` / ``dynamic-per-channel-u8u8``: the same with uint8 weights. On x86 without VNNI the s8
   recipes need ``reduce_range`` (7-bit weights); u8 x u8 kernels keep all 8 bits there. Searched on such
   CPUs only (elsewhere full-range s8 already runs exactly).
