@@ -22,6 +22,7 @@ recipe (``recipe(kind)``) and the training text, not on this file's bytes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -82,6 +83,7 @@ def _biopython_sdist() -> Path:
     return _sdist(BIOPYTHON)
 
 
+@functools.lru_cache(maxsize=None)  # read once per process; callers copy, never mutate
 def protein_sequences() -> list[str]:
     """Distinct protein sequences (20 standard residues only) from Biopython's test files: FASTA records,
     GenBank ``/translation`` qualifiers and SwissProt / EMBL ``SQ`` blocks; gaps and stops removed."""
@@ -112,6 +114,7 @@ def protein_sequences() -> list[str]:
     return list(out)
 
 
+@functools.lru_cache(maxsize=None)  # read once per process; callers copy, never mutate
 def code_lines() -> list[str]:
     """Non-trivial source lines (comments and docstrings included, as they are) of standard-library modules."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
@@ -126,6 +129,7 @@ def code_lines() -> list[str]:
     return list(out)
 
 
+@functools.lru_cache(maxsize=None)  # read once per process; callers copy, never mutate
 def sentiment_snippets() -> list[tuple[str, int]]:
     """(snippet, label) pairs from VADER's human-rated ground truth: 0 negative, 1 positive (``SENTIMENT_LABELS``)."""
     import html
@@ -283,6 +287,7 @@ def _build_classifier(directory: Path, log=print) -> Path:
     return directory
 
 
+@functools.lru_cache(maxsize=None)
 def _fingerprint(kind: str) -> str:
     return trained_roberta.cache_key(recipe(kind), CORPORA[kind]())
 

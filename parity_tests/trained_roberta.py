@@ -18,6 +18,7 @@ cached model; a change to what training does bumps ``TRAINING_VERSION``. About s
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import os
@@ -96,6 +97,7 @@ def cache_key(recipe: dict, texts) -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=None)  # parsing the training text takes seconds: once per process
 def _fingerprint() -> str:
     return cache_key(recipe(), train_text())
 
