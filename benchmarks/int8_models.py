@@ -5,16 +5,24 @@
   with ``pip download biopython==1.88 --no-binary :all:``; parsed here, Biopython is never imported or installed).
 * ``code``: the same geometry with a 2000-token byte-level BPE, trained on Python's standard-library source
   (the code, on every machine with Python).
+* ``sentiment``: a text classifier (negative / positive), the suite's trained masked-LM
+  (``parity_tests/trained_roberta.py``) fine-tuned on the human-rated sentiment snippets of VADER's ICWSM-2014
+  data set (movie-review, Amazon-review, New York Times and tweet snippets, each rated -4..4 by about 20 people;
+  MIT-licensed, shipped in the ``vaderSentiment`` sdist's ``additional_resources/``, fetched with ``pip download
+  vadersentiment==3.3.2 --no-binary :all:``; the wheel carries only the lexicon). Mean rating above 0.5 is
+  positive, below -0.5 negative; the snippets between are dropped as ambiguous.
 
 Each corpus is split by content hash: about a quarter held out (never trained on, never calibrated on).
 Checkpoints are saved like a user's (``save_pretrained``, ``vocab.json`` / ``merges.txt``, ``model_type:
-roberta``) under ``~/.cache/onnxport-tests`` keyed by this file's content, like ``parity_tests/trained_roberta.py``.
+roberta``) under ``~/.cache/onnxport-tests``, trained with ``trained_roberta.train`` and keyed like it: on the
+recipe (``recipe(kind)``) and the training text, not on this file's bytes.
 
-    python -m benchmarks.int8_models protein|code   # build (or find) one and print its directory
+    python -m benchmarks.int8_models protein|code|sentiment   # build (or find) one and print its directory
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -23,16 +31,21 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
-import time
 from pathlib import Path
 
 from parity_tests import trained_roberta
 
 BIOPYTHON = "biopython==1.88"
+VADER = "vadersentiment==3.3.2"
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 SEQUENCE = 128  # positions of GEOMETRY's table (130) less RoBERTa's padding offset
-STEPS = {"protein": 500, "code": 300}
+STEPS = {"protein": 500, "code": 300, "sentiment": 800}
+WARMUP = {"protein": 50, "code": 50, "sentiment": 40}
+LEARNING_RATE = {"protein": 1e-3, "code": 1e-3, "sentiment": 1e-3}
 BATCH = 32
+SENTIMENT_SEQUENCE = 64  # tokens per snippet (the suite model's position table: 64 + padding offset)
+SENTIMENT_MARGIN = 0.5  # |mean rating| at least this, else the snippet is ambiguous and dropped
+SENTIMENT_LABELS = ("negative", "positive")
 CODE_VOCAB = 2000
 CODE_MODULES = ("argparse", "csv", "dataclasses", "datetime", "difflib", "enum", "fractions", "functools",
                 "inspect", "ipaddress", "pathlib", "pickle", "shutil", "statistics", "subprocess", "tarfile",
@@ -51,17 +64,26 @@ def _held_out(text: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- corpora
-def _biopython_sdist() -> Path:
+def _sdist(requirement: str) -> Path:
+    """The source distribution of ``requirement`` (``name==version``) from the package registry, downloaded once."""
+    wanted = requirement.replace("==", "-").lower() + ".tar.gz"  # sdist names keep the project's own case
     downloads = _root() / "downloads"
-    found = sorted(downloads.glob("biopython-*.tar.gz"))
-    if not found:
+
+    def found() -> list[Path]:
+        return [p for p in sorted(downloads.glob("*.tar.gz")) if p.name.lower() == wanted]
+
+    if not found():
         downloads.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", BIOPYTHON, "--no-deps", "--no-binary", ":all:",
+        subprocess.run([sys.executable, "-m", "pip", "download", requirement, "--no-deps", "--no-binary", ":all:",
                         "-d", str(downloads)], check=True)
-        found = sorted(downloads.glob("biopython-*.tar.gz"))
-    return found[-1]
+    return found()[0]
 
 
+def _biopython_sdist() -> Path:
+    return _sdist(BIOPYTHON)
+
+
+@functools.lru_cache(maxsize=None)  # read once per process; callers copy, never mutate
 def protein_sequences() -> list[str]:
     """Distinct protein sequences (20 standard residues only) from Biopython's test files: FASTA records,
     GenBank ``/translation`` qualifiers and SwissProt / EMBL ``SQ`` blocks; gaps and stops removed."""
@@ -92,6 +114,7 @@ def protein_sequences() -> list[str]:
     return list(out)
 
 
+@functools.lru_cache(maxsize=None)  # read once per process; callers copy, never mutate
 def code_lines() -> list[str]:
     """Non-trivial source lines (comments and docstrings included, as they are) of standard-library modules."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
@@ -106,11 +129,40 @@ def code_lines() -> list[str]:
     return list(out)
 
 
-CORPORA = {"protein": protein_sequences, "code": code_lines}
+@functools.lru_cache(maxsize=None)  # read once per process; callers copy, never mutate
+def sentiment_snippets() -> list[tuple[str, int]]:
+    """(snippet, label) pairs from VADER's human-rated ground truth: 0 negative, 1 positive (``SENTIMENT_LABELS``)."""
+    import html
+    import io
+
+    out: dict[str, int] = {}
+    with tarfile.open(_sdist(VADER)) as sdist:
+        inner = next(m for m in sdist.getmembers() if m.name.endswith("additional_resources/hutto_ICWSM_2014.tar.gz"))
+        with tarfile.open(fileobj=io.BytesIO(sdist.extractfile(inner).read())) as archive:
+            for member in sorted(archive.getmembers(), key=lambda m: m.name):
+                if not member.name.endswith("_GroundTruth.txt"):
+                    continue
+                for line in archive.extractfile(member).read().decode("utf-8", errors="replace").splitlines():
+                    parts = line.split("\t")
+                    if len(parts) < 3:
+                        continue
+                    rating, text = float(parts[1]), " ".join(html.unescape("\t".join(parts[2:])).split())
+                    if abs(rating) >= SENTIMENT_MARGIN and len(text) >= 10:
+                        out.setdefault(text, int(rating > 0))
+    return list(out.items())
+
+
+CORPORA = {"protein": protein_sequences, "code": code_lines, "sentiment": lambda: [t for t, _ in sentiment_snippets()]}
+TASKS = {"protein": "fill-mask", "code": "fill-mask", "sentiment": "text-classification"}
 
 
 def texts(kind: str, held_out: bool) -> list[str]:
     return [t for t in CORPORA[kind]() if _held_out(t) == held_out]
+
+
+def labelled(held_out: bool) -> list[tuple[str, int]]:
+    """The sentiment snippets with their labels, training side or held out."""
+    return [(t, y) for t, y in sentiment_snippets() if _held_out(t) == held_out]
 
 
 # ----------------------------------------------------------------------------- training
@@ -121,7 +173,23 @@ def _write_amino_acid_vocab(directory: Path) -> None:
     (directory / "merges.txt").write_text("#version: 0.2\n")
 
 
+def recipe(kind: str) -> dict:
+    """What decides the trained weights besides the text (the cache key's parameters)."""
+    out = {"kind": kind, "geometry": trained_roberta.GEOMETRY, "steps": STEPS[kind], "batch": BATCH,
+           "seed": trained_roberta.SEED, "lr": LEARNING_RATE[kind], "warmup": WARMUP[kind],
+           "special_tokens": trained_roberta.SPECIAL_TOKENS, "training_version": trained_roberta.TRAINING_VERSION}
+    if kind == "sentiment":
+        out.update(base=trained_roberta._fingerprint(), sequence=SENTIMENT_SEQUENCE, margin=SENTIMENT_MARGIN,
+                   labels=SENTIMENT_LABELS, data=VADER)
+    else:
+        out.update(sequence=SEQUENCE, vocab=AMINO_ACIDS if kind == "protein" else CODE_VOCAB,
+                   data=BIOPYTHON if kind == "protein" else "stdlib")
+    return out
+
+
 def build(kind: str, directory: Path, log=print) -> Path:
+    if kind == "sentiment":
+        return _build_classifier(directory, log)
     import torch
     from tokenizers import ByteLevelBPETokenizer
 
@@ -146,39 +214,82 @@ def build(kind: str, directory: Path, log=print) -> Path:
     rows = len(stream) // SEQUENCE
     data = torch.tensor(stream[: rows * SEQUENCE]).view(rows, SEQUENCE)
     special = (data == bos) | (data == eos)
-    steps = STEPS[kind]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(0)
     config = AutoConfig.for_model("roberta", vocab_size=vocab_size, **trained_roberta.GEOMETRY)
-    model = RobertaForMaskedLM(config).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / 50) * max(0.1, 1 - step / steps))
-    start = time.perf_counter()
-    for step in range(steps):
-        batch = torch.randint(0, rows, (BATCH,), generator=generator)
-        ids, labels = trained_roberta.mask_tokens(data[batch], special[batch], mask, vocab_size, generator)
-        loss = model(input_ids=ids, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        if step % 100 == 0 or step == steps - 1:
-            log(f"{kind} step {step}: loss {loss.item():.3f} ({time.perf_counter() - start:.0f}s)")
-    torch.set_num_threads(threads)
-    model.eval().save_pretrained(directory)
+
+    def masked_batch(generator):
+        chosen = torch.randint(0, rows, (BATCH,), generator=generator)
+        ids, labels = trained_roberta.mask_tokens(data[chosen], special[chosen], mask, vocab_size, generator)
+        return {"input_ids": ids, "labels": labels}
+
+    model, loss, seconds = trained_roberta.train(lambda: RobertaForMaskedLM(config), masked_batch,
+                                                 steps=STEPS[kind], warmup=WARMUP[kind], lr=LEARNING_RATE[kind],
+                                                 log=log, prefix=f"{kind} ")
+    model.save_pretrained(directory)
     (directory / "training.json").write_text(json.dumps(
-        {"kind": kind, "steps": steps, "batch": BATCH, "sequence": SEQUENCE, "train_texts": len(train),
-         "rows": rows, "final_loss": float(loss.item()), "seconds": time.perf_counter() - start}, indent=2))
+        {"kind": kind, "steps": STEPS[kind], "batch": BATCH, "sequence": SEQUENCE, "train_texts": len(train),
+         "rows": rows, "final_loss": loss, "seconds": seconds, "key": _fingerprint(kind)}, indent=2))
     return directory
 
 
-def _fingerprint() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes() + Path(trained_roberta.__file__).read_bytes()
-                          + sys.version.encode()).hexdigest()[:16]
+def _build_classifier(directory: Path, log=print) -> Path:
+    """Fine-tune the suite's trained masked-LM (its encoder and tokenizer) as a two-label sentiment classifier."""
+    import shutil
+
+    import numpy as np
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+
+    from onnxport.reference_models.pt import RobertaForSequenceClassification
+
+    base = trained_roberta.cached_checkpoint(log=log)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copyfile(base / name, directory / name)
+    bpe = ByteLevelBPETokenizer(str(base / "vocab.json"), str(base / "merges.txt"))
+    bos, eos, pad = (bpe.token_to_id(t) for t in ("<s>", "</s>", "<pad>"))
+    train = labelled(held_out=False)
+    ids = np.full((len(train), SENTIMENT_SEQUENCE), pad, np.int64)
+    for i, (text, _) in enumerate(train):
+        row = [bos] + bpe.encode(text).ids[: SENTIMENT_SEQUENCE - 2] + [eos]
+        ids[i, : len(row)] = row
+    ids = torch.from_numpy(ids)
+    attention = (ids != pad).long()
+    labels = torch.tensor([y for _, y in train])
+
+    def labelled_batch(generator):
+        chosen = torch.randint(0, len(train), (BATCH,), generator=generator)
+        return {"input_ids": ids[chosen], "attention_mask": attention[chosen], "labels": labels[chosen]}
+
+    def make_model():
+        return RobertaForSequenceClassification.from_pretrained(
+            base, num_labels=len(SENTIMENT_LABELS), id2label=dict(enumerate(SENTIMENT_LABELS)),
+            label2id={name: i for i, name in enumerate(SENTIMENT_LABELS)})
+
+    model, loss, seconds = trained_roberta.train(make_model, labelled_batch, steps=STEPS["sentiment"],
+                                                 warmup=WARMUP["sentiment"], lr=LEARNING_RATE["sentiment"],
+                                                 log=log, prefix="sentiment ")
+    model.save_pretrained(directory)
+    held = labelled(held_out=True)
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(held), 64):
+            chunk = held[start:start + 64]
+            enc = [[bos] + bpe.encode(t).ids[: SENTIMENT_SEQUENCE - 2] + [eos] for t, _ in chunk]
+            width = max(map(len, enc))
+            x = torch.tensor([row + [pad] * (width - len(row)) for row in enc])
+            predicted = model(input_ids=x, attention_mask=(x != pad).long()).logits.argmax(-1)
+            correct += int((predicted == torch.tensor([y for _, y in chunk])).sum())
+    (directory / "training.json").write_text(json.dumps(
+        {"kind": "sentiment", "steps": STEPS["sentiment"], "batch": BATCH, "sequence": SENTIMENT_SEQUENCE,
+         "train_texts": len(train), "held_out_texts": len(held), "held_out_accuracy": correct / len(held),
+         "positive_share": float(labels.float().mean()), "final_loss": loss, "seconds": seconds,
+         "key": _fingerprint("sentiment")}, indent=2))
+    return directory
+
+
+@functools.lru_cache(maxsize=None)
+def _fingerprint(kind: str) -> str:
+    return trained_roberta.cache_key(recipe(kind), CORPORA[kind]())
 
 
 def cached_checkpoint(kind: str, log=print) -> Path:
@@ -186,7 +297,7 @@ def cached_checkpoint(kind: str, log=print) -> Path:
 
     root = _root()
     root.mkdir(parents=True, exist_ok=True)
-    target = root / f"int8-{kind}-{_fingerprint()}"
+    target = root / f"int8-{kind}-{_fingerprint(kind)}"
     with FileLock(str(target) + ".lock"):
         if not (target / "training.json").is_file():
             partial = root / f"{target.name}.partial"

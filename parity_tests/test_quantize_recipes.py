@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -175,7 +176,11 @@ def test_each_recipe_serves_and_agrees_with_fp32(recipe, recipe_reports, tiny_ex
     if recipe.startswith("static"):
         assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and "MatMulInteger" not in ops
     else:
-        assert ops.count("MatMulInteger") == report.quantized_nodes and "QuantizeLinear" not in ops
+        # Q/K/V read one input: merged into one GEMM (int8_graph), 2 fewer per layer
+        assert ops.count("MatMulInteger") + report.merged_gemms == report.quantized_nodes and "QuantizeLinear" not in ops
+        quantized_qkv = [sum(1 for p in ("query", "key", "value")
+                             if f"layer.{layer}/attention/self/{p}/MatMul" not in report.kept_fp32) for layer in (0, 1)]
+        assert report.merged_gemms == sum(max(0, n - 1) for n in quantized_qkv)
     # The nodes the recipe keeps in fp32 are exactly the weight MatMuls left in fp32.
     assert sorted(weight_matmuls(model)) == sorted(report.kept_fp32)
     if not recipe.endswith(KEEP_FP32):
@@ -272,3 +277,55 @@ def test_trained_int8_keeps_the_default_gate_on_held_out_text(trained_int8):
     main = compare_to_fp32(model_path(fp32), report.model_path, spec, inputs=held_out)[0]
     assert main.rows > 5000
     assert main.top1_agreement >= 0.99 and main.cosine >= 0.999, main
+
+
+def test_merged_qkv_gemms_leave_the_outputs_as_they_are(tiny_export, tmp_path):
+    """Q, K and V read one quantized input: int8_graph merges their GEMMs into one (weights, per-column scales and
+    biases concatenated, a Split after). Against ONNX Runtime's own quantize_dynamic output, unmerged: the same
+    numbers, bit for bit, on held-out text, with one GEMM per layer instead of three."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from onnxport.exporters import int8_graph
+
+    unmerged = str(tmp_path / "unmerged.onnx")
+    for per_channel, weights in ((False, QuantType.QInt8), (True, QuantType.QInt8), (False, QuantType.QUInt8)):
+        quantize_dynamic(model_path(tiny_export), unmerged, per_channel=per_channel, weight_type=weights,
+                         op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
+        model = onnx.load(unmerged)
+        before = [n.op_type for n in model.graph.node].count("MatMulInteger")
+        assert int8_graph.fuse_shared_input_gemms(model) == 4 and int8_graph.merged_gemms(model) == 4
+        assert [n.op_type for n in model.graph.node].count("MatMulInteger") == before - 4
+        onnx.checker.check_model(model)
+        a = ort.InferenceSession(unmerged, providers=["CPUExecutionProvider"])
+        b = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        for feeds in _fresh_inputs(tiny_export)[:3]:
+            want, got = a.run(None, feeds)[0], b.run(None, feeds)[0]
+            assert np.array_equal(want, got), (per_channel, weights, float(np.abs(want - got).max()))
+
+
+def test_merging_rewrites_a_model_with_external_data(tiny_export, tmp_path):
+    """A dynamic model past the protobuf limit is built with external data: the merge reads it, writes one fresh
+    data file (onnx appends to an existing one), and the model computes as before."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import quantize_dynamic
+
+    from onnxport.exporters.quantize import _merge_shared_input_gemms
+
+    plain, external = str(tmp_path / "plain.onnx"), str(tmp_path / "external" / "model.onnx")
+    os.makedirs(os.path.dirname(external))
+    options = dict(op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
+    quantize_dynamic(model_path(tiny_export), plain, **options)
+    quantize_dynamic(model_path(tiny_export), external, use_external_data_format=True, **options)
+    data = [f for f in os.listdir(os.path.dirname(external)) if f != "model.onnx"]
+    assert len(data) == 1
+    before = os.path.getsize(os.path.join(os.path.dirname(external), data[0]))
+    assert _merge_shared_input_gemms(external, external=True) == 4
+    files = sorted(os.listdir(os.path.dirname(external)))
+    assert files == ["model.onnx", "model.onnx.data"]
+    # The same weights (Q/K/V concatenated, not copied twice): no appended duplicate.
+    assert os.path.getsize(os.path.join(os.path.dirname(external), "model.onnx.data")) <= before * 1.02
+    a = ort.InferenceSession(plain, providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(external, providers=["CPUExecutionProvider"])
+    for feeds in _fresh_inputs(tiny_export)[:2]:
+        assert np.array_equal(a.run(None, feeds)[0], b.run(None, feeds)[0])

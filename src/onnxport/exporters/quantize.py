@@ -9,6 +9,8 @@ Recipes (``RECIPES``; ``BASE_RECIPES`` maps each base name to a :class:`Recipe`)
 
 * ``dynamic`` / ``dynamic-per-channel``: int8 symmetric weights, one scale per tensor / per output column;
   uint8 activations quantized per call (``quantize_dynamic``).
+  The GEMMs of a dynamic model that read one input (Q/K/V) are merged into one (``int8_graph``; outputs
+  bit-identical, ``merged_gemms`` in the report).
 * ``dynamic-u8u8`` / ``dynamic-per-channel-u8u8``: the same with uint8 weights. On x86 without VNNI the s8
   recipes need ``reduce_range`` (7-bit weights); u8 x u8 kernels keep all 8 bits there. Searched on such
   CPUs only (elsewhere full-range s8 already runs exactly).
@@ -73,6 +75,7 @@ from ..artifact import io_spec
 from ..artifact.records import ALL_FIELDS, Record
 from .._quiet import logger_level
 from ..errors import InputError
+from . import int8_graph
 from ..errors import QuantizationError  # noqa: F401  (re-exported: the old import path keeps working)
 
 logger = logging.getLogger("onnxport")
@@ -225,6 +228,7 @@ class QuantizationReport(Record):
     kept_share: float = 0.0
     speedup: Optional[float] = None  # fp32 / int8 latency on the gate inputs, measured in the search
     advice: str = ""  # when it failed: what came closest and what the user can do
+    merged_gemms: int = 0  # dynamic: weight GEMMs merged into one with a shared input (Q/K/V), outputs unchanged
 
     @property
     def main(self) -> Optional[OutputAgreement]:
@@ -467,6 +471,7 @@ def _build(recipe: str, source: str, target: str, nodes: Sequence[str], *, reduc
         with logger_level(None, logging.ERROR), contextlib.redirect_stdout(io.StringIO()):
             if r.mode == "dynamic":
                 quantize_dynamic(source, target, **common)
+                _merge_shared_input_gemms(target, external)
             else:
                 if r.calibration != "MinMax":
                     calibration_feeds = uniform_rows(calibration_feeds, limit=HISTOGRAM_ROWS)
@@ -476,6 +481,24 @@ def _build(recipe: str, source: str, target: str, nodes: Sequence[str], *, reduc
                                 calibration_cache_path=None if r.smooth else calibration_cache, **common)
     except Exception as err:  # ORT raises plain exceptions from deep inside its graph walk
         raise QuantizationError(f"onnxruntime's quantizer ({recipe}) failed on {source}: {err}") from err
+
+
+def _merge_shared_input_gemms(path: str, external: bool) -> int:
+    """Rewrite a dynamic int8 model so the GEMMs reading one quantized input run as one (``int8_graph``): the
+    searched, gated and shipped model is the faster graph, its outputs the same."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+
+    model = onnx.load(path, load_external_data=False)
+    locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    load_external_data_for_model(model, os.path.dirname(path) or ".")
+    merged = int8_graph.fuse_shared_input_gemms(model)
+    if merged:
+        for location in locations:  # onnx appends to an existing data file: start from none
+            os.remove(os.path.join(os.path.dirname(path), location))
+        onnx.save_model(model, path, save_as_external_data=external, all_tensors_to_one_file=True,
+                        location=os.path.basename(path) + ".data")
+    return merged
 
 
 TOKEN_INPUTS = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0, "position_ids": 0}
@@ -519,9 +542,9 @@ def weight_matmuls(model) -> list[str]:
 def _quantized_count(model) -> int:
     """Integer MatMuls of a dynamic model, or MatMuls fed a dequantized weight in a QDQ model."""
     dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return sum(1 for n in model.graph.node
-               if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")
-               or n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in dequantized)
+    return int8_graph.merged_gemms(model) + sum(
+        1 for n in model.graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")
+        or n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in dequantized)
 
 
 _LAYER_INDEX = re.compile(r"layers?[._/]?(\d+)")
@@ -948,7 +971,7 @@ def quantize(
             (t for t in trials if not t[0].skipped), key=lambda t: t[0].shortfall)
 
         model = onnx.load(best_path)
-        quantized_nodes = _quantized_count(model)
+        quantized_nodes, merged = _quantized_count(model), int8_graph.merged_gemms(model)
         custom_nodes = len(rotary_op.rotary_nodes(model))
         rotary_op.attach_function(model)  # keep the function body beside the kept custom nodes
         model.ir_version = min(max(model.ir_version, artifact.MIN_IR_VERSION), artifact.MAX_IR_VERSION)
@@ -971,6 +994,7 @@ def quantize(
             cpu=cpu_features(reduce_range, chosen_by), search=[t[0] for t in trials], gate=best_gate,
             weight_matmuls=len(all_weights), kept_share=best.kept_share,
             speedup=round(fp32_ms / best.latency_ms, 3) if fp32_ms and best.latency_ms else None,
+            merged_gemms=merged,
         )
         if not report.passed:
             report.advice = closest_advice(report.search, best_gate, min_cosine, min_top1,
