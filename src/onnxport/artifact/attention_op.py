@@ -1,0 +1,225 @@
+"""The custom attention op ``onnxport.Attention`` (domain ``onnxport``, version 1).
+
+Schema (the same from the PyTorch, TensorFlow and Flax exporters)::
+
+    Y = onnxport.Attention(Q, K, V, mask_bias)      attributes: num_heads (int), scale (float)
+
+    Q          float (batch, num_heads, q_sequence, head_dim)    heads split (rotary already applied)
+    K          float (batch, num_heads, kv_sequence, head_dim)   past keys already concatenated in front
+    V          float (batch, num_heads, kv_sequence, head_dim)
+    mask_bias  float broadcastable to (batch, num_heads, q_sequence, kv_sequence): additive, 0 where a key
+               is attended, the dtype's minimum where not (the reference encoders' extended mask:
+               (batch, 1, 1, kv) for key padding, (batch, 1, q, kv) for causal decoders)
+    Y          float (batch, q_sequence, num_heads * head_dim)   heads merged
+
+    Y = merge_heads(softmax(Q @ K^T * scale + mask_bias) @ V)
+
+The output is already heads-merged, as ONNX Runtime's ``com.microsoft.MultiHeadAttention`` returns it, so
+the lowering replaces the node and nothing after it. ``num_heads`` is redundant with Q's shape; the lowering
+needs it as an attribute. An exporter turns each call of the reference encoders' attention hook
+(``TraceOptions.attention_op``) into one node.
+
+The model carries an ONNX function (standard ops only) defining the op, so ``onnx.checker`` (full check),
+shape inference, stock ONNX Runtime, onnxruntime-node/-web and ``onnx.reference`` run the file with nothing
+registered. :func:`lower_to_contrib` rewrites every node into ``com.microsoft.MultiHeadAttention`` for
+execution providers with that kernel (CPU, CUDA). ONNX Runtime's CPU kernel takes its flash-attention path
+only when it gets no mask at all, so each lowered node is an ``If`` on "this batch's mask bias is all zero"
+(no padding): one branch calls the kernel without a mask, the other with the bias as ``attention_bias``.
+One session serves both (the weights are loaded once); the test is one reduction per distinct mask tensor,
+shared by every layer.
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import AttributeProto, TensorProto, helper
+
+DOMAIN = "onnxport"
+OP_TYPE = "Attention"
+VERSION = 1
+MIN_OPSET = 13  # Softmax over the last axis alone (opset 13 semantics)
+
+
+def _const_i64(name: str, values: list[int]) -> onnx.NodeProto:
+    return helper.make_node(
+        "Constant", [], [name], value=helper.make_tensor(name, TensorProto.INT64, [len(values)], values)
+    )
+
+
+def make_function(opset: int) -> onnx.FunctionProto:
+    """The op's definition in standard ONNX ops, importing the model's default-domain ``opset``."""
+    if opset < MIN_OPSET:
+        raise ValueError(f"onnxport.Attention needs opset >= {MIN_OPSET}, got {opset}.")
+    scale = helper.make_node("Constant", [], ["scale"])
+    scale.attribute.append(helper.make_attribute_ref("value_float", AttributeProto.FLOAT))
+    scale.attribute[0].ref_attr_name = "scale"
+    nodes = [
+        scale,
+        _const_i64("merged", [0, 0, -1]),
+        # The reference encoders' order: scores = Q K^T, scaled, masked, softmax over keys, times V.
+        helper.make_node("Transpose", ["K"], ["k_t"], perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["Q", "k_t"], ["scores"]),
+        # The scale in the scores' type (fp16 graphs); CastLike is opset 15, below it graphs are fp32.
+        helper.make_node("CastLike", ["scale", "scores"], ["scale_t"]) if opset >= 15 else
+        helper.make_node("Identity", ["scale"], ["scale_t"]),
+        helper.make_node("Mul", ["scores", "scale_t"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "mask_bias"], ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["probs"], axis=-1),
+        helper.make_node("MatMul", ["probs", "V"], ["context"]),
+        # (B, N, S, H) -> (B, S, N * H)
+        helper.make_node("Transpose", ["context"], ["context_bsnh"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["context_bsnh", "merged"], ["Y"]),
+    ]
+    return helper.make_function(
+        DOMAIN,
+        OP_TYPE,
+        inputs=["Q", "K", "V", "mask_bias"],
+        outputs=["Y"],
+        nodes=nodes,
+        opset_imports=[helper.make_opsetid("", opset)],
+        attributes=["num_heads", "scale"],
+        doc_string="Scaled dot-product attention, heads merged; see onnxport.artifact.attention_op.",
+    )
+
+
+def make_node(q: str, k: str, v: str, mask_bias: str, y: str, num_heads: int, scale: float,
+              name: str = "") -> onnx.NodeProto:
+    """One custom node, for exporters that build graphs by hand (tf2onnx handlers, jax2onnx plugins)."""
+    return helper.make_node(OP_TYPE, [q, k, v, mask_bias], [y], name=name or None, domain=DOMAIN,
+                            num_heads=int(num_heads), scale=float(scale))
+
+
+def attention_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE]
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise ValueError("The model imports no default ONNX opset.")
+
+
+def _custom_domain_used(model: onnx.ModelProto) -> bool:
+    return any(n.domain == DOMAIN for n in model.graph.node)
+
+
+def _set_opset(model: onnx.ModelProto, domain: str, version: int) -> None:
+    for imp in model.opset_import:
+        if imp.domain == domain:
+            imp.version = version
+            return
+    model.opset_import.append(helper.make_opsetid(domain, version))
+
+
+def _drop_opset(model: onnx.ModelProto, domain: str) -> None:
+    keep = [imp for imp in model.opset_import if imp.domain != domain]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+
+
+def attach_function(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give ``model`` the op's function body and the ``onnxport`` opset import (in place, idempotent).
+
+    Models without attention nodes are left without the function (the domain import stays while the rotary
+    op, of the same domain, still uses it)."""
+    kept = [f for f in model.functions if not (f.domain == DOMAIN and f.name == OP_TYPE)]
+    del model.functions[:]
+    model.functions.extend(kept)
+    if attention_nodes(model):
+        model.functions.append(make_function(_default_opset(model)))
+        _set_opset(model, DOMAIN, VERSION)
+    elif not _custom_domain_used(model):
+        _drop_opset(model, DOMAIN)
+    return model
+
+
+# ----------------------------------------------------------------------------- the fused lowering
+def _to_3d(x: str, prefix: str, merged: str) -> list[onnx.NodeProto]:
+    """(B, N, S, H) -> (B, S, N * H), the layout the kernel's flash path reads (ONNX Runtime cancels the
+    transpose against the one that split the heads where nothing sits between them)."""
+    return [
+        helper.make_node("Transpose", [x], [f"{prefix}/bsnh"], perm=[0, 2, 1, 3], name=f"{prefix}/Transpose"),
+        helper.make_node("Reshape", [f"{prefix}/bsnh", merged], [f"{prefix}/3d"], name=f"{prefix}/Reshape"),
+    ]
+
+
+def _mha(prefix: str, q: str, k: str, v: str, bias: str, out: str, node: onnx.NodeProto) -> onnx.NodeProto:
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    inputs = [q, k, v] + (["", "", bias] if bias else [])
+    return helper.make_node("MultiHeadAttention", inputs, [out], name=f"{prefix}/MultiHeadAttention",
+                            domain="com.microsoft", num_heads=int(attrs["num_heads"]), scale=float(attrs["scale"]))
+
+
+def lower_to_contrib(model: onnx.ModelProto, mask_branch: bool = True, elem_type: int = TensorProto.FLOAT,
+                     in_place: bool = False) -> onnx.ModelProto:
+    """A copy of ``model`` with every ``onnxport.Attention`` as ONNX Runtime's ``com.microsoft.MultiHeadAttention``.
+
+    Q, K and V go in as (B, S, N * H) (key/value in BNSH would bypass the CPU flash path). Each node becomes
+    ``If(mask bias all zero, MHA without mask, MHA with attention_bias)``: the bias expanded to
+    (B, 1, S, L), the shape the kernel reads. ``in_place``: rewrite ``model`` itself (no copy of the
+    weights) and return it. ``mask_branch=False`` drops the If and the bias (every call
+    must then be unpadded: for measurements only). ``elem_type``: the attention's float type (the If
+    branches declare their output's)."""
+    if in_place:
+        lowered = model
+    else:
+        lowered = onnx.ModelProto()
+        lowered.CopyFrom(model)
+    new_nodes: list[onnx.NodeProto] = []
+    conditions: dict[str, str] = {}  # mask tensor -> its "all zero" boolean, computed once
+    merged = "onnxport_attention/merged_shape"
+    if attention_nodes(lowered):
+        new_nodes.append(_const_i64(merged, [0, 0, -1]))
+    for i, node in enumerate(lowered.graph.node):
+        if not (node.domain == DOMAIN and node.op_type == OP_TYPE):
+            new_nodes.append(node)
+            continue
+        prefix = f"{node.name or 'attention'}_{i}/fused"
+        q, k, v, bias = node.input
+        for name, x in (("q", q), ("k", k), ("v", v)):
+            new_nodes.extend(_to_3d(x, f"{prefix}/{name}", merged))
+        q3, k3, v3 = (f"{prefix}/{name}/3d" for name in ("q", "k", "v"))
+        if not mask_branch:
+            new_nodes.append(_mha(prefix, q3, k3, v3, "", node.output[0], node))
+            continue
+        if bias not in conditions:
+            c = f"onnxport_attention/{len(conditions)}"
+            new_nodes += [
+                helper.make_node("Abs", [bias], [f"{c}/abs"]),
+                helper.make_node("ReduceMax", [f"{c}/abs"], [f"{c}/max"], keepdims=0),
+                helper.make_node("Constant", [], [f"{c}/zero"], value=helper.make_tensor(
+                    f"{c}/zero", TensorProto.FLOAT, [], [0.0])),
+                helper.make_node("CastLike", [f"{c}/zero", f"{c}/max"], [f"{c}/zero_t"]),
+                helper.make_node("Equal", [f"{c}/max", f"{c}/zero_t"], [f"{c}/unmasked"]),
+            ]
+            conditions[bias] = f"{c}/unmasked"
+        # (B, 1|N, 1|S, L) -> (B, 1|N, S, L): the kernel takes no broadcast over the query axis.
+        new_nodes += [
+            helper.make_node("Shape", [q], [f"{prefix}/q_shape"]),
+            helper.make_node("Shape", [bias], [f"{prefix}/bias_shape"]),
+            _const_i64(f"{prefix}/ax2", [2]),
+            _const_i64(f"{prefix}/ax01", [0, 1]),
+            _const_i64(f"{prefix}/ax3", [3]),
+            helper.make_node("Gather", [f"{prefix}/bias_shape", f"{prefix}/ax01"], [f"{prefix}/bn"], axis=0),
+            helper.make_node("Gather", [f"{prefix}/q_shape", f"{prefix}/ax2"], [f"{prefix}/s"], axis=0),
+            helper.make_node("Gather", [f"{prefix}/bias_shape", f"{prefix}/ax3"], [f"{prefix}/l"], axis=0),
+            helper.make_node("Concat", [f"{prefix}/bn", f"{prefix}/s", f"{prefix}/l"], [f"{prefix}/bias_to"],
+                             axis=0),
+        ]
+        then_out = f"{prefix}/unmasked_out"
+        else_out = f"{prefix}/masked_out"
+        then_graph = helper.make_graph(
+            [_mha(f"{prefix}/unmasked", q3, k3, v3, "", then_out, node)], f"{prefix}_unmasked", [],
+            [helper.make_tensor_value_info(then_out, elem_type, None)])
+        else_graph = helper.make_graph(
+            [helper.make_node("Expand", [bias, f"{prefix}/bias_to"], [f"{prefix}/bias_full"]),
+             _mha(f"{prefix}/masked", q3, k3, v3, f"{prefix}/bias_full", else_out, node)],
+            f"{prefix}_masked", [], [helper.make_tensor_value_info(else_out, elem_type, None)])
+        new_nodes.append(helper.make_node("If", [conditions[bias]], [node.output[0]], name=f"{prefix}/If",
+                                          then_branch=then_graph, else_branch=else_graph))
+    del lowered.graph.node[:]
+    lowered.graph.node.extend(new_nodes)
+    attach_function(lowered)  # drops the now unused function (and the domain import if nothing else uses it)
+    _set_opset(lowered, "com.microsoft", 1)
+    return lowered
