@@ -223,3 +223,20 @@ def lower_to_contrib(model: onnx.ModelProto, mask_branch: bool = True, elem_type
     attach_function(lowered)  # drops the now unused function (and the domain import if nothing else uses it)
     _set_opset(lowered, "com.microsoft", 1)
     return lowered
+
+
+# Where ONNX Runtime finds the external weights of a model handed over as bytes (a lowered graph).
+EXTERNAL_WEIGHTS_FOLDER = "session.model_external_initializers_file_folder_path"
+
+
+def lower_custom_ops(model: onnx.ModelProto, *, rotary: bool = True, attention: bool = True) -> onnx.ModelProto:
+    """``model`` with its custom nodes as ONNX Runtime's fused kernels (com.microsoft RotaryEmbedding and
+    MultiHeadAttention), as the runtime serves it on CPU and CUDA. ``model`` itself is rewritten (pass a graph
+    read for this purpose; its external weights may stay on disk, see ``EXTERNAL_WEIGHTS_FOLDER``)."""
+    from . import rotary_op
+
+    if rotary and rotary_op.rotary_nodes(model):
+        model = rotary_op.lower_to_contrib(model)
+    if attention and attention_nodes(model):
+        model = lower_to_contrib(model, in_place=True)
+    return model

@@ -106,6 +106,9 @@ class OnnxModelBase:
         limits = _input_limits(config, spec, graph)
         model_source = _maybe_lower(graph, model_path, provider, config_obj,
                                     rotary=fuse_rotary and family_of(config).rotary, attention=fuse_attention)
+        if isinstance(model_source, bytes):
+            config_obj.extra_session_entries = {**config_obj.extra_session_entries,
+                                                _EXTERNAL_WEIGHTS_FOLDER: os.path.dirname(os.path.abspath(model_path))}
         del graph  # not held while ONNX Runtime builds its own copy
         session, chosen = create_session(model_source, config_obj, **session_options)
         _check_graph_matches_spec(session, spec, export_dir)
@@ -416,6 +419,10 @@ def _load_tokenizer(export_dir: str, config: EncoderConfig):
         return None
 
 
+# attention_op.EXTERNAL_WEIGHTS_FOLDER (written out: onnx is imported only when a graph is lowered).
+_EXTERNAL_WEIGHTS_FOLDER = "session.model_external_initializers_file_folder_path"
+
+
 def _maybe_lower(graph, model_path: str, provider: str, session_config: SessionConfig, *, rotary: bool,
                  attention: bool) -> str | bytes:
     """Serialized model with the custom nodes lowered to ONNX Runtime's fused kernels where the provider has
@@ -435,16 +442,13 @@ def _maybe_lower(graph, model_path: str, provider: str, session_config: SessionC
     attention = attention and bool(attention_op.attention_nodes(graph))
     if not (rotary or attention):
         return model_path
-    import onnx
-
-    # In place: the graph was read for this load only; _read_graph checked the data files are whole.
-    onnx.load_external_data_for_model(graph, os.path.dirname(model_path))
-    lowered = graph
+    # The graph's structure alone is rewritten (it was read for this load only, weights left on disk): ONNX
+    # Runtime reads the external weights from the export's folder (EXTERNAL_WEIGHTS_FOLDER), so no copy of
+    # them passes through Python. _read_graph checked the data files are whole.
+    lowered = attention_op.lower_custom_ops(graph, rotary=rotary, attention=attention)
     if rotary:
-        lowered = rotary_op.lower_to_contrib(lowered)
         logger.info("Rotary nodes lowered to ONNX Runtime's fused RotaryEmbedding kernel for %s.", chosen)
     if attention:
-        lowered = attention_op.lower_to_contrib(lowered, in_place=True)
         logger.info("Attention nodes lowered to ONNX Runtime's MultiHeadAttention kernel for %s "
                     "(flash path for batches without padding).", chosen)
     return lowered.SerializeToString()
