@@ -35,13 +35,13 @@ MIN = np.finfo(np.float32).min
 
 
 # ----------------------------------------------------------------------------- the op alone
-def _op_model(num_heads: int, head_dim: int, opset: int = 17) -> onnx.ModelProto:
+def _op_model(num_heads: int, head_dim: int, opset: int = 17, mask_shape=("mb", 1, "ms", "l")) -> onnx.ModelProto:
     value = lambda name, shape: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)  # noqa: E731
     node = attention_op.make_node("q", "k", "v", "m", "y", num_heads=num_heads, scale=head_dim ** -0.5)
     graph = helper.make_graph(
         [node], "attention",
         [value("q", ["b", num_heads, "s", head_dim]), value("k", ["b", num_heads, "l", head_dim]),
-         value("v", ["b", num_heads, "l", head_dim]), value("m", ["mb", 1, "ms", "l"])],
+         value("v", ["b", num_heads, "l", head_dim]), value("m", list(mask_shape))],
         [value("y", ["b", "s", num_heads * head_dim])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
@@ -67,19 +67,31 @@ def _masks(batch: int, rows: int, keys: int) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("rows,keys", [(9, 9), (1, 9), (4, 11)], ids=["self", "one-row", "past"])
-def test_function_body_reference_and_kernel_equal_the_formula(rows, keys):
+@pytest.mark.parametrize("form", ["attention_bias", "key_padding"])
+def test_function_body_reference_and_kernel_equal_the_formula(rows, keys, form):
+    """Each mask through the function body (ORT, onnx.reference) and the lowered kernel: a mask of static shape
+    (batch, 1, 1, keys) takes the kernel's key-padding form, any other its attention_bias form."""
     heads, head_dim, batch = 3, 8, 2
-    model = _op_model(heads, head_dim)
+    key_padding = form == "key_padding"
+    model = _op_model(heads, head_dim, mask_shape=("b", 1, 1, "l") if key_padding else ("mb", 1, "ms", "l"))
     onnx.checker.check_model(model, full_check=True)
+    assert attention_op.key_padding_biases(model) == ({"m"} if key_padding else set())
     lowered = attention_op.lower_to_contrib(model)
     assert [n.op_type for n in lowered.graph.node].count("If") == 1 and not attention_op.attention_nodes(lowered)
+    branch = [helper.get_attribute_value(a) for n in lowered.graph.node if n.op_type == "If" for a in n.attribute
+              if a.name == "else_branch"][0].node[-1]
+    assert branch.op_type == "MultiHeadAttention" and len(branch.input) == (5 if key_padding else 6)
     sessions = {"function": ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]),
                 "kernel": ort.InferenceSession(lowered.SerializeToString(), providers=["CPUExecutionProvider"])}
     reference = ReferenceEvaluator(model)
     rng = np.random.default_rng(rows * 100 + keys)
     q = rng.standard_normal((batch, heads, rows, head_dim)).astype(np.float32)
     k, v = (rng.standard_normal((batch, heads, keys, head_dim)).astype(np.float32) for _ in range(2))
-    for name, mask in _masks(batch, rows, keys).items():
+    masks = _masks(batch, rows, keys)
+    if key_padding:
+        del masks["causal"]
+        masks["all keys masked"] = np.full((batch, 1, 1, keys), MIN, np.float32)  # uniform, as the formula
+    for name, mask in masks.items():
         feeds = {"q": q, "k": k, "v": v, "m": mask}
         want = _formula(q, k, v, mask, head_dim ** -0.5)
         got = {label: s.run(None, feeds)[0] for label, s in sessions.items()}
@@ -270,3 +282,26 @@ def test_fuse_attention_false_serves_the_graph_as_written(exported, tmp_path):
     assert ops[True].count("MultiHeadAttention") == 2 * layers and "Softmax" not in ops[True]
     assert ops[False].count("Softmax") == layers and "MultiHeadAttention" not in ops[False]
     assert max_abs_diff(outputs[True], outputs[False]) <= DEFAULT_ATOL
+
+
+@pytest.mark.parametrize("provider,lowered", [("cuda", True), ("cpu", True), ("tensorrt", False)])
+def test_lowering_by_provider(exported, monkeypatch, provider, lowered):
+    """CUDA has the kernel (MultiHeadAttention float/fp16 with attention_bias and key_padding_mask): the graph is
+    lowered for it as for CPU (provider selection mocked: no GPU here); TensorRT runs the function bodies."""
+    from onnxport.runtime import models
+    from onnxport.runtime.session import SessionConfig
+
+    _, out, _ = exported("pt", "xlm-roberta", "fill-mask")
+    monkeypatch.setattr(models, "select_providers", lambda config: (provider, [], {}))
+    path = model_path(out)
+    graph = onnx.load(path, load_external_data=False)
+    layers = len(attention_op.attention_nodes(graph))
+    source = models._maybe_lower(graph, path, provider, SessionConfig(), rotary=False, attention=True)
+    if not lowered:
+        assert source == path
+        return
+    lowered_graph = onnx.load_from_string(source)
+    assert [n.op_type for n in lowered_graph.graph.node].count("If") == layers
+    assert not attention_op.attention_nodes(lowered_graph)
+    assert models._maybe_lower(onnx.load(path, load_external_data=False), path, provider, SessionConfig(),
+                               rotary=False, attention=False) == path

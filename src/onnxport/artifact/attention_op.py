@@ -144,11 +144,47 @@ def _to_3d(x: str, prefix: str, merged: str) -> list[onnx.NodeProto]:
     ]
 
 
-def _mha(prefix: str, q: str, k: str, v: str, bias: str, out: str, node: onnx.NodeProto) -> onnx.NodeProto:
+# What a masked key adds to the scores in the key-padding form: the reference encoders' fill (float32 minimum).
+MASK_FILTER_VALUE = -3.4028234663852886e38
+
+
+def _mha(prefix: str, q: str, k: str, v: str, mask: str, out: str, node: onnx.NodeProto,
+         key_padding: bool = False) -> onnx.NodeProto:
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    inputs = [q, k, v] + (["", "", bias] if bias else [])
+    extra = {}
+    if not mask:
+        inputs = [q, k, v]
+    elif key_padding:  # key_padding_mask (B, L) int32: 1 attended, 0 masked (MASK_FILTER_VALUE added)
+        inputs = [q, k, v, "", mask]
+        extra["mask_filter_value"] = MASK_FILTER_VALUE
+    else:
+        inputs = [q, k, v, "", "", mask]  # attention_bias (B, 1, S, L)
     return helper.make_node("MultiHeadAttention", inputs, [out], name=f"{prefix}/MultiHeadAttention",
-                            domain="com.microsoft", num_heads=int(attrs["num_heads"]), scale=float(attrs["scale"]))
+                            domain="com.microsoft", num_heads=int(attrs["num_heads"]), scale=float(attrs["scale"]),
+                            **extra)
+
+
+def key_padding_biases(model: onnx.ModelProto) -> set[str]:
+    """Mask-bias inputs of the attention nodes whose shape is (batch, 1, 1, keys) by shape inference: a
+    per-key mask, which the kernel takes in its key-padding form. Pass the graph without its weights
+    (shape inference serialises the model); on any failure none (the attention_bias form is always right)."""
+    biases = {n.input[3] for n in attention_nodes(model)}
+    try:
+        light = onnx.ModelProto()
+        light.CopyFrom(model)
+        del light.graph.initializer[:]  # shapes only: the initializers' types and shapes stay as graph inputs
+        light.graph.input.extend(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims))
+                                 for i in model.graph.initializer)
+        inferred = onnx.shape_inference.infer_shapes(light)
+    except Exception:  # an ONNX version whose inference fails on some op: fall back, never break the load
+        return set()
+    found = set()
+    for value in (*inferred.graph.value_info, *inferred.graph.input):
+        if value.name in biases:
+            dims = value.type.tensor_type.shape.dim
+            if len(dims) == 4 and all(d.HasField("dim_value") and d.dim_value == 1 for d in (dims[1], dims[2])):
+                found.add(value.name)
+    return found
 
 
 def lower_to_contrib(model: onnx.ModelProto, mask_branch: bool = True, elem_type: int = TensorProto.FLOAT,
@@ -168,6 +204,8 @@ def lower_to_contrib(model: onnx.ModelProto, mask_branch: bool = True, elem_type
         lowered.CopyFrom(model)
     new_nodes: list[onnx.NodeProto] = []
     conditions: dict[str, str] = {}  # mask tensor -> its "all zero" boolean, computed once
+    key_padding = key_padding_biases(lowered) if mask_branch else set()
+    key_masks: dict[str, str] = {}  # per-key mask bias -> its (B, L) int32 key_padding_mask, computed once
     merged = "onnxport_attention/merged_shape"
     if attention_nodes(lowered):
         new_nodes.append(_const_i64(merged, [0, 0, -1]))
@@ -194,8 +232,43 @@ def lower_to_contrib(model: onnx.ModelProto, mask_branch: bool = True, elem_type
                 helper.make_node("Equal", [f"{c}/max", f"{c}/zero_t"], [f"{c}/unmasked"]),
             ]
             conditions[bias] = f"{c}/unmasked"
-        # (B, 1|N, 1|S, L) -> (B, 1|N, S, L): the kernel takes no broadcast over the query axis.
-        new_nodes += [
+        else_out = f"{prefix}/masked_out"
+        if bias in key_padding:
+            if bias not in key_masks:
+                c = f"onnxport_attention/key_mask_{len(key_masks)}"
+                new_nodes += [
+                    _const_i64(f"{c}/bl", [0, -1]),
+                    helper.make_node("Reshape", [bias, f"{c}/bl"], [f"{c}/flat"]),  # (B, 1, 1, L) -> (B, L)
+                    helper.make_node("Constant", [], [f"{c}/zero"], value=helper.make_tensor(
+                        f"{c}/zero", TensorProto.FLOAT, [], [0.0])),
+                    helper.make_node("CastLike", [f"{c}/zero", f"{c}/flat"], [f"{c}/zero_t"]),
+                    helper.make_node("Equal", [f"{c}/flat", f"{c}/zero_t"], [f"{c}/kept"]),
+                    helper.make_node("Cast", [f"{c}/kept"], [f"{c}/mask"], to=TensorProto.INT32),
+                ]
+                key_masks[bias] = f"{c}/mask"
+            else_nodes = [_mha(f"{prefix}/masked", q3, k3, v3, key_masks[bias], else_out, node, key_padding=True)]
+        else:
+            else_nodes = _bias_branch(prefix, q, q3, k3, v3, bias, else_out, node)
+        then_out = f"{prefix}/unmasked_out"
+        then_graph = helper.make_graph(
+            [_mha(f"{prefix}/unmasked", q3, k3, v3, "", then_out, node)], f"{prefix}_unmasked", [],
+            [helper.make_tensor_value_info(then_out, elem_type, None)])
+        else_graph = helper.make_graph(else_nodes, f"{prefix}_masked", [],
+                                       [helper.make_tensor_value_info(else_out, elem_type, None)])
+        new_nodes.append(helper.make_node("If", [conditions[bias]], [node.output[0]], name=f"{prefix}/If",
+                                          then_branch=then_graph, else_branch=else_graph))
+    del lowered.graph.node[:]
+    lowered.graph.node.extend(new_nodes)
+    attach_function(lowered)  # drops the now unused function (and the domain import if nothing else uses it)
+    _set_opset(lowered, "com.microsoft", 1)
+    return lowered
+
+
+def _bias_branch(prefix: str, q: str, q3: str, k3: str, v3: str, bias: str, out: str,
+                 node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    """The masked branch's nodes for a general mask bias: expanded to (B, 1|N, S, L) as attention_bias."""
+    # (B, 1|N, 1|S, L) -> (B, 1|N, S, L): the kernel takes no broadcast over the query axis.
+    return [
             helper.make_node("Shape", [q], [f"{prefix}/q_shape"]),
             helper.make_node("Shape", [bias], [f"{prefix}/bias_shape"]),
             _const_i64(f"{prefix}/ax2", [2]),
@@ -206,23 +279,9 @@ def lower_to_contrib(model: onnx.ModelProto, mask_branch: bool = True, elem_type
             helper.make_node("Gather", [f"{prefix}/bias_shape", f"{prefix}/ax3"], [f"{prefix}/l"], axis=0),
             helper.make_node("Concat", [f"{prefix}/bn", f"{prefix}/s", f"{prefix}/l"], [f"{prefix}/bias_to"],
                              axis=0),
-        ]
-        then_out = f"{prefix}/unmasked_out"
-        else_out = f"{prefix}/masked_out"
-        then_graph = helper.make_graph(
-            [_mha(f"{prefix}/unmasked", q3, k3, v3, "", then_out, node)], f"{prefix}_unmasked", [],
-            [helper.make_tensor_value_info(then_out, elem_type, None)])
-        else_graph = helper.make_graph(
-            [helper.make_node("Expand", [bias, f"{prefix}/bias_to"], [f"{prefix}/bias_full"]),
-             _mha(f"{prefix}/masked", q3, k3, v3, f"{prefix}/bias_full", else_out, node)],
-            f"{prefix}_masked", [], [helper.make_tensor_value_info(else_out, elem_type, None)])
-        new_nodes.append(helper.make_node("If", [conditions[bias]], [node.output[0]], name=f"{prefix}/If",
-                                          then_branch=then_graph, else_branch=else_graph))
-    del lowered.graph.node[:]
-    lowered.graph.node.extend(new_nodes)
-    attach_function(lowered)  # drops the now unused function (and the domain import if nothing else uses it)
-    _set_opset(lowered, "com.microsoft", 1)
-    return lowered
+            helper.make_node("Expand", [bias, f"{prefix}/bias_to"], [f"{prefix}/bias_full"]),
+            _mha(f"{prefix}/masked", q3, k3, v3, f"{prefix}/bias_full", out, node),
+    ]
 
 
 # Where ONNX Runtime finds the external weights of a model handed over as bytes (a lowered graph).

@@ -222,5 +222,8 @@ class AttentionFunction(torch.autograd.Function):
     def symbolic(g, query, key, value, mask_bias, num_heads, scale):
         y = g.op(f"{attention_op.DOMAIN}::{attention_op.OP_TYPE}", query, key, value, mask_bias,
                  num_heads_i=int(num_heads), scale_f=float(scale))
-        y.setType(query.type().with_sizes([None, None, None]))
+        # (batch, rows, heads * head_dim), the static width known: shapes downstream stay sharp.
+        sizes = query.type().varyingSizes() or [None] * 4
+        width = sizes[1] * sizes[3] if len(sizes) == 4 and sizes[1] and sizes[3] else None
+        y.setType(query.type().with_sizes([sizes[0], sizes[2], width]))
         return y
