@@ -42,14 +42,24 @@ def _feeds(model_type: str, config, batch: int, sequence: int, padded: bool) -> 
     return feeds
 
 
+def _build_checkpoint(model_type: str, directory: Path, geometry: dict) -> Path:
+    """``harness.build_checkpoint`` with the family's geometry overridden (longer table, smaller vocabulary)."""
+    saved = h.FAMILY_GEOMETRY[model_type]
+    h.FAMILY_GEOMETRY[model_type] = geometry
+    try:
+        return h.build_checkpoint(model_type, directory, with_tokenizer=False)
+    finally:
+        h.FAMILY_GEOMETRY[model_type] = saved
+
+
 def run(families: list[str], shapes: list[str], threads: int, rounds: int, work: Path) -> dict:
     from onnxport.exporters import export
     from onnxport.runtime.models import load_model
 
     results = {"machine": h.machine_info(threads), "positions": POSITIONS, "vocab_size": VOCAB, "rows": []}
     for model_type in families:
-        checkpoint = h.build_checkpoint(model_type, work / f"{model_type}-ckpt", with_tokenizer=False,
-                                        max_position_embeddings=POSITIONS, vocab_size=VOCAB)
+        geometry = {**h.FAMILY_GEOMETRY[model_type], "max_position_embeddings": POSITIONS, "vocab_size": VOCAB}
+        checkpoint = _build_checkpoint(model_type, work / f"{model_type}-ckpt", geometry)
         out = work / f"{model_type}-export"
         if not (out / "onnxport.json").is_file():
             export(str(checkpoint), str(out), framework="pt", task=h.TASK, validate=False, force=True,

@@ -24,9 +24,16 @@ shape inference, stock ONNX Runtime, onnxruntime-node/-web and ``onnx.reference`
 registered. :func:`lower_to_contrib` rewrites every node into ``com.microsoft.MultiHeadAttention`` for
 execution providers with that kernel (CPU, CUDA). ONNX Runtime's CPU kernel takes its flash-attention path
 only when it gets no mask at all, so each lowered node is an ``If`` on "this batch's mask bias is all zero"
-(no padding): one branch calls the kernel without a mask, the other with the bias as ``attention_bias``.
-One session serves both (the weights are loaded once); the test is one reduction per distinct mask tensor,
-shared by every layer.
+(no padding): one branch calls the kernel without a mask, the other with the mask: as ``key_padding_mask``
+(batch, keys) when the bias is a per-key mask (shape (batch, 1, 1, keys) by shape inference: the encoders'
+padding mask), else as ``attention_bias`` (a decoder's causal mask). One session serves both branches (the
+weights are loaded once); the test is one reduction per distinct mask tensor, shared by every layer.
+
+Why not the standard ONNX ``Attention`` (opset 23): the exports are opset 17 by default (the TF front end stops
+at 18), and onnxruntime-web and older runtimes would need opset 23; a custom node with a function body runs
+everywhere at any opset >= 13, and the runtime still picks the kernel (its flash path, the key-padding form)
+at load. A lowering to the opset-23 op, like ``rotary_op.lower_to_onnx23``, is left for when it measures
+better.
 """
 
 from __future__ import annotations
@@ -192,8 +199,8 @@ def lower_to_contrib(model: onnx.ModelProto, mask_branch: bool = True, elem_type
     """A copy of ``model`` with every ``onnxport.Attention`` as ONNX Runtime's ``com.microsoft.MultiHeadAttention``.
 
     Q, K and V go in as (B, S, N * H) (key/value in BNSH would bypass the CPU flash path). Each node becomes
-    ``If(mask bias all zero, MHA without mask, MHA with attention_bias)``: the bias expanded to
-    (B, 1, S, L), the shape the kernel reads. ``in_place``: rewrite ``model`` itself (no copy of the
+    ``If(mask bias all zero, MHA without mask, MHA with the mask)``: a per-key bias (``key_padding_biases``)
+    as ``key_padding_mask`` (B, L), any other expanded to (B, 1|N, S, L) as ``attention_bias``. ``in_place``: rewrite ``model`` itself (no copy of the
     weights) and return it. ``mask_branch=False`` drops the If and the bias (every call
     must then be unpadded: for measurements only). ``elem_type``: the attention's float type (the If
     branches declare their output's)."""
