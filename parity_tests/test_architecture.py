@@ -68,6 +68,7 @@ def test_serving_a_pipeline_loads_no_framework_no_exporter_and_no_dev_tooling(tm
         "assert len(scores[0]) == 2, scores\n", tmp_path)
     assert "onnxport.runtime.pipelines" in modules and "onnxport.tokenizers" in modules
     assert "onnxport.artifact.rotary_op" in modules  # the rotary lowering ran, from the artifact layer
+    assert "onnxport.artifact.attention_op" in modules  # and the attention lowering
     assert _forbidden(modules) == []
 
 

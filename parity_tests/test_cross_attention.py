@@ -201,7 +201,12 @@ def test_text_generation_with_past_equals_transformers_step_by_step(exported, ch
     other = model(input_ids=ids[:, :4], encoder_hidden_states=_encoder(seed=6)[0], encoder_attention_mask=encoder_mask)
     assert max_abs_diff(other.logits, first.logits) > 1e-2
     unpadded = model(input_ids=ids[:, :4], encoder_hidden_states=states)  # the default mask: every position
-    assert max_abs_diff(unpadded.logits[0], first.logits[0]) == 0.0  # row 0 was unpadded
+    # Row 0 was unpadded: the same answer. The runtime's fused attention picks its kernel path per batch (flash
+    # without padding, the key-padding form with), so equal to float rounding; the graph as written, exactly.
+    assert max_abs_diff(unpadded.logits[0], first.logits[0]) <= 1e-5
+    plain = OnnxModelForCausalLM.from_pretrained(out, provider="cpu", load_tokenizer=False, fuse_attention=False)
+    assert max_abs_diff(plain(input_ids=ids[:, :4], encoder_hidden_states=states).logits[0],
+                        plain(input_ids=ids[:, :4], **encoder).logits[0]) == 0.0
     assert max_abs_diff(unpadded.logits[1], first.logits[1]) > 1e-3
     with torch.no_grad():
         want = hf(**_torch(input_ids=ids[:, :4], encoder_hidden_states=states), use_cache=False).logits.numpy()

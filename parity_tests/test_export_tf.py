@@ -241,7 +241,7 @@ def test_roformer_one_custom_node_per_rotary_application(exported, task, with_pa
     assert len(nodes) == 2 * layers == report.custom_nodes  # queries and keys
     assert all(not n.attribute and len(n.input) == 3 for n in nodes)  # no leftover PyFunc attributes
     assert {(o.domain, o.version) for o in model.opset_import} == {("", 17), ("onnxport", 1)}
-    assert [(f.domain, f.name) for f in model.functions] == [("onnxport", "RotaryEmbedding")]
+    assert [(f.domain, f.name) for f in model.functions] == [("onnxport", "RotaryEmbedding"), ("onnxport", "Attention")]
     # no rotary arithmetic left outside the custom nodes; the one Split is the shared sin|cos table lookup
     ops = [n.op_type for n in model.graph.node]
     assert "Neg" not in ops and ops.count("Split") <= 1 and not any(o.startswith("PyFunc") for o in ops)
@@ -293,9 +293,11 @@ def test_artifact_signature_and_metadata(exported):
     checkpoint, out, report = exported("xlm-roberta", "fill-mask")
     model = onnx.load(report.model_path)
     assert 8 <= model.ir_version <= 10  # ONNX Runtime 1.31 reads <= 13; onnx 1.23 alone would write 14
-    assert {(o.domain, o.version) for o in model.opset_import} == {("", 17)}  # tf2onnx's ai.onnx.ml import dropped
+    # tf2onnx's ai.onnx.ml import dropped; onnxport's for the attention op
+    assert {(o.domain, o.version) for o in model.opset_import} == {("", 17), ("onnxport", 1)}
     ops = {n.op_type for n in model.graph.node}
-    assert not ops & {"Dropout", "Assert", "Identity"} and not any(n.domain for n in model.graph.node)
+    assert not ops & {"Dropout", "Assert", "Identity"}
+    assert {(n.domain, n.op_type) for n in model.graph.node if n.domain} == {("onnxport", "Attention")}
     spec = report.spec
     for value, t in zip(model.graph.input, spec.inputs):  # int64 ids as the spec says, dynamic axes named
         assert value.name == t.name and value.type.tensor_type.elem_type == onnx.TensorProto.INT64

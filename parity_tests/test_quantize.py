@@ -94,7 +94,7 @@ def test_roformer_keeps_rotary_nodes(quantized, exports):
     int8 = onnx.load(quantized["roformer"].model_path)
     rotary = lambda m: [n for n in m.graph.node if n.domain == "onnxport" and n.op_type == "RotaryEmbedding"]  # noqa: E731
     assert len(rotary(int8)) == len(rotary(fp32)) == 4 == quantized["roformer"].custom_nodes  # 2 layers x (q, k)
-    assert [f.name for f in int8.functions if f.domain == "onnxport"] == ["RotaryEmbedding"]
+    assert [f.name for f in int8.functions if f.domain == "onnxport"] == ["RotaryEmbedding", "Attention"]
     onnx.checker.check_model(int8, full_check=True)
 
 

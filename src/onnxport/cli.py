@@ -168,6 +168,9 @@ def _add_session_options(p) -> None:
     """The ONNX Runtime options of the commands that run an export."""
     p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
     p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument("--no-fuse-attention", dest="fuse_attention", action="store_false",
+                   help="serve the attention nodes as written (their ONNX function bodies) instead of lowering "
+                        "them to ONNX Runtime's MultiHeadAttention kernel")
 
 
 def _add_run_parser(commands) -> None:
@@ -313,7 +316,8 @@ def _run(args) -> int:
     given = lambda **options: {k: v for k, v in options.items() if v is not None}  # noqa: E731
     task = args.task or read_export_dir(args.export_dir)[1].task
     pipe = pipeline(task, args.export_dir, provider=args.provider, **given(
-        batch_size=args.batch_size, max_length=args.max_length, intra_op_threads=args.threads))
+        batch_size=args.batch_size, max_length=args.max_length, intra_op_threads=args.threads),
+        fuse_attention=args.fuse_attention)
     if args.input:
         records = _read_inputs(args.input, task)
     elif task == "question-answering":
@@ -424,6 +428,7 @@ def _bench(args) -> int:
     from .runtime.bench import bench, parse_shapes
 
     report = bench(args.export_dir, parse_shapes(args.shapes), provider=args.provider, threads=args.threads,
+                   fuse_attention=args.fuse_attention,
                    warmup=args.warmup, runs=args.runs)
     print(report.table())
     if args.json:

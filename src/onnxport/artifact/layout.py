@@ -96,7 +96,8 @@ def served_clients(directory: str, meta: dict) -> list[tuple[str, bool, str]]:
     tokenizer = meta.get("tokenizer") if isinstance(meta.get("tokenizer"), dict) else {}
     has_tokenizer = bool(tokenizer.get("class"))
     graph = os.path.relpath(model_path(directory), directory).replace(os.sep, "/")
-    custom = " (RoFormer's rotary op runs through its ONNX function body)" if meta.get("custom_ops") else ""
+    ops = [f"{op.get('domain')}.{op.get('op_type')}" for op in meta.get("custom_ops") or []]
+    custom = f" ({', '.join(ops)} run{'s' if len(ops) == 1 else ''} through ONNX function bodies)" if ops else ""
     rows = [("onnxport", True, "pipelines and `onnxport run`" if has_tokenizer else
              "the model only: no tokenizer was exported (pipelines cannot tokenize)")]
     if meta.get("with_past") or task not in OPTIMUM_TASKS:

@@ -119,13 +119,15 @@ def _drop_opset(model: onnx.ModelProto, domain: str) -> None:
 def attach_function(model: onnx.ModelProto) -> onnx.ModelProto:
     """Give ``model`` the op's function body and the ``onnxport`` opset import (in place, idempotent).
 
-    Models without rotary nodes are left unchanged (no stray domain import).
+    Models without rotary nodes get no function and, unless another op of the domain (``onnxport.Attention``)
+    is used, no stray domain import.
     """
     kept = [f for f in model.functions if not (f.domain == DOMAIN and f.name == OP_TYPE)]
     del model.functions[:]
     model.functions.extend(kept)
     if not rotary_nodes(model):
-        _drop_opset(model, DOMAIN)
+        if not any(n.domain == DOMAIN for n in model.graph.node):
+            _drop_opset(model, DOMAIN)
         return model
     model.functions.append(make_function(_default_opset(model)))
     _set_opset(model, DOMAIN, VERSION)

@@ -5,7 +5,8 @@ For one checkpoint per (family, task) it compares, on the same inputs:
   (logits / hidden state / pooler, all hidden states, attentions, loss, present key/values);
 - native <-> ONNX: each framework vs ONNX Runtime on its own export;
 - ONNX <-> ONNX: the PyTorch export vs the TensorFlow and Flax exports, and for RoFormer each
-  export's custom rotary function vs the fused ONNX Runtime kernel.
+  export's custom functions (rotary and attention) vs the fused ONNX Runtime kernels (every family's fused
+  attention is checked against transformers in parity_tests/test_fused_attention.py).
 Inputs have padding, pairs (token types), batch > 1, lengths unlike the export example and the
 longest allowed length; text generation runs with and without past key/values.
 
@@ -331,7 +332,8 @@ def run_row(model_type: str, task: str, with_past: bool, workdir: str, framework
         try:
             if not os.path.isdir(out):
                 (export_fn or export)(checkpoint, out, framework=f, task=task, with_past=with_past, validate=False)
-            sessions[f] = OnnxModelBase.from_pretrained(out, provider="cpu", fuse_rotary=False, load_tokenizer=False)
+            sessions[f] = OnnxModelBase.from_pretrained(out, provider="cpu", fuse_rotary=False, fuse_attention=False,
+                                                        load_tokenizer=False)
             if FAMILIES[model_type].rotary:
                 sessions[f + "+fused"] = OnnxModelBase.from_pretrained(out, provider="cpu", load_tokenizer=False)
         except (ExportError, ImportError) as err:

@@ -36,9 +36,10 @@ from onnx import TensorProto, helper
 
 from .._quiet import logger_level
 from ..errors import ExportError
-from .front_end import (RANDOM_INIT_SEED, Converted, ExportJob, call_with_spec, check_opset, export_tracing,
-                        load_reference_model, native_runner)
+from .front_end import (RANDOM_INIT_SEED, Converted, ExportJob, call_with_spec, check_attention_count, check_opset,
+                        export_tracing, load_reference_model, native_runner)
 from .graph_edits import apply_tensor_spec, array_digest, rename_tensors
+from ..artifact import attention_op
 from ..artifact.rotary_op import DOMAIN, OP_TYPE, VERSION
 
 logger = logging.getLogger("onnxport")
@@ -48,6 +49,7 @@ logger = logging.getLogger("onnxport")
 MIN_OPSET, MAX_OPSET = 17, 23
 
 ROTARY_PRIMITIVE_NAME = "onnxport_rotary_embedding"
+ATTENTION_PRIMITIVE_NAME = "onnxport_attention"
 _INT_DTYPES = ("int64", "int32")
 
 
@@ -121,6 +123,78 @@ def _bind_rotary(x, sin, cos):
     return _rotary_primitive().bind(x, cos, sin)
 
 
+# ----------------------------------------------------------------------------- the attention primitive
+def _attention_formula(query, key, value, mask_bias, *, num_heads, scale):
+    """The op's defining formula (attention_op docstring), heads merged."""
+    import jax
+    import jax.numpy as jnp
+
+    scores = jnp.einsum("bhqd,bhkd->bhqk", query, key) * scale + mask_bias
+    context = jnp.einsum("bhqk,bhkd->bqhd", jax.nn.softmax(scores, axis=-1), value)
+    return context.reshape(context.shape[0], context.shape[1], -1)
+
+
+def _make_attention_primitive():
+    import jax
+    from jax.extend.core import Primitive
+    from jax.interpreters import mlir
+
+    primitive = Primitive(ATTENTION_PRIMITIVE_NAME)
+    primitive.def_impl(_attention_formula)
+
+    def abstract(query, key, value, mask_bias, *, num_heads, scale):
+        batch, heads, rows, head_dim = query.shape
+        return jax.core.ShapedArray((batch, rows, heads * head_dim), query.dtype)
+
+    primitive.def_abstract_eval(abstract)
+    mlir.register_lowering(primitive, mlir.lower_fun(_attention_formula, multiple_results=False))
+    return primitive
+
+
+@functools.cache
+def _attention_primitive():
+    """Created (and its jax2onnx plugin registered) once, on first use, like the rotary primitive."""
+    primitive = _make_attention_primitive()
+    _register_attention_plugin(primitive)
+    return primitive
+
+
+def _register_attention_plugin(primitive) -> None:
+    """A jax2onnx leaf plugin: each binding of the primitive -> one onnxport.Attention node."""
+    from jax2onnx.plugins._ir_shapes import _ensure_value_metadata, _stamp_type_and_shape
+    from jax2onnx.plugins.plugin_system import PrimitiveLeafPlugin, register_primitive
+
+    @register_primitive(
+        jaxpr_primitive=ATTENTION_PRIMITIVE_NAME,
+        jax_doc="onnxport.reference_models.flax.encoder.SelfAttention",
+        onnx=[{"component": f"{attention_op.DOMAIN}.{attention_op.OP_TYPE}", "doc": "onnxport.artifact.attention_op"}],
+        since="onnxport",
+        context="primitives.onnxport",
+        component="attention",
+        testcases=[],
+    )
+    class AttentionPlugin(PrimitiveLeafPlugin):
+        _PRIM = primitive
+
+        def lower(self, ctx, eqn) -> None:
+            (out_var,) = eqn.outvars
+            inputs = [ctx.get_value_for_var(var, name_hint=ctx.fresh_name(f"attention_{hint}"))
+                      for var, hint in zip(eqn.invars, ("q", "k", "v", "mask"))]
+            out_spec = ctx.get_value_for_var(out_var, name_hint=ctx.fresh_name("attention_out"))
+            y = ctx.builder.Attention(
+                *inputs, _domain=attention_op.DOMAIN, _version=attention_op.VERSION, _outputs=[out_spec.name],
+                num_heads=int(eqn.params["num_heads"]), scale=float(eqn.params["scale"]),
+            )
+            y.type = out_spec.type if out_spec.type is not None else inputs[0].type
+            _stamp_type_and_shape(y, tuple(out_var.aval.shape))
+            _ensure_value_metadata(ctx, y)
+            ctx.bind_value_for_var(out_var, y)
+
+
+def _bind_attention(query, key, value, mask_bias, num_heads, scale):
+    return _attention_primitive().bind(query, key, value, mask_bias, num_heads=int(num_heads), scale=float(scale))
+
+
 # ----------------------------------------------------------------------------- convert
 def convert(job: ExportJob) -> Converted:
     """The front-end contract (``front_end.py``): raw ONNX model + a native runner."""
@@ -142,8 +216,9 @@ def convert(job: ExportJob) -> Converted:
 
     # The options are read while jax2onnx traces (symbolic shapes), a fresh trace; run_native (outside the
     # block, concrete shapes) runs the full model.
-    _rotary_primitive()  # registers the jax2onnx plugin before the trace
-    with export_tracing(spec, _bind_rotary), \
+    _rotary_primitive()  # registers the jax2onnx plugins before the trace
+    _attention_primitive()
+    with export_tracing(spec, _bind_rotary, _bind_attention), \
             logger_level("onnx_ir.serde", logging.ERROR):  # a warning per untyped shape constant, hundreds
         raw = jax2onnx.to_onnx(
             forward,
@@ -156,6 +231,7 @@ def convert(job: ExportJob) -> Converted:
     _int64_inputs(raw, spec)
     _io_shapes_from_spec(raw, spec)
     _check_rotary_count(raw, job)
+    check_attention_count(raw, job)
     _name_weights(raw, model)
 
     run_native = native_runner(spec, forward, lambda array, tensor: _to_traced_dtype(array, tensor.dtype), np.asarray)

@@ -21,7 +21,9 @@ Precision plan (one decision per node, in graph order)
   consume those statistics (var + eps, 1/sqrt).
 * The attention-mask chain is fp32: every float tensor computed from integer inputs
   and constants alone (Cast of the mask, the causal product, (1 - m) * fill) and every
-  node consuming it (the add of the mask to the scores), up to the Softmax. The fill
+  node consuming it (the add of the mask to the scores), up to the Softmax; the
+  ``onnxport.Attention`` node reads the mask, so it runs in fp32 (Q, K, V cast up; its
+  function body and ONNX Runtime's MultiHeadAttention both in float32), its output back to fp16. The fill
   value the native models use (``finfo(float32).min``) is rewritten to ``MASK_FILL``
   (-2**15): finite in fp16, so an execution provider that does run the add in half
   precision (TensorRT with fp16 enabled) gets no -inf and no NaN; exp() of it is 0 in
@@ -83,8 +85,9 @@ MASK_FILL = -(2.0**15)
 STATISTIC_OPS = frozenset({"ReduceMean", "ReduceSum", "ReduceSumSquare", "GlobalAveragePool", "Pow", "Sqrt",
                            "Reciprocal"})
 KEEP_FP32_OPS = STATISTIC_OPS | {"LayerNormalization", "Softmax", "LogSoftmax", "Range", "CumSum"}
-# Outputs bounded whatever the input: they end the fp32 mask chain.
-BOUNDED_OPS = frozenset({"Softmax", "LayerNormalization", "Sigmoid", "Tanh", "Erf", "Sin", "Cos"})
+# Outputs bounded whatever the input: they end the fp32 mask chain. onnxport.Attention (it reads the mask, so
+# it runs in fp32) returns softmax-weighted averages of the values: bounded by them.
+BOUNDED_OPS = frozenset({"Softmax", "LayerNormalization", "Sigmoid", "Tanh", "Erf", "Sin", "Cos", "Attention"})
 # Ops that accept a float input of any precision as is (they read its shape or convert it).
 TYPE_AGNOSTIC_INPUT_OPS = frozenset({"Shape", "Size", "Cast"})
 # Initializers above this many elements are moved out of the copy given to shape inference.

@@ -153,17 +153,38 @@ def load_reference_model(job: ExportJob, model_class: Callable[[str, str], type]
 
 
 @contextlib.contextmanager
-def export_tracing(spec, rotary_op: Optional[Callable]) -> Iterator[None]:
+def export_tracing(spec, rotary_op: Optional[Callable], attention_op: Optional[Callable] = None) -> Iterator[None]:
     """The reference encoders' options while a front end traces the export graph (``reference_models.tracing``):
-    every rotary application through ``rotary_op`` (one onnxport.RotaryEmbedding node), no graph input
-    asserts (the runtime checks inputs against the io spec), and, when the head reads the first token
-    alone (``spec.reads_first_token_only``), the last layer on that token only. The native runner used
-    for validation runs outside the block: the export is checked against the full model."""
+    every rotary application through ``rotary_op`` (one onnxport.RotaryEmbedding node), every attention
+    through ``attention_op`` (one onnxport.Attention node), no graph input asserts (the runtime checks
+    inputs against the io spec), and, when the head reads the first token alone
+    (``spec.reads_first_token_only``), the last layer on that token only. The native runner used for
+    validation runs outside the block: the export is checked against the full model."""
     from ..reference_models.tracing import tracing
 
-    with tracing(rotary_op=rotary_op, first_token_only_last_layer=spec.reads_first_token_only,
-                 graph_input_checks=False):
+    with tracing(rotary_op=rotary_op, attention_op=attention_op,
+                 first_token_only_last_layer=spec.reads_first_token_only, graph_input_checks=False):
         yield
+
+
+def expected_attention_nodes(job: "ExportJob") -> int:
+    """onnxport.Attention nodes a conversion must hold: one per layer for self-attention (unless its scores
+    carry relative-position terms, which keep the formula), one more per layer for cross-attention when the
+    graph takes encoder states (``reference_models.tracing.attention_hook``)."""
+    layers = job.config.num_hidden_layers
+    relative = job.config.position_embedding_type in ("relative_key", "relative_key_query")
+    cross = job.spec.input("encoder_states") is not None
+    return (0 if relative else layers) + (layers if cross else 0)
+
+
+def check_attention_count(model, job: "ExportJob") -> None:
+    """Every attention became exactly one custom node (none split, folded or lost by the converter)."""
+    from ..artifact import attention_op
+
+    want, got = expected_attention_nodes(job), len(attention_op.attention_nodes(model))
+    if got != want:
+        raise ExportError(f"Expected {want} {attention_op.DOMAIN}.{attention_op.OP_TYPE} nodes (one per attention), "
+                          f"the converted graph has {got}.")
 
 
 def call_with_spec(model, spec, args, **call_kwargs) -> tuple:
@@ -185,4 +206,4 @@ def native_runner(spec, call: Callable[..., tuple], to_native: Callable[[np.ndar
 
 
 __all__ = ["FRONT_ENDS", "Converted", "ExportJob", "FrontEnd", "RANDOM_INIT_SEED", "call_with_spec", "check_opset",
-           "export_tracing", "front_end", "load_reference_model", "native_runner", "random_weights_or_refuse"]
+           "check_attention_count", "expected_attention_nodes", "export_tracing", "front_end", "load_reference_model", "native_runner", "random_weights_or_refuse"]

@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..artifact import rotary_op
+from ..artifact import attention_op, rotary_op
 from ..artifact.files import EXTERNAL_DATA_FILE, MODEL_FILE  # noqa: F401  (this module's names for them)
 
 logger = logging.getLogger("onnxport")
@@ -61,6 +61,7 @@ def finalize(model: onnx.ModelProto, *, producer_version: str, graph_name: str,
     _dedupe_initializers(model, base_dir)
     _drop_unused_initializers(model)
     rotary_op.attach_function(model)
+    attention_op.attach_function(model)
     model.ir_version = ir_version_for(model)
     model.producer_name = "onnxport"
     model.producer_version = producer_version

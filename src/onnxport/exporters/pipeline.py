@@ -240,8 +240,9 @@ class CleanGraph:
     holds, and the fp16 pass's report."""
 
     spec: IOSpec
-    custom_nodes: int
+    custom_nodes: int  # onnxport.RotaryEmbedding nodes
     precision: Optional[Any]  # fp16.Fp16Report
+    attention_nodes: int = 0  # onnxport.Attention nodes
 
 
 @dataclass(frozen=True)
@@ -370,7 +371,7 @@ def convert(options: ExportOptions, checkpoint: Checkpoint, plan: GraphPlan, con
 def clean_up(model, options: ExportOptions, checkpoint: Checkpoint, plan: GraphPlan, workdir: str) -> CleanGraph:
     """Stage 4, artifact clean-up, in place (``onnx_file.finalize``: the rotary function, no training ops, weights
     once, IR version, names), the signature checked against the IO spec; the fp16 pass when asked."""
-    from ..artifact import rotary_op  # onnx: loaded by the first export
+    from ..artifact import attention_op, rotary_op  # onnx: loaded by the first export
     from . import fp16, onnx_file
 
     logger.info("[3/7] cleaning up the graph")
@@ -380,11 +381,12 @@ def clean_up(model, options: ExportOptions, checkpoint: Checkpoint, plan: GraphP
     spec = plan.spec
     _check_signature(model, spec)
     custom_nodes = len(rotary_op.rotary_nodes(model))
+    attention_nodes = len(attention_op.attention_nodes(model))
     precision = None
     if options.dtype == "fp16":
         precision = fp16.convert(model, base_dir=workdir)  # weights may be external data there
         spec = fp16.fp16_spec(spec)  # the cache dtypes the runtime feeds and reads
-    return CleanGraph(spec, custom_nodes, precision)
+    return CleanGraph(spec, custom_nodes, precision, attention_nodes)
 
 
 def save_and_check(model, options: ExportOptions, build_dir: str, workdir: str) -> SavedModel:
@@ -430,7 +432,7 @@ def write_files_and_spec(options: ExportOptions, checkpoint: Checkpoint, graph: 
     """Stage 7, write files and spec: config.json (``architectures`` naming the exported head), the tokenizer
     (copied, completed and checked against the checkpoint's: ``tokenizer_files.py``) and ``onnxport.json``.
     Returns the names of every file of the export."""
-    from ..artifact import rotary_op  # onnx: loaded by the first export
+    from ..artifact import attention_op, rotary_op  # onnx: loaded by the first export
 
     logger.info("[7/7] writing config, tokenizer files and %s", SPEC_FILE)
     config, family, spec = checkpoint.config, checkpoint.family, graph.spec
@@ -453,8 +455,9 @@ def write_files_and_spec(options: ExportOptions, checkpoint: Checkpoint, graph: 
         "opset": options.opset,
         "dtype": options.dtype,
         **({"precision": graph.precision.to_dict()} if graph.precision is not None else {}),
-        "custom_ops": [{"domain": rotary_op.DOMAIN, "op_type": rotary_op.OP_TYPE, "version": rotary_op.VERSION,
-                        "count": graph.custom_nodes}] if graph.custom_nodes else [],
+        "custom_ops": [{"domain": op.DOMAIN, "op_type": op.OP_TYPE, "version": op.VERSION, "count": count}
+                       for op, count in ((rotary_op, graph.custom_nodes), (attention_op, graph.attention_nodes))
+                       if count],
         "io_spec": spec.to_dict(),
         "validation": None if report_validation is None else report_validation.to_dict(),
         "versions": _versions(conversion.versions),

@@ -29,9 +29,10 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
-from .front_end import (RANDOM_INIT_SEED, Converted, ExportJob, call_with_spec, check_opset, export_tracing,
-                        load_reference_model, native_runner)
+from .front_end import (RANDOM_INIT_SEED, Converted, ExportJob, call_with_spec, check_attention_count, check_opset,
+                        export_tracing, load_reference_model, native_runner)
 from .graph_edits import rename_tensors
+from ..artifact import attention_op
 from ..artifact.rotary_op import DOMAIN, OP_TYPE, VERSION
 
 logger = logging.getLogger("onnxport")
@@ -60,7 +61,7 @@ def convert(job: ExportJob) -> Converted:
     path = os.path.join(job.workdir, "raw.onnx")
     example = tuple(torch.from_numpy(np.ascontiguousarray(job.example[name])) for name in job.spec.input_names)
     weights: dict[str, torch.Tensor] = {}
-    with export_tracing(job.spec, RotaryEmbeddingFunction.apply), _lean_export(weights), \
+    with export_tracing(job.spec, RotaryEmbeddingFunction.apply, AttentionFunction.apply), _lean_export(weights), \
             warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about Python ints: shapes are traced, values checked by validation
         torch.onnx.export(
@@ -76,7 +77,7 @@ def convert(job: ExportJob) -> Converted:
             export_params=True,
             keep_initializers_as_inputs=False,
             training=torch.onnx.TrainingMode.EVAL,
-            custom_opsets={DOMAIN: VERSION} if job.family.rotary else None,
+            custom_opsets={DOMAIN: VERSION},  # onnxport.Attention in every family, RotaryEmbedding too in RoFormer
         )
     raw = onnx.load(path)  # without captured weights (another torch), they are in the file, external when > 2 GB
     if weights:
@@ -84,6 +85,7 @@ def convert(job: ExportJob) -> Converted:
     # Parameters traced through the wrapper are named ``model.<HF name>``; keep the HF names.
     rename_tensors(raw.graph, {i.name: i.name[len("model."):] for i in raw.graph.initializer
                                if i.name.startswith("model.")})
+    check_attention_count(raw, job)
 
     @torch.no_grad()
     def call(*args):
@@ -204,3 +206,24 @@ class RotaryEmbeddingFunction(torch.autograd.Function):
         y.setType(x.type())
         return y
 
+
+
+class AttentionFunction(torch.autograd.Function):
+    """Eager math while tracing (so shapes flow on); one ``onnxport.Attention`` node in the graph."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, mask_bias, num_heads, scale):
+        # The op's defining formula (attention_op docstring), the reference encoder's order of operations.
+        scores = torch.matmul(query, key.transpose(-1, -2)) * scale + mask_bias
+        context = torch.matmul(torch.softmax(scores, dim=-1), value).permute(0, 2, 1, 3)
+        return context.reshape(context.shape[0], context.shape[1], -1)
+
+    @staticmethod
+    def symbolic(g, query, key, value, mask_bias, num_heads, scale):
+        y = g.op(f"{attention_op.DOMAIN}::{attention_op.OP_TYPE}", query, key, value, mask_bias,
+                 num_heads_i=int(num_heads), scale_f=float(scale))
+        # (batch, rows, heads * head_dim), the static width known: shapes downstream stay sharp.
+        sizes = query.type().varyingSizes() or [None] * 4
+        width = sizes[1] * sizes[3] if len(sizes) == 4 and sizes[1] and sizes[3] else None
+        y.setType(query.type().with_sizes([sizes[0], sizes[2], width]))
+        return y

@@ -808,7 +808,7 @@ def quantize(
     """
     import onnx
 
-    from ..artifact import layout, rotary_op
+    from ..artifact import attention_op, layout, rotary_op
     from ..artifact.files import export_file_names
     from ..artifact.spec_file import SPEC_FILE, read_export_dir, write_spec_file
     from . import onnx_file as artifact
@@ -973,7 +973,8 @@ def quantize(
         model = onnx.load(best_path)
         quantized_nodes, merged = _quantized_count(model), int8_graph.merged_gemms(model)
         custom_nodes = len(rotary_op.rotary_nodes(model))
-        rotary_op.attach_function(model)  # keep the function body beside the kept custom nodes
+        rotary_op.attach_function(model)  # keep the function bodies beside the kept custom nodes
+        attention_op.attach_function(model)
         model.ir_version = min(max(model.ir_version, artifact.MIN_IR_VERSION), artifact.MAX_IR_VERSION)
         model_files = artifact.save(model, build_dir, file_name=layout.model_file("int8"))
         del model

@@ -43,9 +43,10 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from ..errors import ExportError
-from .front_end import (RANDOM_INIT_SEED, Converted, ExportJob, call_with_spec, check_opset, export_tracing,
-                        load_reference_model, native_runner)
+from .front_end import (RANDOM_INIT_SEED, Converted, ExportJob, call_with_spec, check_attention_count, check_opset,
+                        export_tracing, load_reference_model, native_runner)
 from .graph_edits import apply_tensor_spec, initializer_digest, rename_tensors, replace_values
+from ..artifact import attention_op
 from ..artifact.rotary_op import DOMAIN, OP_TYPE, VERSION
 
 logger = logging.getLogger("onnxport")
@@ -95,10 +96,11 @@ def convert(job: ExportJob) -> Converted:
             return call_with_spec(model, spec, inputs, training=False)
 
     tokens: set[str] = set()
+    attention_tokens: dict[str, tuple[int, float]] = {}  # marker token -> (num_heads, scale)
     # Trace and convert inside the block: tf2onnx looks the concrete function up again and must see the
     # same trace (rotary markers, no asserts). ``serving`` is a fresh tf.function, so no trace of it
     # outlives the block; run_native runs the full model eagerly.
-    with export_tracing(spec, _rotary_marker(tokens)), _tf2onnx_settings():
+    with export_tracing(spec, _rotary_marker(tokens), _attention_marker(attention_tokens)), _tf2onnx_settings():
         concrete = serving.get_concrete_function()
         input_tensors = [t for t in concrete.inputs if t.dtype != tf.resource]
         output_tensors = list(concrete.outputs)
@@ -108,13 +110,13 @@ def convert(job: ExportJob) -> Converted:
         if job.family.rotary and not tokens:
             raise ExportError("Tracing the RoFormer model produced no rotary applications; the export hook did not fire.")
         # tf2onnx's custom handler tuple: (handler, [onnx op type the node becomes, *handler args]).
-        handlers = {_MARKER_OP: (_rotary_handler, [OP_TYPE, frozenset(tokens)])} if tokens else None
+        handlers = {_MARKER_OP: (_marker_handler, [OP_TYPE, frozenset(tokens), dict(attention_tokens)])}
         raw, _ = tf2onnx.convert.from_function(
             serving,
             input_signature=signature + weight_signature,
             opset=job.opset,
             custom_op_handlers=handlers,
-            extra_opset=[onnx.helper.make_opsetid(DOMAIN, VERSION)] if tokens else None,
+            extra_opset=[onnx.helper.make_opsetid(DOMAIN, VERSION)],
         )
     # from_function converts with continue_on_error: an op without a tf2onnx handler (e.g. Erfc) or a
     # failed handler only logs and leaves the TF op in the graph, so check the result here.
@@ -126,6 +128,7 @@ def convert(job: ExportJob) -> Converted:
         raise ExportError(f"tf2onnx could not convert the model completely: TensorFlow ops without an ONNX "
                           f"conversion: {', '.join(leftover) or 'none'}; {rotary} of {len(tokens)} rotary "
                           f"applications became {DOMAIN}.{OP_TYPE} nodes.")
+    check_attention_count(raw, job)
     tf_names = [t.name for t in input_tensors]
     weight_names = _weights_to_initializers(raw, tf_names[len(spec.inputs):], weights)
     _rename_io(raw, spec, tf_names[: len(spec.inputs)], [t.name for t in output_tensors])
@@ -188,22 +191,48 @@ def _rotary_marker(tokens: set[str]):
     return hook
 
 
-def _never_run(x, cos, sin):  # pragma: no cover - the marker op only exists in the traced export graph
-    raise RuntimeError("The onnxport rotary export marker was executed; it only exists for tf2onnx.")
+def _never_run(*inputs):  # pragma: no cover - the marker ops only exist in the traced export graph
+    raise RuntimeError("An onnxport export marker was executed; it only exists for tf2onnx.")
 
 
-def _rotary_handler(ctx, node, name, args):
-    """tf2onnx custom-op handler: our marker op -> ``onnxport.RotaryEmbedding(x, cos, sin)``, nothing else."""
-    (tokens,) = args
+def _attention_marker(tokens: dict[str, tuple[int, float]]):
+    """The attention hook: one opaque TF op per attention, inputs in the ONNX op's order (q, k, v, mask_bias);
+    its attributes are kept beside its token."""
+    import tensorflow as tf
+
+    def hook(query, key, value, mask_bias, num_heads, scale):
+        y = tf.numpy_function(_never_run, [query, key, value, mask_bias], Tout=query.dtype, stateful=False,
+                              name="onnxport_attention")
+        token = y.op.get_attr("token")
+        tokens[token.decode() if isinstance(token, bytes) else token] = (int(num_heads), float(scale))
+        # (batch, rows, heads * head_dim): heads and head_dim are static.
+        return tf.ensure_shape(y, [None, None, query.shape[1] * query.shape[3]])
+
+    return hook
+
+
+def _marker_handler(ctx, node, name, args):
+    """tf2onnx custom-op handler: our marker ops -> ``onnxport.RotaryEmbedding(x, cos, sin)`` or
+    ``onnxport.Attention(q, k, v, mask_bias)``, nothing else."""
+    rotary_tokens, attention_tokens = args
     token = node.get_attr_str("token")
-    if token not in tokens:
+    if token not in rotary_tokens and token not in attention_tokens:
         raise ExportError(f"The traced graph holds a foreign Python op {node.name} ({token}); cannot export it.")
-    node.type = OP_TYPE
-    node.domain = DOMAIN
     for attr in list(node.attr):
         del node.attr[attr]
+    node.domain = DOMAIN
     ctx.set_dtype(node.output[0], ctx.get_dtype(node.input[0]))
-    ctx.set_shape(node.output[0], ctx.get_shape(node.input[0]))
+    if token in rotary_tokens:
+        node.type = OP_TYPE
+        ctx.set_shape(node.output[0], ctx.get_shape(node.input[0]))
+        return node
+    num_heads, scale = attention_tokens[token]
+    node.type = attention_op.OP_TYPE
+    node.set_attr("num_heads", num_heads)
+    node.set_attr("scale", scale)
+    q_shape = ctx.get_shape(node.input[0])
+    hidden = q_shape[1] * q_shape[3] if q_shape and len(q_shape) == 4 and min(q_shape[1], q_shape[3]) > 0 else -1
+    ctx.set_shape(node.output[0], [-1, -1, hidden])
     return node
 
 

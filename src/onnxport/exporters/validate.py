@@ -92,12 +92,32 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b))) if a.size else 0.0
 
 
-def ort_session(model_path: str, providers=("CPUExecutionProvider",)):
+def ort_session(model_path: str, providers=("CPUExecutionProvider",), fused: bool = False):
+    """A session on the saved graph as written, or (``fused``) with its custom nodes lowered to ONNX Runtime's
+    fused kernels as the runtime serves it on CPU (``attention_op.lower_custom_ops``)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(model_path, options, providers=list(providers))
+    if not fused:
+        return ort.InferenceSession(model_path, options, providers=list(providers))
+    import os
+
+    import onnx
+
+    from ..artifact import attention_op
+
+    graph = attention_op.lower_custom_ops(onnx.load(model_path, load_external_data=False))
+    options.add_session_config_entry(attention_op.EXTERNAL_WEIGHTS_FOLDER, os.path.dirname(os.path.abspath(model_path)))
+    return ort.InferenceSession(graph.SerializeToString(), options, providers=list(providers))
+
+
+def _has_attention_nodes(model_path: str) -> bool:
+    import onnx
+
+    from ..artifact import attention_op
+
+    return bool(attention_op.attention_nodes(onnx.load(model_path, load_external_data=False)))
 
 
 @dataclass
@@ -150,11 +170,15 @@ def validate(model_path: str, spec: IOSpec, native: NativeRunner | NativeOutputs
 
     ``native``: the native model's runner, or its outputs from ``native_outputs``."""
     expected = native if isinstance(native, NativeOutputs) else native_outputs(spec, native)
-    session = ort_session(model_path)
     report = ValidationReport()
-    for case, feeds, native_out in expected.cases:
-        onnx_out = dict(zip(spec.output_names, session.run(spec.output_names, feeds)))
-        report.rows += _rows(spec, onnx_out, native_out, case, atol)
+    # The graph as written (what stock ONNX Runtime, onnxruntime-web, onnx.reference run), then, when it has
+    # attention nodes, as the runtime serves it (fused kernels; cases named "<case> fused"). One session at a time.
+    for fused in (False, True) if _has_attention_nodes(model_path) else (False,):
+        session = ort_session(model_path, fused=fused)
+        for case, feeds, native_out in expected.cases:
+            onnx_out = dict(zip(spec.output_names, session.run(spec.output_names, feeds)))
+            report.rows += _rows(spec, onnx_out, native_out, f"{case} fused" if fused else case, atol)
+        del session
     logger.info("validation (native vs ONNX Runtime):\n%s", report.table())
     if raise_on_failure and not report.passed:
         bad = [r for r in report.rows if not r.ok]

@@ -2,7 +2,7 @@
 
 An exporter enters ``with tracing(...)`` around its trace; the three encoders read ``trace_options()``
 when they are traced or called. Outside any ``tracing`` block the options are the defaults
-(``TraceOptions()``): plain rotary formula, every query row, graph input checks on, i.e. the models
+(``TraceOptions()``): plain rotary and attention formulas, every query row, graph input checks on, i.e. the models
 as users run them. The options live in a ``contextvars.ContextVar``, so they are local to the thread
 (and asyncio task) that entered the block, nest, and are restored when the block exits, by an
 exception too. No exporter assigns into a reference-model module or instance.
@@ -23,6 +23,10 @@ from typing import Any, Callable, Iterator, Optional
 
 # (x, sin, cos) -> x rotated; the same arguments as the encoders' apply_rotary.
 RotaryFunction = Callable[[Any, Any, Any], Any]
+# (query, key, value, mask_bias, num_heads, scale) -> context (batch, query rows, num_heads * head_dim):
+# softmax(query @ key^T * scale + mask_bias) @ value, heads merged; query (batch, heads, rows, head_dim),
+# key/value (batch, heads, keys, head_dim) with any past already concatenated, mask_bias additive.
+AttentionFunction = Callable[[Any, Any, Any, Any, int, float], Any]
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,11 @@ class TraceOptions:
     # and values with rotary_value), with apply_rotary's arguments (x, sin, cos): the exporters' hook
     # that makes each application one onnxport.RotaryEmbedding node. None: the formula.
     rotary_op: Optional[RotaryFunction] = None
+    # Called instead of the scores -> mask -> softmax -> context formula by every attention (self and
+    # cross) whose scores are exactly that formula (``attention_hook``): the exporters' hook that makes
+    # each one onnxport.Attention node, which the runtime lowers to ONNX Runtime's fused kernel. None: the
+    # formula.
+    attention_op: Optional[AttentionFunction] = None
     # The head reads the first token alone (text-classification): the last layer computes its query,
     # attention output and feed-forward for that token only (keys and values still span the sequence).
     # Same logits, about 1/num_layers fewer FLOPs. Ignored whenever a call needs every position of the
@@ -45,6 +54,15 @@ class TraceOptions:
 
 
 DEFAULTS = TraceOptions()
+
+
+def attention_hook(relative_positions: bool, head_mask: Any, mask_bias: Any) -> Optional[AttentionFunction]:
+    """The attention op in force for one attention call, or None (the formula). Scores with relative-position
+    terms, a head mask or no mask keep the formula: the op's schema is scaled dot product + additive mask."""
+    op = trace_options().attention_op
+    if op is None or relative_positions or head_mask is not None or mask_bias is None:
+        return None
+    return op
 
 _OPTIONS: contextvars.ContextVar[TraceOptions] = contextvars.ContextVar("onnxport_trace_options", default=DEFAULTS)
 
@@ -68,4 +86,4 @@ def tracing(**changes: Any) -> Iterator[TraceOptions]:
         _OPTIONS.reset(token)
 
 
-__all__ = ["DEFAULTS", "RotaryFunction", "TraceOptions", "trace_options", "tracing"]
+__all__ = ["DEFAULTS", "AttentionFunction", "RotaryFunction", "attention_hook", "TraceOptions", "trace_options", "tracing"]

@@ -70,11 +70,11 @@ class BenchReport(Record):
 
 
 def bench(export_dir: str | os.PathLike, shapes=DEFAULT_SHAPES, provider: str = "auto", threads: Optional[int] = None,
-          warmup: int = 3, runs: int = 20) -> BenchReport:
+          warmup: int = 3, runs: int = 20, fuse_attention: bool = True) -> BenchReport:
     if warmup < 0 or runs < 1:
         raise InputError(f"warmup must be >= 0 and runs >= 1, got warmup={warmup}, runs={runs}.")
     options = {} if threads is None else {"intra_op_threads": threads}
-    model = load_model(export_dir, provider=provider, load_tokenizer=False, **options)
+    model = load_model(export_dir, provider=provider, load_tokenizer=False, fuse_attention=fuse_attention, **options)
     spec = model.spec
     limit = spec.max_sequence_length
     report = BenchReport(os.fspath(export_dir), spec.task, model.session.get_providers()[0], threads or 0,

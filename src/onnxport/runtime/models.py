@@ -2,7 +2,7 @@
 
 ``OnnxModelFor*.from_pretrained(export_dir, provider=...)`` reads ``onnxport.json``
 (the IO spec the exporter wrote) and ``config.json``, builds the session (lowering
-RoFormer's rotary node to a fused kernel where the provider has one) and checks
+the rotary and attention nodes to fused kernels where the provider has them) and checks
 every call against the IO spec before ONNX Runtime sees it. The tokenizer files are
 not read until ``model.tokenizer`` is asked for (pipelines do): a model takes ids
 whatever they hold, as transformers' models do.
@@ -87,7 +87,7 @@ class OnnxModelBase:
     @classmethod
     def from_pretrained(cls, export_dir: str | os.PathLike, provider: str = "auto", *,
                         session_config: Optional[SessionConfig] = None, fuse_rotary: bool = True,
-                        load_tokenizer: bool = True, use_io_binding: Optional[bool] = None,
+                        fuse_attention: bool = True, load_tokenizer: bool = True, use_io_binding: Optional[bool] = None,
                         **session_options: Any):
         export_dir = os.fspath(export_dir)
         meta, spec = read_export_dir(export_dir)
@@ -104,9 +104,11 @@ class OnnxModelBase:
         model_path = layout.model_path(export_dir)
         graph = _read_graph(model_path, export_dir)
         limits = _input_limits(config, spec, graph)
-        model_source: str | bytes = model_path
-        if fuse_rotary and family_of(config).rotary:
-            model_source = _maybe_lower_rotary(graph, model_path, provider, config_obj)
+        model_source = _maybe_lower(graph, model_path, provider, config_obj,
+                                    rotary=fuse_rotary and family_of(config).rotary, attention=fuse_attention)
+        if isinstance(model_source, bytes):
+            config_obj.extra_session_entries = {**config_obj.extra_session_entries,
+                                                _EXTERNAL_WEIGHTS_FOLDER: os.path.dirname(os.path.abspath(model_path))}
         del graph  # not held while ONNX Runtime builds its own copy
         session, chosen = create_session(model_source, config_obj, **session_options)
         _check_graph_matches_spec(session, spec, export_dir)
@@ -420,24 +422,38 @@ def _load_tokenizer(export_dir: str, config: EncoderConfig):
         return None
 
 
-def _maybe_lower_rotary(graph, model_path: str, provider: str, session_config: SessionConfig) -> str | bytes:
-    """Serialized model with rotary nodes fused for providers that have the kernel; else the path unchanged."""
+# attention_op.EXTERNAL_WEIGHTS_FOLDER (written out: onnx is imported only when a graph is lowered).
+_EXTERNAL_WEIGHTS_FOLDER = "session.model_external_initializers_file_folder_path"
+
+
+def _maybe_lower(graph, model_path: str, provider: str, session_config: SessionConfig, *, rotary: bool,
+                 attention: bool) -> str | bytes:
+    """Serialized model with the custom nodes lowered to ONNX Runtime's fused kernels where the provider has
+    them (rotary -> com.microsoft.RotaryEmbedding, attention -> com.microsoft.MultiHeadAttention); else the
+    path unchanged (the nodes run their ONNX function bodies)."""
+    if not (rotary or attention):
+        return model_path
     chosen, _, _ = select_providers(SessionConfig(**{**session_config.__dict__, "provider": provider}))
     if chosen not in ("cpu", "cuda"):
-        return model_path  # TensorRT runs the function body
+        return model_path  # TensorRT runs the function bodies
     try:
-        from ..artifact import rotary_op
-    except ImportError as err:  # onnx missing on a minimal host: the function body still runs
-        logger.info("Rotary nodes left as functions (%s).", err)
+        from ..artifact import attention_op, rotary_op
+    except ImportError as err:  # onnx missing on a minimal host: the function bodies still run
+        logger.info("Custom nodes left as functions (%s).", err)
         return model_path
-    if not rotary_op.rotary_nodes(graph):
+    rotary = rotary and bool(rotary_op.rotary_nodes(graph))
+    attention = attention and bool(attention_op.attention_nodes(graph))
+    if not (rotary or attention):
         return model_path
-    import onnx
-
-    # In place: the graph was read for this load only; _read_graph checked the data files are whole.
-    onnx.load_external_data_for_model(graph, os.path.dirname(model_path))
-    lowered = rotary_op.lower_to_contrib(graph)
-    logger.info("Rotary nodes lowered to ONNX Runtime's fused RotaryEmbedding kernel for %s.", chosen)
+    # The graph's structure alone is rewritten (it was read for this load only, weights left on disk): ONNX
+    # Runtime reads the external weights from the export's folder (EXTERNAL_WEIGHTS_FOLDER), so no copy of
+    # them passes through Python. _read_graph checked the data files are whole.
+    lowered = attention_op.lower_custom_ops(graph, rotary=rotary, attention=attention)
+    if rotary:
+        logger.info("Rotary nodes lowered to ONNX Runtime's fused RotaryEmbedding kernel for %s.", chosen)
+    if attention:
+        logger.info("Attention nodes lowered to ONNX Runtime's MultiHeadAttention kernel for %s "
+                    "(flash path for batches without padding).", chosen)
     return lowered.SerializeToString()
 
 

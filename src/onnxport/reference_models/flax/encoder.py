@@ -29,7 +29,7 @@ from ...configs import EncoderConfig
 from ...families import Family
 from ..common import InputError, rotary_table
 from ..layer_stack import run_layer_stack
-from ..tracing import trace_options
+from ..tracing import attention_hook, trace_options
 from .activations import ACT2FN
 
 PRECISION = jax.lax.Precision.HIGHEST
@@ -197,6 +197,11 @@ class SelfAttention(nn.Module):
                 key = jax.lax.concatenate([past_key_value[0], key], 2)
                 value = jax.lax.concatenate([past_key_value[1], value], 2)
 
+        fused = attention_hook(self.relative, head_mask, attention_mask)
+        if fused is not None:  # exporting: one onnxport.Attention node
+            context = fused(query, key, value, attention_mask, self.config.num_attention_heads,
+                            1.0 / math.sqrt(self.config.head_dim))
+            return context, None, (key, value)
         scores = einsum("bhqd,bhkd->bhqk", query, key)
         if self.relative:
             query_length, key_length = query.shape[2], key.shape[2]

@@ -19,7 +19,7 @@ from ...families import Family
 from ..common import check_inputs, rotary_table, value_range
 from ..outputs import BaseModelOutputWithPoolingAndCrossAttentions
 from ..layer_stack import run_layer_stack
-from ..tracing import trace_options
+from ..tracing import attention_hook, trace_options
 from .activations import ACT2FN
 
 LayerPast = tuple[torch.Tensor, ...]  # (key, value) or (key, value, cross_key, cross_value)
@@ -162,6 +162,11 @@ class SelfAttention(nn.Module):
                 key = torch.cat([past_key_value[0], key], dim=2)
                 value = torch.cat([past_key_value[1], value], dim=2)
 
+        fused = attention_hook(self.relative, head_mask, attention_mask)
+        if fused is not None:  # exporting: one onnxport.Attention node
+            context = fused(query, key, value, attention_mask, self.num_attention_heads,
+                            1.0 / math.sqrt(self.attention_head_size))
+            return context, None, (key, value)
         scores = torch.matmul(query, key.transpose(-1, -2))
         if self.relative:
             query_length, key_length = query.shape[2], key.shape[2]

@@ -24,7 +24,7 @@ from ...families import Family
 from ..common import InputError, check_inputs, rotary_table, value_range
 from ..outputs import BaseModelOutputWithPoolingAndCrossAttentions
 from ..layer_stack import run_layer_stack
-from ..tracing import trace_options
+from ..tracing import attention_hook, trace_options
 from .activations import ACT2FN
 from .layers import Dropout, Embedding, LayerNorm, Length, Linear, Module, Parameter, shape_list
 
@@ -177,6 +177,11 @@ class SelfAttention(Module):
                 key = tf.concat([past_key_value[0], key], axis=2)
                 value = tf.concat([past_key_value[1], value], axis=2)
 
+        fused = attention_hook(self.relative, head_mask, attention_mask)
+        if fused is not None:  # exporting: one onnxport.Attention node
+            context = fused(query, key, value, attention_mask, self.num_attention_heads,
+                            1.0 / math.sqrt(self.attention_head_size))
+            return context, None, (key, value)
         scores = tf.matmul(query, key, transpose_b=True)
         if self.relative:
             query_length, key_length = tf.shape(query)[2], tf.shape(key)[2]
