@@ -119,7 +119,7 @@ class Geometry:
         per_layer = 4 * h * h + 2 * h * inter + 9 * h + inter
         if getattr(config, "add_cross_attention", False):
             per_layer += 4 * h * h
-        head = h * h + h * config.vocab_size  # the largest head (a masked-LM decoder), pooler or dense
+        head = 2 * h * h  # a pooler and a head's dense layer (a masked-LM's decoder is the tied word embeddings)
         params = tables + (width * h if width != h else 0) + layers * per_layer + head
         return cls(layers, h, config.num_attention_heads, inter, 4 * params)
 
@@ -230,26 +230,49 @@ def _case_shapes(spec: IOSpec, length: int | None) -> list[tuple[dict, int, int]
     return out
 
 
-def _plan_cases(spec: IOSpec, g: Geometry, framework: str, length: int | None, splits_queries: bool) -> list[CasePlan]:
+def _forms(spec: IOSpec, g: Geometry, shape: dict, sequence: int, past: int,
+           splits_queries: bool) -> list[tuple[int, int | None, str]]:
+    """(batch, query chunk, note) a case may run in, the preferred first: the shape's batch (the longest at
+    batch 1 when batch 2's graph scores are large), the native attention whole when its scores are small, else
+    in chunks of CHUNK_SCORES, then smaller ones (down to 64 rows), then batch 1 for a longest case at batch 2."""
+    batches, note = [shape["batch"]], ""
+    if shape["sequence"] is None and shape["batch"] > 1:
+        full = GRAPH_SCORE_COPIES * scores_bytes(spec, g, shape["batch"], sequence, past)
+        if full > LONG_CASE_SCORES:  # padding in a batch is the "fresh" case's; the longest is about length
+            batches, note = [1], f"batch 1: at batch {shape['batch']} the graph's attention scores alone would take " \
+                                 f"{full / GIB:.1f} GiB"
+        else:
+            batches.append(1)
+    forms = []
+    for batch in batches:
+        chunks: list[int | None] = [None]
+        if splits_queries:
+            rows = max(1, CHUNK_SCORES // scores_bytes(spec, g, batch, sequence, past, query_rows=1))
+            chunks = [None] if rows >= sequence else []
+            while rows >= 64 or not chunks:
+                if rows < sequence:
+                    chunks.append(rows)
+                rows //= 4
+        why = note or ("" if batch == shape["batch"] else f"batch 1: batch {shape['batch']} does not fit the budget")
+        forms += [(batch, chunk, why) for chunk in chunks]
+    return forms
+
+
+def _plan_cases(spec: IOSpec, g: Geometry, framework: str, length: int | None, splits_queries: bool,
+                budget: int | None) -> list[CasePlan]:
+    """Each case in the first form that fits ``budget`` (the last, cheapest, when none does)."""
     cases: list[CasePlan] = []
     held = 0  # native outputs of the earlier cases, held until ONNX Runtime runs
     for shape, sequence, past in _case_shapes(spec, length):
-        batch, note = shape["batch"], ""
-        if shape["sequence"] is None and batch > 1:
-            full = GRAPH_SCORE_COPIES * scores_bytes(spec, g, batch, sequence, past)
-            if full > LONG_CASE_SCORES:  # padding in a batch is the "fresh" case's; the longest is about length
-                note = (f"batch 1: at batch {batch} the graph's attention scores alone would take "
-                        f"{full / GIB:.1f} GiB")
-                batch = 1
-        chunk = None
-        if splits_queries:
-            per_row = scores_bytes(spec, g, batch, sequence, past, query_rows=1)
-            rows = max(1, CHUNK_SCORES // per_row)
-            chunk = rows if rows < sequence else None
-        native = estimate_native_bytes(spec, g, framework, batch, sequence, past, chunk)
-        held += _output_bytes(spec, batch, sequence, past)
-        graph = estimate_graph_bytes(spec, g, batch, sequence, past, native_held=held)
-        cases.append(CasePlan(shape["name"], batch, sequence, past, chunk, native, graph, note))
+        for batch, chunk, note in _forms(spec, g, shape, sequence, past, splits_queries):
+            native = estimate_native_bytes(spec, g, framework, batch, sequence, past, chunk)
+            output = _output_bytes(spec, batch, sequence, past)
+            graph = estimate_graph_bytes(spec, g, batch, sequence, past, native_held=held + output)
+            case = CasePlan(shape["name"], batch, sequence, past, chunk, native, graph, note)
+            if budget is None or case.peak_bytes <= budget:
+                break
+        held += output
+        cases.append(case)
     return cases
 
 
@@ -261,7 +284,7 @@ def plan_validation(spec: IOSpec, config, framework: str, budget: int | None = N
 
     Pure: computes, allocates nothing. Raises ExportError, saying what fits, when a case cannot fit."""
     g = Geometry.of(config)
-    cases = _plan_cases(spec, g, framework, length, splits_queries)
+    cases = _plan_cases(spec, g, framework, length, splits_queries, budget)
     plan = ValidationPlan(cases, budget, budget_source or ("given" if budget is not None else "no limit"), framework)
     if budget is None:
         return plan
@@ -270,7 +293,7 @@ def plan_validation(spec: IOSpec, config, framework: str, budget: int | None = N
         return plan
     limit = spec.max_sequence_length or 512
     fits = [n for n in _lengths_to_try(limit)
-            if all(c.peak_bytes <= budget for c in _plan_cases(spec, g, framework, n, splits_queries))]
+            if all(c.peak_bytes <= budget for c in _plan_cases(spec, g, framework, n, splits_queries, budget))]
     worst = max(over, key=lambda c: c.peak_bytes)
     if fits:
         shorter = (f"validate up to {fits[-1]} tokens (--validate-length {fits[-1]}; validate_length={fits[-1]} "
