@@ -283,11 +283,19 @@ def test_refused_before_conversion_with_what_to_do(long_checkpoint, tmp_path, mo
     assert not (tmp_path / "out").exists()
 
 
-def test_shorter_validation_length_is_said(long_checkpoint, tmp_path):
-    report = export(long_checkpoint, tmp_path / "out", task="feature-extraction", validate_length=300,
-                    validation_memory="200MiB")
-    assert report.validation.passed and report.validation.longest_sequence == 300
-    assert [r.shape for r in report.validation.rows if r.case == "longest"][0] == (2, 300, 32)  # small: batch 2
+def test_shorter_validation_length_is_said(long_checkpoint, tmp_path, capsys):
     from onnxport.cli import main
 
-    assert main(["info", str(tmp_path / "out")]) == 0
+    out = tmp_path / "out"
+    assert main(["export", long_checkpoint, str(out), "--task", "feature-extraction", "--validate-length", "300",
+                 "--validation-memory", "200MiB"]) == 0
+    printed = capsys.readouterr().out
+    assert "longest: batch 2 x 300 tokens" in printed and "memory budget 0.20 GiB: validation_memory" in printed
+    validation = json.loads((out / "onnxport.json").read_text())["validation"]
+    assert validation["passed"] and validation["longest_sequence"] == 300
+    assert [r["shape"] for r in validation["rows"] if r["case"] == "longest"][0] == [2, 300, 32]  # small: batch 2
+    assert main(["info", str(out)]) == 0
+    assert "inputs up to 300 tokens" in capsys.readouterr().out
+    # beyond the table: refused in one line, before anything is built
+    assert main(["export", long_checkpoint, str(tmp_path / "o2"), "--validate-length", "9000"]) == 1
+    assert "between 1 and the model's 8192 positions" in capsys.readouterr().err
