@@ -299,3 +299,16 @@ def test_shorter_validation_length_is_said(long_checkpoint, tmp_path, capsys):
     # beyond the table: refused in one line, before anything is built
     assert main(["export", long_checkpoint, str(tmp_path / "o2"), "--validate-length", "9000"]) == 1
     assert "between 1 and the model's 8192 positions" in capsys.readouterr().err
+
+
+def test_onnxport_validate_plans_the_same_way(long_checkpoint, tmp_path):
+    from onnxport.exporters.pipeline import validate_export
+
+    out = tmp_path / "out"
+    export(long_checkpoint, out, task="feature-extraction", validate=False)
+    report = validate_export(str(out), validation_memory="4GiB")
+    assert report.passed and report.longest_sequence == 8192 and report.plan.cases[-1].query_chunk == 4096
+    assert all(0 < r.max_abs_diff <= 1e-4 for r in report.rows if r.case == "longest")
+    with pytest.raises(ExportError, match="--validate-length 2048"):
+        validate_export(str(out), validation_memory="200MiB")
+    assert validate_export(str(out), validate_length=100, validation_memory="200MiB").longest_sequence == 100
