@@ -61,7 +61,7 @@ def checkpoint_dir(work: Path) -> Path:
 
 def artifact_paths(work: Path) -> dict[str, Path]:
     root = work / "long_inputs"
-    return {"checkpoint": checkpoint_dir(work), "onnxport": root / "onnxport", "plain": root / "plain" / "model.onnx",
+    return {"checkpoint": checkpoint_dir(work), "onnxport": root / "onnxport", "ort-plain": root / "plain" / "model.onnx",
             "ort-optimizer": root / "ort-optimizer" / "model.onnx"}
 
 
@@ -115,15 +115,15 @@ def child_build(work: Path) -> dict:
         # validated to 512 tokens here: the full default validation is benchmarks.export_cost's subject
         export(str(paths["checkpoint"]), str(paths["onnxport"]), task=h.TASK, force=True, validate_length=512)
         gc.collect()
-    if not paths["plain"].is_file():
-        h.plain_torch_export(h.hf_model(paths["checkpoint"]), MODEL_TYPE, paths["plain"])
+    if not paths["ort-plain"].is_file():
+        h.plain_torch_export(h.hf_model(paths["checkpoint"]), MODEL_TYPE, paths["ort-plain"])
         gc.collect()
     from onnxruntime.transformers.optimizer import optimize_model
 
     stats_file = paths["ort-optimizer"].with_suffix(".json")
     if not stats_file.is_file():
         config = h.base_config(MODEL_TYPE, max_position_embeddings=POSITIONS)
-        optimized = optimize_model(str(paths["plain"]), model_type="bert", num_heads=config.num_attention_heads,
+        optimized = optimize_model(str(paths["ort-plain"]), model_type="bert", num_heads=config.num_attention_heads,
                                    hidden_size=config.hidden_size)
         paths["ort-optimizer"].parent.mkdir(parents=True, exist_ok=True)
         optimized.save_model_to_file(str(paths["ort-optimizer"]))
