@@ -253,7 +253,8 @@ def markdown(report: dict) -> str:
                 continue
             ops = ", ".join(f"{op} {ms:.0f}" for op, ms in p["per_op_ms"].items() if ms >= 0.03 * p["total_ms"])
             lines.append(f"| {name} | {p['total_ms']:.0f} | {p['gemm_ms']:.0f} | {p['gemm_share']:.0%} | {ops} |")
-    lines += ["", "## Runners", ""] + [f"- {k}: {v}" for k, v in report["notes"].items()]
+    measured = {r["runner"] for case in report["cases"] for r in case["rows"]}
+    lines += ["", "## Runners", ""] + [f"- {k}: {v}" for k, v in report["notes"].items() if k in measured]
     if report.get("skipped"):
         lines += ["", "Not measured: " + "; ".join(report["skipped"])]
     return "\n".join(lines) + "\n"
