@@ -69,7 +69,7 @@ def log(*parts) -> None:
 def base_config(model_type: str, **overrides):
     from onnxport.configs import AutoConfig
 
-    kwargs = dict(BASE, **FAMILY_GEOMETRY[model_type], **overrides)
+    kwargs = {**BASE, **FAMILY_GEOMETRY[model_type], **overrides}  # overrides may replace a family's value
     config_class = AutoConfig.config_class(model_type)
     return config_class(**kwargs)
 

@@ -152,3 +152,54 @@ def summary_table(cases: list[dict], vnni: bool | None = None) -> list[str]:
         if section:
             lines += [""] + section
     return lines
+
+
+# ----------------------------------------------------------------------------- issue 26: long inputs
+# A long-input case (``benchmarks.long_inputs``): ``batch``, ``sequence`` and ``rows`` of ``runner``,
+# ``median_ms`` and ``peak_activation_bytes`` (peak RSS - RSS once the session is built), the reference
+# runner being ``ort-plain`` (the plain torch.onnx.export).
+LONG_INPUT_SHAPES = ((1, 512), (4, 512), (1, 2048), (1, 8192))  # 4x512: a ragged batch
+LONG_INPUT_RATIO = {(1, 512): 0.85, (1, 2048): 0.7, (1, 8192): 0.7}  # onnxport / plain latency, at most
+LONG_INPUT_NEVER_ABOVE = 1.0  # at any shape, the ragged batch included
+LONG_INPUT_MEMORY = {(1, 8192): 0.5}  # onnxport / plain peak activation memory, at most
+
+
+def long_input_target(case: dict) -> dict | None:
+    """onnxport against the plain export at one long-input shape: latency ratio and, where set, memory ratio.
+    ``gap``: how far the worse of the two is over its limit (0.2 = 20% over); None without both runners."""
+    rows = {r["runner"]: r for r in case["rows"] if "error" not in r}
+    ours, plain = rows.get("onnxport"), rows.get("ort-plain")
+    if not ours or not plain:
+        return None
+    shape = (case["batch"], case["sequence"])
+    limit = min(LONG_INPUT_RATIO.get(shape, LONG_INPUT_NEVER_ABOVE), LONG_INPUT_NEVER_ABOVE)
+    ratio = ours["median_ms"] / plain["median_ms"]
+    out = {"ratio": ratio, "limit": limit, "time_met": ratio <= limit, "time_gap": ratio / limit - 1.0}
+    memory_limit = LONG_INPUT_MEMORY.get(shape)
+    if memory_limit is not None and ours.get("peak_activation_bytes") and plain.get("peak_activation_bytes"):
+        memory = ours["peak_activation_bytes"] / plain["peak_activation_bytes"]
+        out.update(memory_ratio=memory, memory_limit=memory_limit, memory_met=memory <= memory_limit,
+                   memory_gap=memory / memory_limit - 1.0)
+    out["met"] = out["time_met"] and out.get("memory_met", True)
+    out["gap"] = max(out["time_gap"], out.get("memory_gap", float("-inf")))
+    return out
+
+
+def long_input_table(cases: list[dict]) -> list[str]:
+    """Markdown lines: each long-input case against issue 26's targets, met or the gap."""
+    lines = [f"onnxport / plain torch.onnx.export: <= {LONG_INPUT_RATIO[(1, 512)]} at 1x512, <= "
+             f"{LONG_INPUT_RATIO[(1, 2048)]} at 1x2048 and 1x8192, never above {LONG_INPUT_NEVER_ABOVE} (the ragged "
+             f"4x512 included); peak activation memory <= {LONG_INPUT_MEMORY[(1, 8192)]} x plain at 1x8192.", "",
+             "| shape | onnxport / plain (time) | time target | onnxport / plain (memory) | memory target | met |",
+             "|---|---:|---|---:|---|---|"]
+    for case in cases:
+        t = long_input_target(case)
+        shape = f"{case['batch']}x{case['sequence']}"
+        if t is None:
+            lines.append(f"| {shape} | - | - | - | - | not measured |")
+            continue
+        memory = (f"{t['memory_ratio']:.2f} | <= {t['memory_limit']} ({_verdict(t['memory_met'], t['memory_gap'])})"
+                  if "memory_ratio" in t else "- | -")
+        lines.append(f"| {shape} | {t['ratio']:.2f} | <= {t['limit']} ({_verdict(t['time_met'], t['time_gap'])}) | "
+                     f"{memory} | {'yes' if t['met'] else 'no (+{:.0%})'.format(t['gap'])} |")
+    return lines

@@ -39,11 +39,12 @@ def test_report_records_name_their_derived_values():
     report = ValidationReport([Row("single", "logits", (1, 7, 99), 2e-6, 1e-4), Row("fresh", "logits", (3, 11, 99),
                                                                                      0.5, 1e-4)])
     assert report.to_dict() == {
-        "passed": False, "max_abs_diff": 0.5,
+        "passed": False, "max_abs_diff": 0.5, "longest_sequence": None,  # no plan: the cases as written
         "rows": [{"case": "single", "output": "logits", "shape": [1, 7, 99], "max_abs_diff": 2e-6, "atol": 1e-4,
                   "ok": True},
                  {"case": "fresh", "output": "logits", "shape": [3, 11, 99], "max_abs_diff": 0.5, "atol": 1e-4,
-                  "ok": False}]}
+                  "ok": False}],
+        "plan": None}
     precision = Fp16Report(fp16_nodes=3, fp32_nodes={"Softmax": 2}, clipped_constants=["c"])
     assert precision.to_dict() == {"dtype": "fp16", "fp16_nodes": 3, "fp32_nodes": {"Softmax": 2}, "casts": 0,
                                    "mask_fill": -32768.0, "mask_fills_rewritten": 0, "clipped_constants": ["c"],

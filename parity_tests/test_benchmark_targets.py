@@ -249,3 +249,32 @@ def test_benchmarks_import_the_fixtures_as_parity_tests_modules():
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["parity_tests.tokenizer_fixtures", "True"]
+
+
+# ----------------------------------------------------------------------------- issue 26: long inputs
+def long_case(batch, sequence, ours_ms, plain_ms, ours_peak=None, plain_peak=None):
+    return {"batch": batch, "sequence": sequence,
+            "rows": [{"runner": "onnxport", "median_ms": ours_ms, "peak_activation_bytes": ours_peak},
+                     {"runner": "ort-optimizer", "median_ms": 1.0, "peak_activation_bytes": 1},
+                     {"runner": "ort-plain", "median_ms": plain_ms, "peak_activation_bytes": plain_peak}]}
+
+
+def test_long_input_targets_by_shape():
+    from benchmarks.targets import long_input_table, long_input_target
+
+    # 1x512: 900 / 1000 = 0.9 > 0.85: 5.9% over.
+    t = long_input_target(long_case(1, 512, 900.0, 1000.0))
+    assert t["limit"] == 0.85 and not t["met"] and t["gap"] == pytest.approx(0.9 / 0.85 - 1)
+    # 1x2048: 0.7 exactly is met; the ragged 4x512 is held to 1.0 only.
+    assert long_input_target(long_case(1, 2048, 700.0, 1000.0))["met"]
+    assert long_input_target(long_case(4, 512, 990.0, 1000.0))["met"]
+    assert not long_input_target(long_case(4, 512, 1010.0, 1000.0))["met"]
+    # 1x8192: time met (0.6) but memory 3 GiB / 5 GiB = 0.6 > 0.5: 20% over, not met.
+    t = long_input_target(long_case(1, 8192, 600.0, 1000.0, 3 << 30, 5 << 30))
+    assert t["time_met"] and t["memory_ratio"] == pytest.approx(0.6) and not t["memory_met"]
+    assert t["gap"] == pytest.approx(0.2) and not t["met"]
+    assert long_input_target({"batch": 1, "sequence": 512, "rows": [{"runner": "onnxport", "median_ms": 1.0}]}) is None
+    text = "\n".join(long_input_table([long_case(1, 8192, 600.0, 1000.0, 3 << 30, 5 << 30),
+                                       long_case(1, 512, 800.0, 1000.0)]))
+    assert "| 1x8192 | 0.60 | <= 0.7 (met) | 0.60 | <= 0.5 (not met (+20%)) | no (+20%) |" in text
+    assert "| 1x512 | 0.80 | <= 0.85 (met) | - | - | yes |" in text

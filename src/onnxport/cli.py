@@ -116,6 +116,7 @@ def _add_export_parser(commands) -> None:
                    help="replace the export files in a non-empty OUT (your other files are kept; a failed export "
                         "leaves OUT as it was)")
     p.add_argument("--no-validate", action="store_true", help="skip the native vs ONNX Runtime comparison")
+    _add_validation_memory_options(p)
     p.add_argument("--allow-missing-weights", action="store_true",
                    help="export a head the checkpoint lacks, initialised from a fixed seed (listed in onnxport.json)")
     p.add_argument("--with-pooler", action="store_true",
@@ -147,12 +148,15 @@ def _export(args) -> int:
             with_past=args.with_past, validate=not args.no_validate, force=args.force, atol=args.atol,
             dtype="fp16" if getattr(args, "fp16", False) else "fp32",
             allow_missing_weights=args.allow_missing_weights, with_pooler=True if args.with_pooler else None,
+            validate_length=args.validate_length, validation_memory=args.validation_memory,
         )
     except (ExportError, ValidationError, ValueError, FileNotFoundError) as error:
         print(f"onnxport export: error: {error}", file=sys.stderr)
         return 1
     if report.validation is not None:
         print(report.validation.table())
+        if report.validation.plan is not None:
+            print(report.validation.plan.describe())
     print(f"exported {report.task} ({report.framework}, opset {report.opset}, {report.dtype}) to {report.out_dir}")
     return 0
 
@@ -240,6 +244,16 @@ def _add_validate_parser(commands) -> None:
     p.add_argument("--framework", choices=tuple(FRONT_ENDS), help="native framework (default: the export's)")
     p.add_argument("--atol", type=_non_negative_float, default=None, help="tolerance (default: the export's bar)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
+    _add_validation_memory_options(p)
+
+
+def _add_validation_memory_options(p) -> None:
+    p.add_argument("--validate-length", type=int, default=None, metavar="TOKENS",
+                   help="validate up to TOKENS tokens (default: the longest the position table allows, when it "
+                        "fits in memory; an export that cannot fit is refused and says which length fits)")
+    p.add_argument("--validation-memory", default=None, metavar="SIZE",
+                   help="memory validation may use, e.g. 6GiB (default: $ONNXPORT_VALIDATION_MEMORY, else 80%% "
+                        "of MemAvailable)")
 
 
 def _add_bench_parser(commands) -> None:
@@ -408,8 +422,11 @@ def _validate(args) -> int:
 
     from .exporters.pipeline import validate_export
 
-    report = validate_export(args.export_dir, args.checkpoint, atol=args.atol, framework=args.framework)
+    report = validate_export(args.export_dir, args.checkpoint, atol=args.atol, framework=args.framework,
+                             validate_length=args.validate_length, validation_memory=args.validation_memory)
     print(report.table())
+    if report.plan is not None:
+        print(report.plan.describe())
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(report.to_dict(), out, indent=2)
@@ -484,8 +501,10 @@ def _info(args) -> int:
         rows = validation.get("rows", [])
         worst = max((r.get("max_abs_diff", 0.0) for r in rows), default=0.0)
         cases = sorted({r.get("case") for r in rows})
+        longest = validation.get("longest_sequence")
         lines.append(f"  validation: {'passed' if validation.get('passed') else 'FAILED'}, largest difference "
-                     f"{worst:.3e} over {len(rows)} outputs x cases ({', '.join(cases)})")
+                     f"{worst:.3e} over {len(rows)} outputs x cases ({', '.join(cases)})"
+                     + (f", inputs up to {longest} tokens" if longest else ""))
     else:
         lines.append("  validation: not run (exported with --no-validate)")
     random_parts = meta.get("random_weights") or []

@@ -194,14 +194,23 @@ def call_with_spec(model, spec, args, **call_kwargs) -> tuple:
 
 
 def native_runner(spec, call: Callable[..., tuple], to_native: Callable[[np.ndarray, Any], Any],
-                  to_numpy: Callable[[Any], np.ndarray]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+                  to_numpy: Callable[[Any], np.ndarray],
+                  query_chunks: Optional[Callable[[int], Any]] = None) -> Callable[..., dict[str, np.ndarray]]:
     """``Converted.run_native``: an io-spec input dict -> ``call(*inputs as framework values)`` ->
-    {output name: numpy}. ``to_native(array, tensor_spec)`` converts one input."""
+    {output name: numpy}. ``to_native(array, tensor_spec)`` converts one input.
 
-    def run_native(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    ``query_chunks(rows)``: a context manager in which ``call`` runs attention ``rows`` query positions at a
+    time (``native_chunks.py``); then ``run_native(inputs, query_chunk=rows)`` uses it (validation at long
+    lengths, ``validate.plan_validation``) and ``run_native.splits_queries`` is True."""
+
+    def run_native(inputs: dict[str, np.ndarray], query_chunk: Optional[int] = None) -> dict[str, np.ndarray]:
         args = tuple(to_native(np.ascontiguousarray(inputs[t.name]), t) for t in spec.inputs)
-        return {name: to_numpy(out) for name, out in zip(spec.output_names, call(*args))}
+        scope = query_chunks(query_chunk) if query_chunk and query_chunks else contextlib.nullcontext()
+        with scope:
+            outputs = call(*args)
+        return {name: to_numpy(out) for name, out in zip(spec.output_names, outputs)}
 
+    run_native.splits_queries = query_chunks is not None
     return run_native
 
 

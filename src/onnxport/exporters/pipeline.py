@@ -120,6 +120,8 @@ def export(
     copy_tokenizer: bool = True,
     dtype: str = "fp32",
     with_pooler: Optional[bool] = None,
+    validate_length: Optional[int] = None,
+    validation_memory: Optional[int | str] = None,
 ) -> ExportReport:
     """Export ``checkpoint_dir`` for ``task`` from ``framework`` into ``out_dir``; see the module docstring.
 
@@ -138,11 +140,19 @@ def export(
     Weights the checkpoint lacks are refused unless ``allow_missing_weights``; then they are initialised from
     ``RANDOM_INIT_SEED`` and listed in ``onnxport.json`` (``random_weights``). A feature-extraction export of a
     checkpoint without a pooler (a masked-LM checkpoint) leaves ``pooler_output`` out unless ``with_pooler=True``.
+
+    Validation runs within the machine's memory (``validate.plan_validation``): its cases are planned from an
+    estimate of their peak (the native model's and ONNX Runtime's) against ``validation_memory`` (bytes or
+    "6GiB"; default $ONNXPORT_VALIDATION_MEMORY, else 80% of MemAvailable); the longest case runs to the end
+    of the position table (``validate_length`` tokens when given) at batch 1 when batch 2 would be large, the
+    PyTorch model's attention in chunks of query rows; what cannot fit is refused (ExportError) before the
+    checkpoint is converted. ``report.validation.plan`` (and ``onnxport.json``) says what ran at which length.
     """
     from . import onnx_file  # onnx: loaded by the first export, not by `import onnxport.exporters`
 
     options = _checked_options(checkpoint_dir, out_dir, framework, task, opset, with_past, validate, force, atol,
-                               external_data_threshold, allow_missing_weights, copy_tokenizer, dtype, with_pooler)
+                               external_data_threshold, allow_missing_weights, copy_tokenizer, dtype, with_pooler,
+                               validate_length, validation_memory)
     clock = _StageClock()
     checkpoint = read_checkpoint(options)
     converter = front_end(options.framework)  # the framework is installed: checked before anything is built
@@ -197,6 +207,8 @@ class ExportOptions:
     copy_tokenizer: bool
     dtype: str  # "fp32" or "fp16"
     with_pooler: Optional[bool]  # None: as the checkpoint holds pooler weights or not (plan_graph)
+    validate_length: Optional[int] = None  # the longest validation case's tokens (None: the position table's)
+    validation_memory: Optional[int] = None  # bytes validation may use (None: $ONNXPORT_VALIDATION_MEMORY / meminfo)
 
 
 @dataclass(frozen=True)
@@ -222,6 +234,7 @@ class GraphPlan:
     # What the front end traces: ``spec`` itself, or for sentence-embeddings the encoder (feature-extraction
     # without pooler) that sentence_head.append extends to ``spec``.
     trace_spec: Optional[IOSpec] = None
+    validation: Optional[Any] = None  # validate.ValidationPlan (None without validation, or fp16's own cases)
 
 
 @dataclass(frozen=True)
@@ -269,16 +282,22 @@ class _StageClock:
 # -- the stages, in order ----------------------------------------------------------------------------------
 def _checked_options(checkpoint_dir, out_dir, framework, task, opset, with_past, validate, force, atol,
                      external_data_threshold, allow_missing_weights, copy_tokenizer, dtype,
-                     with_pooler) -> ExportOptions:
+                     with_pooler, validate_length=None, validation_memory=None) -> ExportOptions:
     """The arguments as ``ExportOptions``; the cheap checks first, so mistakes fail before any heavy import."""
     from . import fp16  # onnx: loaded by the first export
 
     if task is not None:
         io_spec.get_task(task)
     dtype = fp16.canonical_dtype(dtype)
+    if validate_length is not None and (isinstance(validate_length, bool) or not isinstance(validate_length, int)
+                                        or validate_length < 1):
+        raise InputError(f"validate_length must be a positive number of tokens, got {validate_length!r}.")
+    if validation_memory is not None:
+        validation_memory = validation.parse_memory(validation_memory)
     return ExportOptions(os.fspath(checkpoint_dir), os.fspath(out_dir), framework, task,
                          DEFAULT_OPSET if opset is None else int(opset), with_past, validate, force, atol,
-                         external_data_threshold, allow_missing_weights, copy_tokenizer, dtype, with_pooler)
+                         external_data_threshold, allow_missing_weights, copy_tokenizer, dtype, with_pooler,
+                         validate_length, validation_memory)
 
 
 def _is_cross_encoder_dir(checkpoint_dir: str) -> bool:
@@ -342,7 +361,23 @@ def plan_graph(options: ExportOptions, checkpoint: Checkpoint) -> GraphPlan:
     sequence = min(shape["sequence"], config.max_sequence_length - past)
     example = io_spec.make_inputs(trace_spec, shape["batch"], sequence, past=past, num_choices=shape["num_choices"],
                                   seed=0)
-    return GraphPlan(spec, example, trace_spec)
+    return GraphPlan(spec, example, trace_spec, _plan_validation(options, config, spec, splits_queries=None))
+
+
+def _plan_validation(options: ExportOptions, config, spec: IOSpec, splits_queries: Optional[bool]):
+    """The validation plan (``validate.plan_validation``) of an fp32 export, refused here — before the checkpoint
+    is converted — when it cannot fit. ``splits_queries`` None: as the framework's native runner will (PyTorch:
+    unless attention scores depend on position differences, ``native_chunks.py``)."""
+    if not options.validate or options.dtype != "fp32":
+        return None
+    if splits_queries is None:
+        splits_queries = options.framework == "pt" and config.position_embedding_type not in (
+            "relative_key", "relative_key_query")
+    budget, source = validation.memory_budget(options.validation_memory)
+    plan = validation.plan_validation(spec, config, options.framework, budget, source, options.validate_length,
+                                      splits_queries)
+    logger.info("%s", plan.describe())
+    return plan
 
 
 def convert(options: ExportOptions, checkpoint: Checkpoint, plan: GraphPlan, converter, workdir: str):
@@ -362,7 +397,11 @@ def convert(options: ExportOptions, checkpoint: Checkpoint, plan: GraphPlan, con
         sentence_head.append(converted.model, checkpoint.sentence, options.opset)
         native = sentence_head.native_runner(checkpoint.sentence, native)
     if options.dtype == "fp32":  # (fp16.validate runs its own cases on the runner)
-        native = validation.native_outputs(plan.spec, native) if options.validate else None
+        cases = plan.validation
+        if cases is not None and any(c.query_chunk for c in cases.cases) and not getattr(native, "splits_queries",
+                                                                                         False):
+            cases = _plan_validation(options, checkpoint.config, plan.spec, splits_queries=False)  # it cannot chunk
+        native = validation.native_outputs(plan.spec, native, cases) if options.validate else None
         converted.run_native = None
     model, converted.model = converted.model, None  # the caller holds the one reference
     return model, Conversion(converted.versions, tuple(converted.random_weights), native)
@@ -477,7 +516,8 @@ def write_files_and_spec(options: ExportOptions, checkpoint: Checkpoint, graph: 
 
 # -- `onnxport validate EXPORT_DIR [CHECKPOINT]`: the validate stage again, on an export directory ------------
 def validate_export(export_dir: str, checkpoint_dir: str | None = None, atol: float | None = None,
-                    framework: str | None = None) -> ValidationReport:
+                    framework: str | None = None, validate_length: int | None = None,
+                    validation_memory: int | str | None = None) -> ValidationReport:
     """Re-run the native-vs-ONNX Runtime comparison of an export directory: the same cases as at export
     (batch 1 and > 1, padding, token types, the longest allowed length), against the checkpoint it came from.
 
@@ -497,6 +537,10 @@ def validate_export(export_dir: str, checkpoint_dir: str | None = None, atol: fl
         raise ModelFileError(f"No {os.path.relpath(model_path, export_dir)} in {export_dir}; re-export the checkpoint.")
     config = AutoConfig.from_pretrained(export_dir)  # as exported (is_decoder for text-generation, ...)
     framework = framework or meta.get("framework", "pt")
+    options = _checked_options(checkpoint_dir, export_dir, framework, None, None, spec.with_past, True, False, atol,
+                               None, False, False, meta.get("dtype", "fp32"), None, validate_length,
+                               validation_memory)
+    plan = _plan_validation(options, config, spec, splits_queries=None)  # refused before the model is loaded
     if io_spec.get_task(spec.task).sentence_stack:  # the encoder of the Transformer module, then the ST math
         from . import sentence_head
 
@@ -508,7 +552,11 @@ def validate_export(export_dir: str, checkpoint_dir: str | None = None, atol: fl
         runner = validation.native_runner(framework, checkpoint_dir, config, spec)
     if meta.get("dtype") == "fp16":
         return fp16.validate(model_path, spec, runner, atol=atol, raise_on_failure=False)
-    return validation.validate(model_path, spec, runner, atol=atol, raise_on_failure=False)
+    if plan is not None and any(c.query_chunk for c in plan.cases) and not getattr(runner, "splits_queries", False):
+        plan = _plan_validation(options, config, spec, splits_queries=False)
+    native = validation.native_outputs(spec, runner, plan)
+    del runner  # the framework model, before ONNX Runtime loads its copy of the weights
+    return validation.validate(model_path, spec, native, atol=atol, raise_on_failure=False)
 
 
 def _check_signature(model, spec) -> None:

@@ -91,8 +91,11 @@ def convert(job: ExportJob) -> Converted:
     def call(*args):
         return wrapper(*args)
 
+    from .native_chunks import query_chunks, splits_queries
+
     run_native = native_runner(job.spec, call, lambda array, tensor: torch.from_numpy(array),
-                               lambda out: out.detach().cpu().numpy())
+                               lambda out: out.detach().cpu().numpy(),
+                               (lambda rows: query_chunks(model, rows)) if splits_queries(model) else None)
     return Converted(model=raw, run_native=run_native, versions={"torch": torch.__version__},
                      random_weights=random_weights)
 
