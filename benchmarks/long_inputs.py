@@ -24,9 +24,8 @@ at the time. Verdicts: ``targets.long_input_target`` (issue 26: onnxport / plain
 
 The op profile (``op_profile.profile``) of each graph at 1x2048 says where the time goes.
 
-Sentence embeddings (issue 25 asks for 512 / 2,048 / 8,192-token latency and peak memory of the
-``sentence-embeddings`` task): ``sentence_embeddings_runner`` is the hook; it reports why it is skipped
-until onnxport has that task, and then needs only the export of a sentence-transformers directory.
+Sentence embeddings (issue 25's 512 / 2,048 / 8,192-token latency and peak memory of the
+``sentence-embeddings`` task) are ``benchmarks.sentence_long``'s table.
 
 Writes ``benchmarks/results/long_inputs.md`` and ``long_inputs.json``.
 """
@@ -86,15 +85,9 @@ def takes_fuse_attention() -> bool:
 
 
 def sentence_embeddings_runner(work: Path):
-    """Issue 25's hook: (runner factory, note) for the ``sentence-embeddings`` task at these shapes, or
-    (None, why not). The runner would export a sentence-transformers directory of this geometry (CLS pooling
-    + Normalize, as bge-m3) and time ``pipeline("sentence-embeddings", OUT)`` on ids of each length."""
-    from onnxport.artifact.io_spec import TASKS
-
-    if "sentence-embeddings" not in TASKS:
-        return None, "onnxport has no sentence-embeddings task yet (issue 25): no row"
-    return None, "the sentence-embeddings task exists: add its runner here (export a sentence-transformers " \
-                 "directory of this geometry; time the pipeline at 512 / 2048 / 8192 tokens)"
+    """Issue 25's sentence-embeddings rows (512 / 2,048 / 8,192 tokens): measured by ``benchmarks.sentence_long``
+    (a bge-m3-style sentence-transformers directory of this geometry, its own table), not here."""
+    return None, "measured by python -m benchmarks.sentence_long (results/sentence_long.md)"
 
 
 # ----------------------------------------------------------------------------- child processes

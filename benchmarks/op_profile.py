@@ -68,15 +68,18 @@ def profile(model: str | bytes, feeds: dict, threads: int, calls: int) -> dict:
 
 
 def onnxport_graph(export_dir: Path) -> str | bytes:
-    """The graph onnxport.runtime hands to ONNX Runtime on CPU (rotary lowered when present)."""
+    """The graph onnxport.runtime hands to ONNX Runtime on CPU: its custom nodes (rotary, attention) lowered to
+    the fused kernels (``attention_op.lower_custom_ops``, the runtime's own rewrite)."""
     import onnx
 
-    from onnxport.exporters import rotary_op
+    from onnxport.artifact import attention_op, rotary_op
     from onnxport.artifact.layout import model_path
 
     path = model_path(str(export_dir))
     model = onnx.load(path)
-    return rotary_op.lower_to_contrib(model).SerializeToString() if rotary_op.rotary_nodes(model) else path
+    if not (rotary_op.rotary_nodes(model) or attention_op.attention_nodes(model)):
+        return path
+    return attention_op.lower_custom_ops(model).SerializeToString()
 
 
 def main(argv: list[str] | None = None) -> int:
