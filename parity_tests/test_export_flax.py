@@ -35,7 +35,7 @@ from onnxport.reference_models import flax as F  # noqa: E402  (after the skip: 
 
 # HF heads exported once per graph: a task whose graph is another's (rerank: text-classification's) is
 # exported under that task; sentence-embeddings exports sentence-transformers directories (test_sentence_embeddings.py).
-TASK_HEADS = {name: task.head for name, task in io_spec.TASKS.items() if task.graph_of is None and not task.sentence_stack}
+TASK_HEADS = {name: task.head for name, task in io_spec.TASKS.items() if task.is_head_graph}
 CASES = [(mt, task, False) for mt in MODEL_TYPES for task in TASK_HEADS] + [
     (mt, "text-generation", True) for mt in MODEL_TYPES
 ]

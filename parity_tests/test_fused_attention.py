@@ -113,8 +113,9 @@ def test_lowering_is_in_place_free_and_keeps_the_domain_for_rotary():
 
 # ----------------------------------------------------------------------------- exports
 FAST_DECODER = ("roformer", "text-generation", True)
-CASES = [(mt, task, False) for mt in MODEL_TYPES for task in TASKS] + [(mt, "text-generation", True)
-                                                                       for mt in MODEL_TYPES]
+# every head graph (rerank is text-classification's graph; sentence-embeddings: test_sentence_embeddings.py)
+CASES = [(mt, task, False) for mt in MODEL_TYPES for task, spec in TASKS.items() if spec.is_head_graph] + [
+    (mt, "text-generation", True) for mt in MODEL_TYPES]
 
 
 def _params():

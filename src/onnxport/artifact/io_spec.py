@@ -71,6 +71,12 @@ class Task:
     # encoder followed by its Pooling / Dense / Normalize modules (exporters/sentence_head.py), not an HF head.
     sentence_stack: bool = False
 
+    @property
+    def is_head_graph(self) -> bool:
+        """The task's graph is its own transformers head's (what a plain checkpoint of that head exports): not
+        another task's graph (rerank) and not a sentence-transformers stack. Loops over every head graph use it."""
+        return self.graph_of is None and not self.sentence_stack
+
 
 _TOKENS = (BATCH, SEQUENCE)
 
@@ -120,7 +126,7 @@ def task_for_head(head: str) -> str:
     """The task name served by a head ("ForMaskedLM" -> "fill-mask"; a task with its own graph, not one that
     reuses another's)."""
     for task in TASKS.values():
-        if task.head == head and task.graph_of is None and not task.sentence_stack:
+        if task.head == head and task.is_head_graph:
             return task.name
     raise TaskError(f"No export task serves the head {head!r}.")
 

@@ -18,7 +18,7 @@ FRAMEWORKS = tuple(FRONT_ENDS)
 TASK_ROWS = tuple(
     (task.name, with_past)
     for task in sorted(EXPORT_TASKS.values(), key=lambda task: task.can_use_past)
-    if task.graph_of is None and not task.sentence_stack
+    if task.is_head_graph
     for with_past in ((False, True) if task.can_use_past else (False,))
 )
 # Geometries of the parity matrix's random checkpoints (`onnxport parity --size`).
