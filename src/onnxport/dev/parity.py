@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
-from ..artifact.io_spec import tensor_name
+from ..artifact.io_spec import TASKS as EXPORT_TASKS, tensor_name
 from ..families import FAMILIES
 from . import FRAMEWORKS, SIZES
 from . import TASK_ROWS as TASKS  # (export task, with_past) rows of the matrix
@@ -401,7 +401,8 @@ def checkpoint_rows(checkpoint: str) -> list[tuple[str, str, bool]]:
         raise FileNotFoundError(f"{checkpoint!r} is not a checkpoint directory (no config.json).")
     config = AutoConfig.from_pretrained(checkpoint)
     family = family_of(config)
-    own = _task_from_architectures(config, family)
+    own = _task_from_architectures(config, family, checkpoint)
+    own = EXPORT_TASKS[own].graph_of or own  # a cross-encoder's graph is text-classification's
     tasks = {"feature-extraction", own}
     return [(config.model_type, t, p) for t, p in TASKS if t in tasks]
 
