@@ -54,7 +54,7 @@ VOCABULARIES = {
 }
 VOCABULARY_OF = {"xlm-roberta": "sentencepiece-multilingual", "roberta": "gpt2", "roberta-prelayernorm": "gpt2",
                  "roformer": "bert-base-chinese"}
-HEAD_TASKS = {task.head: name for name, task in TASKS.items() if not task.sentence_stack}  # HF heads
+HEAD_TASKS = {task.head: name for name, task in TASKS.items() if task.is_head_graph}  # HF heads, each once
 NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
 CONFIGS_FIXTURE = Path(__file__).with_name("transformers5_tokenizer_configs.json")
 
