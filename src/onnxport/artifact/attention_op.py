@@ -41,6 +41,8 @@ from __future__ import annotations
 import onnx
 from onnx import AttributeProto, TensorProto, helper
 
+from .opsets import default_opset, drop_opset, set_opset
+
 DOMAIN = "onnxport"
 OP_TYPE = "Attention"
 VERSION = 1
@@ -100,29 +102,8 @@ def attention_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE]
 
 
-def _default_opset(model: onnx.ModelProto) -> int:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return imp.version
-    raise ValueError("The model imports no default ONNX opset.")
-
-
 def _custom_domain_used(model: onnx.ModelProto) -> bool:
     return any(n.domain == DOMAIN for n in model.graph.node)
-
-
-def _set_opset(model: onnx.ModelProto, domain: str, version: int) -> None:
-    for imp in model.opset_import:
-        if imp.domain == domain:
-            imp.version = version
-            return
-    model.opset_import.append(helper.make_opsetid(domain, version))
-
-
-def _drop_opset(model: onnx.ModelProto, domain: str) -> None:
-    keep = [imp for imp in model.opset_import if imp.domain != domain]
-    del model.opset_import[:]
-    model.opset_import.extend(keep)
 
 
 def attach_function(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -134,10 +115,10 @@ def attach_function(model: onnx.ModelProto) -> onnx.ModelProto:
     del model.functions[:]
     model.functions.extend(kept)
     if attention_nodes(model):
-        model.functions.append(make_function(_default_opset(model)))
-        _set_opset(model, DOMAIN, VERSION)
+        model.functions.append(make_function(default_opset(model)))
+        set_opset(model, DOMAIN, VERSION)
     elif not _custom_domain_used(model):
-        _drop_opset(model, DOMAIN)
+        drop_opset(model, DOMAIN)
     return model
 
 
@@ -267,7 +248,7 @@ def lower_to_contrib(model: onnx.ModelProto, mask_branch: bool = True, elem_type
     del lowered.graph.node[:]
     lowered.graph.node.extend(new_nodes)
     attach_function(lowered)  # drops the now unused function (and the domain import if nothing else uses it)
-    _set_opset(lowered, "com.microsoft", 1)
+    set_opset(lowered, "com.microsoft", 1)
     return lowered
 
 

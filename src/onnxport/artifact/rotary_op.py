@@ -32,6 +32,8 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
+from .opsets import default_opset, drop_opset, set_opset
+
 DOMAIN = "onnxport"
 OP_TYPE = "RotaryEmbedding"
 VERSION = 1
@@ -91,29 +93,8 @@ def make_node(x: str, cos: str, sin: str, y: str, name: str = "") -> onnx.NodePr
     return helper.make_node(OP_TYPE, [x, cos, sin], [y], name=name or None, domain=DOMAIN)
 
 
-def _default_opset(model: onnx.ModelProto) -> int:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return imp.version
-    raise ValueError("The model imports no default ONNX opset.")
-
-
 def rotary_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE]
-
-
-def _set_opset(model: onnx.ModelProto, domain: str, version: int) -> None:
-    for imp in model.opset_import:
-        if imp.domain == domain:
-            imp.version = version
-            return
-    model.opset_import.append(helper.make_opsetid(domain, version))
-
-
-def _drop_opset(model: onnx.ModelProto, domain: str) -> None:
-    keep = [imp for imp in model.opset_import if imp.domain != domain]
-    del model.opset_import[:]
-    model.opset_import.extend(keep)
 
 
 def attach_function(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -127,10 +108,10 @@ def attach_function(model: onnx.ModelProto) -> onnx.ModelProto:
     model.functions.extend(kept)
     if not rotary_nodes(model):
         if not any(n.domain == DOMAIN for n in model.graph.node):
-            _drop_opset(model, DOMAIN)
+            drop_opset(model, DOMAIN)
         return model
-    model.functions.append(make_function(_default_opset(model)))
-    _set_opset(model, DOMAIN, VERSION)
+    model.functions.append(make_function(default_opset(model)))
+    set_opset(model, DOMAIN, VERSION)
     return model
 
 
@@ -195,7 +176,7 @@ def lower_to_contrib(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     lowered = _lower(model, lambda x, cos_cache, sin_cache, positions: [x, positions, cos_cache, sin_cache],
                      domain="com.microsoft")
-    _set_opset(lowered, "com.microsoft", 1)
+    set_opset(lowered, "com.microsoft", 1)
     return lowered
 
 
@@ -204,7 +185,7 @@ def lower_to_onnx23(model: onnx.ModelProto) -> onnx.ModelProto:
 
     The model must already import opset >= 23 (our exporters write 17 by default; convert first).
     """
-    opset = _default_opset(model)
+    opset = default_opset(model)
     if opset < 23:
         raise ValueError(
             f"The standard RotaryEmbedding op needs opset >= 23, the model imports {opset}; "
