@@ -30,7 +30,6 @@ import math
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -102,15 +101,7 @@ def child_plain(checkpoint: str, out: str) -> dict:
 
 def run_child(work: Path, *args: str) -> dict:
     """``python -m benchmarks.export_cost --child ...`` in a fresh process; its result, or the error."""
-    command = [sys.executable, "-m", "benchmarks.export_cost", "--work", str(work), "--child", *args]
-    started = time.perf_counter()
-    proc = subprocess.run(command, cwd=h.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if proc.returncode or not lines:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        log(f"    failed (exit {proc.returncode}) after {time.perf_counter() - started:.0f}s:\n{tail}")
-        return {"error": f"exit {proc.returncode}: {tail.splitlines()[-1] if tail else 'no output'}"}
-    return json.loads(lines[-1][len(RESULT_PREFIX):])
+    return h.run_child_process("export_cost", RESULT_PREFIX, work, *args)
 
 
 # ----------------------------------------------------------------------------- report

@@ -423,3 +423,22 @@ def machine_info(threads: int) -> dict:
     return {**cpu_features(), "cores": os.cpu_count(), "threads": threads,
             "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "python": platform.python_version(),
             "load_average_at_start": os.getloadavg()}
+
+
+def run_child_process(module: str, result_prefix: str, work, *args: str) -> dict:
+    """``python -m benchmarks.<module> --work WORK --child ARGS`` in a fresh process (its own peak RSS, its own
+    session); the JSON it printed after ``result_prefix``, or ``{"error": ...}`` with its stderr's tail logged."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", f"benchmarks.{module}", "--work", str(work), "--child", *args]
+    started = time.perf_counter()
+    proc = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(result_prefix)]
+    if proc.returncode or not lines:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        log(f"    failed (exit {proc.returncode}) after {time.perf_counter() - started:.0f}s:\n{tail}")
+        return {"error": f"exit {proc.returncode}: {tail.splitlines()[-1] if tail else 'no output'}"}
+    return json.loads(lines[-1][len(result_prefix):])

@@ -37,7 +37,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -173,15 +172,8 @@ def child_profile(name: str, work: Path, threads: int, calls: int) -> dict:
 
 
 def run_child(work: Path, *args: str) -> dict:
-    command = [sys.executable, "-m", "benchmarks.long_inputs", "--work", str(work), "--child", *args]
-    started = time.perf_counter()
-    proc = subprocess.run(command, cwd=h.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if proc.returncode or not lines:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-12:])
-        log(f"    failed (exit {proc.returncode}) after {time.perf_counter() - started:.0f}s:\n{tail}")
-        return {"error": f"exit {proc.returncode}: {tail.splitlines()[-1] if tail else 'no output'}"}
-    return json.loads(lines[-1][len(RESULT_PREFIX):])
+    """``python -m benchmarks.long_inputs --child ...`` in a fresh process; its result, or the error."""
+    return h.run_child_process("long_inputs", RESULT_PREFIX, work, *args)
 
 
 # ----------------------------------------------------------------------------- report
